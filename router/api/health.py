@@ -1,0 +1,37 @@
+"""Probes: `HEAD /` (Claude Code sends it first), `/healthz` (alive), `/readyz` (can serve)."""
+
+from __future__ import annotations
+
+from litestar import Request, Response, get, head
+
+from router import __version__
+from router.gateway import Gateway
+
+
+@head("/", status_code=200)
+async def probe_head() -> None:
+    return None
+
+
+@get("/")
+async def index() -> dict:
+    return {
+        "name": "ccgate",
+        "version": __version__,
+        "api": ["/v1/messages", "/v1/messages/count_tokens", "/v1/models"],
+    }
+
+
+@get("/healthz")
+async def healthz() -> dict:
+    return {"status": "ok"}
+
+
+@get("/readyz")
+async def readyz(request: Request) -> Response[dict]:
+    gateway: Gateway = request.app.state.gateway
+    backends = {name: {"healthy": s.healthy, "detail": s.detail} for name, s in gateway.health.snapshot().items()}
+    ready = gateway.ready()
+    return Response(
+        {"status": "ready" if ready else "unavailable", "backends": backends}, status_code=200 if ready else 503
+    )

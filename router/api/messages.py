@@ -1,0 +1,55 @@
+"""The Anthropic Messages dialect: /v1/messages, /v1/messages/count_tokens, /v1/models."""
+
+from __future__ import annotations
+
+import logging
+
+from litestar import Request, Response, get, post
+from litestar.response import Stream
+
+from router.api.replies import ClientGone, to_response, unless_client_leaves
+from router.backends.base import Incoming
+from router.dispatch import Operation
+from router.gateway import Gateway
+from router.protocol.anthropic import CountTokensRequest, MessagesRequest, decode_body, validate
+
+log = logging.getLogger("ccgate.api")
+CLIENT_CLOSED = 499  # nginx's "client closed request": nobody is left to read it
+
+
+async def _handle(
+    request: Request, kind: type[MessagesRequest] | type[CountTokensRequest], op: Operation
+) -> Response | Stream:
+    body = await request.body()
+    raw = decode_body(body)
+    incoming = Incoming(validate(raw, kind), raw, body, request.headers, request.url.query or "")
+    gateway: Gateway = request.app.state.gateway
+    try:
+        outcome = await unless_client_leaves(request, gateway.route(incoming, op))
+    except ClientGone:
+        log.info("client left before the answer started; upstream request cancelled")
+        return Response(b"", status_code=CLIENT_CLOSED)
+    return to_response(outcome)
+
+
+@post("/v1/messages", status_code=200)
+async def create_message(request: Request) -> Response | Stream:
+    return await _handle(request, MessagesRequest, "messages")
+
+
+@post("/v1/messages/count_tokens", status_code=200)
+async def count_tokens(request: Request) -> Response | Stream:
+    return await _handle(request, CountTokensRequest, "count_tokens")
+
+
+@get("/v1/models")
+async def list_models(request: Request) -> dict:
+    gateway: Gateway = request.app.state.gateway
+    names = sorted({b.config.model for b in gateway.backends.values() if b.config.model})
+    data = [{"type": "model", "id": n, "display_name": n, "created_at": "1970-01-01T00:00:00Z"} for n in names]
+    return {
+        "data": data,
+        "has_more": False,
+        "first_id": names[0] if names else None,
+        "last_id": names[-1] if names else None,
+    }

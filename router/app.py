@@ -1,0 +1,52 @@
+"""Build the Litestar app from Settings: the one place that wires the parts together."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.datastructures import State
+
+from router.api import health, messages
+from router.api.errors import EXCEPTION_HANDLERS
+from router.gateway import Gateway
+from router.policy.loader import load_policy
+from router.policy.schema import Policy
+from router.settings import Settings
+
+log = logging.getLogger("ccgate")
+
+
+def create_app(settings: Settings | None = None, policy: Policy | None = None) -> Litestar:
+    settings = settings or Settings.from_env()
+    policy = policy or load_policy(settings.config)
+    gateway = Gateway(policy, health_interval=settings.health_interval)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        await gateway.start()
+        log.info("ccgate ready: backends %s", ", ".join(f"{n} ({b.config.kind})" for n, b in gateway.backends.items()))
+        try:
+            yield
+        finally:
+            await gateway.stop()
+
+    return Litestar(
+        route_handlers=[
+            messages.create_message,
+            messages.count_tokens,
+            messages.list_models,
+            health.probe_head,
+            health.index,
+            health.healthz,
+            health.readyz,
+        ],
+        state=State({"gateway": gateway, "settings": settings}),
+        lifespan=[lifespan],
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=None,
+        logging_config=None,
+    )

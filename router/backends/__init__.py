@@ -1,0 +1,1 @@
+"""Egress adapters: one per backend kind, behind the Backend protocol in base.py."""

@@ -1,0 +1,145 @@
+"""Backends that speak the Anthropic Messages dialect: the Anthropic API and llama-server.
+
+The body goes through as the client sent it, re-encoded only when something must change (the
+model name), and the answer's bytes are relayed without re-encoding them event by event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import msgspec
+
+from router.backends.base import BackendHTTPError, Incoming, Reply
+from router.backends.http import UpstreamClient
+from router.backends.stream import streaming_reply
+from router.policy.schema import BackendConfig
+from router.protocol.errors import upstream_error_message, upstream_error_type
+from router.protocol.sse import SSEDecoder
+
+JSON = "application/json"
+
+# Headers of the client's that describe the request to an Anthropic-dialect server.
+FORWARDED = (
+    "anthropic-version",
+    "anthropic-beta",
+    "user-agent",
+    "x-app",
+    "x-claude-code-session-id",
+    "anthropic-dangerous-direct-browser-access",
+)
+CLIENT_CREDENTIALS = ("x-api-key", "authorization")
+# Headers of the upstream's answer worth handing back to the client.
+RETURNED = ("request-id", "retry-after")
+RETURNED_PREFIX = "anthropic-ratelimit-"
+
+
+class AnthropicWireBackend:
+    """Passthrough to `/v1/messages` and `/v1/messages/count_tokens`."""
+
+    forwards_client_headers = True
+
+    def __init__(self, name: str, config: BackendConfig) -> None:
+        self.name = name
+        self.config = config
+        self.http = UpstreamClient(name, config)
+
+    async def messages(self, incoming: Incoming) -> Reply:
+        body = self._body(incoming)
+        headers = self._headers(incoming.headers)
+        path = "/v1/messages" + (f"?{incoming.query}" if incoming.query and self.forwards_client_headers else "")
+        if incoming.raw.get("stream"):
+            response, first = await self.http.stream(path, body, headers)
+            if _is_error_event(first):
+                await response.aclose()
+                raise _error_from_event(self.name, first)
+            return streaming_reply(self.http, response, first, headers=_returned_headers(response.headers))
+        response = await self.http.post(path, body, headers)
+        return Reply(
+            status=response.status_code,
+            content_type=JSON,
+            body=response.content,
+            headers=_returned_headers(response.headers),
+        )
+
+    async def count_tokens(self, incoming: Incoming) -> Reply:
+        path = "/v1/messages/count_tokens"
+        response = await self.http.post(path, self._body(incoming), self._headers(incoming.headers))
+        return Reply(status=response.status_code, content_type=JSON, body=response.content)
+
+    async def health(self) -> tuple[bool, str]:
+        path = self.config.health_path
+        if not path:
+            return True, "not probed"
+        try:
+            response = await self.http.probe(path)
+        except Exception as exc:  # noqa: BLE001 - any failure means "down", said in the detail
+            return False, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        if response.status_code == 200:
+            return True, "ok"
+        return False, f"{path} answered HTTP {response.status_code}"
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    def _body(self, incoming: Incoming) -> bytes:
+        if self.config.model and incoming.raw.get("model") != self.config.model:
+            return msgspec.json.encode({**incoming.raw, "model": self.config.model})
+        return incoming.body
+
+    def _headers(self, client: Mapping[str, str]) -> dict[str, str]:
+        headers = {"content-type": JSON}
+        if self.forwards_client_headers:
+            for key in FORWARDED:
+                value = client.get(key)
+                if value:
+                    headers[key] = value
+            headers.setdefault("anthropic-version", "2023-06-01")
+        headers.update(credentials(self.config, client))
+        return headers
+
+
+class LlamaCppBackend(AnthropicWireBackend):
+    """llama-server's native Anthropic endpoint (llama.cpp PR #17570 and later)."""
+
+    forwards_client_headers = False
+
+    def __init__(self, name: str, config: BackendConfig) -> None:
+        if config.health_path is None:
+            config = msgspec.structs.replace(config, health_path="/health")
+        super().__init__(name, config)
+
+
+def credentials(config: BackendConfig, client: Mapping[str, str]) -> dict[str, str]:
+    """The upstream's credentials: its own key, or the client's own (a teammate's subscription)."""
+    auth = config.effective_auth
+    if auth == "key" or (auth == "auto" and config.api_key):
+        if not config.api_key:
+            return {}
+        if config.kind == "anthropic":
+            return {"x-api-key": config.api_key}
+        return {"authorization": f"Bearer {config.api_key}"}
+    if auth in ("auto", "passthrough"):
+        return {key: client[key] for key in CLIENT_CREDENTIALS if client.get(key)}
+    return {}
+
+
+def _returned_headers(upstream: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in upstream.items() if k in RETURNED or k.startswith(RETURNED_PREFIX)}
+
+
+def _is_error_event(first: bytes) -> bool:
+    return first.lstrip().startswith(b"event: error")
+
+
+def _error_from_event(name: str, first: bytes) -> BackendHTTPError:
+    """llama-server answers some failures with HTTP 200 whose first SSE event is an error."""
+    events = SSEDecoder().feed(first + b"\n\n")
+    data = events[0].data.encode() if events else first
+    message = upstream_error_message(data) or "error event before any output"
+    try:
+        code = msgspec.json.decode(data).get("error", {}).get("code")
+    except (msgspec.DecodeError, AttributeError):
+        code = None
+    status = code if isinstance(code, int) and 400 <= code < 600 else 500
+    return BackendHTTPError(name, status, message, upstream_error_type(data))

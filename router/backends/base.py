@@ -1,0 +1,99 @@
+"""The Backend protocol, what a call returns, and the failures dispatch decides on."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from router.policy.schema import BackendConfig
+from router.protocol.anthropic import CountTokensRequest, MessagesRequest
+
+
+class BackendError(Exception):
+    """A backend could not answer. `retryable`: the next candidate may take the request."""
+
+    status = 502
+    retryable = True
+
+    def __init__(self, backend: str, reason: str) -> None:
+        super().__init__(f"{backend}: {reason}")
+        self.backend = backend
+        self.reason = reason
+
+
+class BackendUnavailable(BackendError):
+    """Connection refused, DNS failure, reset before an answer: nothing was processed."""
+
+    status = 529
+
+
+class BackendTimeout(BackendError):
+    status = 504
+
+
+class BackendProtocolError(BackendError):
+    """The backend answered, but not with a valid response of its dialect."""
+
+    status = 502
+
+
+class BackendHTTPError(BackendError):
+    """The backend answered with an error status; its body is kept for the client."""
+
+    def __init__(self, backend: str, status: int, message: str, error_type: str | None = None) -> None:
+        super().__init__(backend, f"HTTP {status}: {message}")
+        self.status = status
+        self.message = message
+        self.error_type = error_type
+        # 5xx, 429, 529 and llama.cpp's context overflow may succeed elsewhere; other 4xx would not.
+        self.retryable = status >= 500 or status == 429 or error_type == "exceed_context_size_error"
+
+
+@dataclass(slots=True)
+class Incoming:
+    """What the client sent, as a backend needs it."""
+
+    request: MessagesRequest | CountTokensRequest
+    raw: dict[str, Any]  # the decoded body, for dialect-native passthrough
+    body: bytes  # the body as received, forwarded untouched when nothing must change
+    headers: Mapping[str, str]
+    query: str = ""
+
+
+@dataclass(slots=True)
+class Reply:
+    """An answer in the Anthropic dialect, ready for the client.
+
+    Streaming replies have already produced their first chunk (`first`), so every failure that
+    could still move the request to another backend has happened before this object exists.
+    """
+
+    status: int
+    content_type: str
+    body: bytes = b""
+    first: bytes = b""
+    rest: AsyncIterator[bytes] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    close: Callable[[], Awaitable[None]] | None = None
+
+    @property
+    def streaming(self) -> bool:
+        return self.rest is not None
+
+    async def aclose(self) -> None:
+        if self.close is not None:
+            await self.close()
+
+
+class Backend(Protocol):
+    name: str
+    config: BackendConfig
+
+    async def messages(self, incoming: Incoming) -> Reply: ...
+
+    async def count_tokens(self, incoming: Incoming) -> Reply: ...
+
+    async def health(self) -> tuple[bool, str]: ...
+
+    async def aclose(self) -> None: ...

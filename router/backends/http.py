@@ -1,0 +1,141 @@
+"""One pooled HTTP client per backend, with the timeouts a model server needs.
+
+httpx's read timeout is one number for every read, but a model server has two very different
+waits: the first byte (prompt processing: minutes for a cold 20k-token prompt on a CPU) and the
+gap between two chunks. Both are enforced here with `asyncio.timeout`, and every transport
+failure is turned into the BackendError that dispatch decides on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from contextlib import suppress
+
+import httpx
+
+from router.backends.base import (
+    BackendHTTPError,
+    BackendProtocolError,
+    BackendTimeout,
+    BackendUnavailable,
+)
+from router.policy.schema import BackendConfig
+from router.protocol.errors import upstream_error_message, upstream_error_type
+
+MAX_ERROR_BODY = 64 * 1024
+
+
+class UpstreamClient:
+    def __init__(self, name: str, config: BackendConfig, max_connections: int = 256) -> None:
+        self.name = name
+        self.config = config
+        self.base = config.url.rstrip("/").removesuffix("/v1")
+        t = config.timeouts
+        self.client = httpx.AsyncClient(
+            timeout=httpx.Timeout(connect=t.connect, read=None, write=t.idle, pool=t.first_byte),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=32),
+            headers={"accept-encoding": "identity"},
+            follow_redirects=False,
+            trust_env=False,
+        )
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    async def post(self, path: str, body: bytes, headers: Mapping[str, str]) -> httpx.Response:
+        """A whole (non-streamed) answer; raises BackendError for anything but 2xx."""
+        response = await self._open(path, body, headers, self.config.timeouts.first_byte)
+        try:
+            async with asyncio.timeout(self.config.timeouts.idle):
+                await response.aread()
+        except TimeoutError:
+            raise BackendTimeout(self.name, "response body stalled") from None
+        except httpx.HTTPError as exc:
+            raise BackendProtocolError(self.name, f"response body broken off: {_describe(exc)}") from None
+        finally:
+            await response.aclose()
+        return response
+
+    async def stream(self, path: str, body: bytes, headers: Mapping[str, str]) -> tuple[httpx.Response, bytes]:
+        """Open a streamed answer and read its first chunk; the caller owns `response`.
+
+        The rest of the body is read with `rest(response)`, from the same iterator.
+        """
+        response = await self._open(path, body, headers, self.config.timeouts.first_byte)
+        chunks = response.aiter_raw()
+        response.extensions["ccgate_chunks"] = chunks
+        try:
+            async with asyncio.timeout(self.config.timeouts.first_byte):
+                first = await anext(chunks, b"")
+        except TimeoutError:
+            await response.aclose()
+            raise BackendTimeout(self.name, f"no first byte within {self.config.timeouts.first_byte:g}s") from None
+        except httpx.HTTPError as exc:
+            await response.aclose()
+            raise BackendUnavailable(self.name, f"stream broke before its first byte: {_describe(exc)}") from None
+        return response, first
+
+    async def rest(self, response: httpx.Response) -> AsyncIterator[bytes]:
+        """The chunks after the first; TimeoutError / httpx.HTTPError propagate to the caller."""
+        chunks = response.extensions["ccgate_chunks"]
+        idle = self.config.timeouts.idle
+        while True:
+            async with asyncio.timeout(idle):
+                chunk = await anext(chunks, None)
+            if chunk is None:
+                return
+            if chunk:
+                yield chunk
+
+    async def probe(self, path: str) -> httpx.Response:
+        """A quick GET for health checks, bounded by the connect timeout."""
+        return await self.client.get(self.url(path), timeout=self.config.timeouts.connect)
+
+    async def aclose(self) -> None:
+        with suppress(Exception):
+            await self.client.aclose()
+
+    async def _open(self, path: str, body: bytes, headers: Mapping[str, str], wait: float) -> httpx.Response:
+        request = self.client.build_request("POST", self.url(path), content=body, headers=headers)
+        try:
+            async with asyncio.timeout(wait):
+                response = await self.client.send(request, stream=True)
+        except TimeoutError:
+            raise BackendTimeout(self.name, f"no response within {wait:g}s") from None
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            raise BackendUnavailable(self.name, _describe(exc)) from None
+        except httpx.HTTPError as exc:
+            raise BackendUnavailable(self.name, f"no response: {_describe(exc)}") from None
+        if response.status_code >= 400:
+            await _raise_for_status(self.name, response)
+        return response
+
+
+async def _raise_for_status(name: str, response: httpx.Response) -> None:
+    try:
+        async with asyncio.timeout(10):
+            body = b""
+            async for chunk in response.aiter_raw():
+                body += chunk
+                if len(body) > MAX_ERROR_BODY:
+                    break
+    except (TimeoutError, httpx.HTTPError):
+        body = b""
+    finally:
+        await response.aclose()
+    status = response.status_code
+    message = upstream_error_message(body) or response.reason_phrase or "error"
+    raise BackendHTTPError(name, status, message, upstream_error_type(body))
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, httpx.ConnectError):
+        return (
+            "connection refused" if "refused" in str(exc).lower() else f"cannot connect ({exc or type(exc).__name__})"
+        )
+    if isinstance(exc, httpx.ConnectTimeout):
+        return "connect timed out"
+    if isinstance(exc, httpx.PoolTimeout):
+        return "no free connection in the pool"
+    return str(exc) or type(exc).__name__

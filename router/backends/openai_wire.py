@@ -1,0 +1,91 @@
+"""Backends that speak OpenAI Chat Completions (vLLM, Ollama, LM Studio, llama-server, ...)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import msgspec
+
+from router.backends.anthropic_wire import credentials
+from router.backends.base import BackendProtocolError, Incoming, Reply
+from router.backends.http import UpstreamClient
+from router.backends.stream import streaming_reply
+from router.policy.schema import BackendConfig
+from router.protocol.anthropic import MessagesRequest
+from router.protocol.estimate import estimate_input_tokens
+from router.protocol.from_openai import BadUpstreamResponse, StreamTranslator, to_anthropic_message
+from router.protocol.sse import Event, SSEDecoder
+from router.protocol.to_openai import to_openai_request
+
+JSON = "application/json"
+CHAT = "/v1/chat/completions"
+
+
+class OpenAIWireBackend:
+    def __init__(self, name: str, config: BackendConfig) -> None:
+        self.name = name
+        self.config = config
+        self.http = UpstreamClient(name, config)
+
+    async def messages(self, incoming: Incoming) -> Reply:
+        request = incoming.request
+        assert isinstance(request, MessagesRequest)
+        model = self.config.model or request.model
+        body = msgspec.json.encode(to_openai_request(request, model))
+        headers = {"content-type": JSON, **credentials(self.config, incoming.headers)}
+        if request.stream:
+            return await self._stream(body, headers, request.model)
+        response = await self.http.post(CHAT, body, headers)
+        try:
+            message = to_anthropic_message(msgspec.json.decode(response.content), request.model)
+        except (msgspec.DecodeError, BadUpstreamResponse, AttributeError, TypeError) as exc:
+            raise BackendProtocolError(self.name, f"unusable chat completion: {exc}") from None
+        return Reply(status=200, content_type=JSON, body=msgspec.json.encode(message))
+
+    async def _stream(self, body: bytes, headers: dict[str, str], model: str) -> Reply:
+        response, first = await self.http.stream(CHAT, body, headers)
+        decoder = SSEDecoder()
+        translator = StreamTranslator(model)
+
+        def handle(events: Iterable[Event]) -> list[bytes]:
+            out: list[bytes] = []
+            for event in events:
+                if event.data == "[DONE]":
+                    out += translator.finish()
+                    continue
+                try:
+                    out += translator.feed(msgspec.json.decode(event.data))
+                except msgspec.DecodeError:
+                    raise BackendProtocolError(self.name, "stream event is not JSON") from None
+                except BadUpstreamResponse as exc:
+                    raise BackendProtocolError(self.name, str(exc)) from None
+            return out
+
+        def transform(chunk: bytes) -> Iterable[bytes]:
+            return handle(decoder.feed(chunk))
+
+        def finish() -> Iterable[bytes]:
+            return handle(decoder.flush()) + translator.finish()
+
+        try:
+            first_out = b"".join(transform(first))
+        except BackendProtocolError:
+            await response.aclose()
+            raise
+        return streaming_reply(self.http, response, first_out, transform=transform, finish=finish)
+
+    async def count_tokens(self, incoming: Incoming) -> Reply:
+        """Chat Completions has no token counter: a character-based estimate, as documented."""
+        count = estimate_input_tokens(incoming.raw)
+        return Reply(status=200, content_type=JSON, body=msgspec.json.encode({"input_tokens": count}))
+
+    async def health(self) -> tuple[bool, str]:
+        path = self.config.health_path or "/v1/models"
+        try:
+            response = await self.http.probe(path)
+        except Exception as exc:  # noqa: BLE001 - any failure means "down", said in the detail
+            return False, str(exc) or type(exc).__name__
+        return (response.status_code == 200), f"{path} answered HTTP {response.status_code}"
+
+    async def aclose(self) -> None:
+        await self.http.aclose()

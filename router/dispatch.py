@@ -1,0 +1,82 @@
+"""Try a decision's candidates in order until one answers; the rest are its fallbacks.
+
+A candidate is left for the next one only while nothing has reached the client: every Reply a
+backend returns has already read its first byte, so a failure after that point is the stream's
+own business (it ends with an Anthropic error event), never a fallback.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from router.backends.base import Backend, BackendError, BackendHTTPError, BackendUnavailable, Incoming, Reply
+from router.policy.engine import Decision
+from router.state.health import HealthBoard
+
+log = logging.getLogger("ccgate.dispatch")
+
+Operation = Literal["messages", "count_tokens"]
+
+
+@dataclass(slots=True)
+class Outcome:
+    reply: Reply
+    backend: str
+    rule: str
+    fallbacks: list[str] = field(default_factory=list)  # "backend: reason" of each candidate passed over
+
+
+class DispatchFailed(Exception):
+    """No candidate answered. Carries the status and message the client gets."""
+
+    def __init__(self, status: int, message: str, error_type: str | None, rule: str, fallbacks: list[str]) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.error_type = error_type
+        self.rule = rule
+        self.fallbacks = fallbacks
+
+
+async def dispatch(
+    decision: Decision,
+    backends: Mapping[str, Backend],
+    health: HealthBoard,
+    incoming: Incoming,
+    operation: Operation,
+) -> Outcome:
+    passed_over = [f"{name}: {why}" for name, why in decision.skipped.items() if name not in decision.candidates]
+    failures: list[BackendError] = []
+    for name in decision.candidates:
+        backend = backends[name]
+        try:
+            reply = await (backend.messages(incoming) if operation == "messages" else backend.count_tokens(incoming))
+        except BackendError as exc:
+            failures.append(exc)
+            passed_over.append(f"{name}: {exc.reason}")
+            if isinstance(exc, BackendUnavailable):
+                health.mark(name, False, exc.reason)
+            if not exc.retryable:
+                break
+            log.warning("backend %s failed before the first byte (%s); trying the next candidate", name, exc.reason)
+            continue
+        return Outcome(reply, name, decision.rule, passed_over)
+    raise _failure(decision.rule, failures, passed_over)
+
+
+def _failure(rule: str, failures: list[BackendError], passed_over: list[str]) -> DispatchFailed:
+    summary = "; ".join(passed_over) or "no backend configured"
+    if not failures or all(isinstance(f, BackendUnavailable) for f in failures):
+        return DispatchFailed(
+            529, f"no backend can take the request ({summary})", "overloaded_error", rule, passed_over
+        )
+    last = failures[-1]
+    if isinstance(last, BackendHTTPError):
+        # The upstream's own verdict (e.g. 400 for a prompt it rejects) is the client's answer.
+        message = last.message if len(failures) == 1 else f"{last.message} (after: {summary})"
+        error_type = last.error_type if last.status < 500 else None
+        return DispatchFailed(last.status, message, error_type, rule, passed_over)
+    return DispatchFailed(last.status, f"backend failed: {summary}", None, rule, passed_over)

@@ -1,0 +1,35 @@
+"""The running gateway: the policy, its backends and their health, and one request's route."""
+
+from __future__ import annotations
+
+from router.backends.base import Backend, Incoming
+from router.backends.registry import build_backends
+from router.dispatch import Operation, Outcome, dispatch
+from router.policy.engine import decide
+from router.policy.schema import Policy
+from router.state.health import HealthBoard
+
+
+class Gateway:
+    def __init__(self, policy: Policy, health_interval: float = 1.0) -> None:
+        self.policy = policy
+        self.backends: dict[str, Backend] = build_backends(policy)
+        self.health = HealthBoard(self.backends, interval=health_interval)
+
+    async def start(self) -> None:
+        await self.health.check_all()
+        self.health.start()
+
+    async def stop(self) -> None:
+        await self.health.stop()
+        for backend in self.backends.values():
+            await backend.aclose()
+
+    async def route(self, incoming: Incoming, operation: Operation) -> Outcome:
+        decision = decide(self.policy, self.health.snapshot())
+        return await dispatch(decision, self.backends, self.health, incoming, operation)
+
+    def ready(self) -> bool:
+        """Ready when at least one backend of the first rule looks healthy."""
+        snapshot = self.health.snapshot()
+        return any(snapshot[name].healthy for name in self.policy.rules[0].to)

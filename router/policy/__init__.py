@@ -1,0 +1,1 @@
+"""Policies: schema, loader and the pure routing engine (no I/O beyond reading the file)."""

@@ -1,0 +1,1 @@
+"""Wire types and pure translation between the Anthropic and OpenAI dialects (no I/O)."""

@@ -1,0 +1,108 @@
+"""The canonical request: the Anthropic Messages shape, validated once with msgspec.
+
+Only what the gateway reads is typed; everything else stays in the raw body, which is what a
+backend that speaks the Anthropic dialect receives, so fields this module does not know about
+(new betas, new block types) still reach it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypeVar
+
+import msgspec
+
+Role = Literal["user", "assistant", "system"]
+ContentBlock = dict[str, Any]
+T = TypeVar("T")
+
+
+class Message(msgspec.Struct, frozen=True):
+    role: Role
+    content: str | list[ContentBlock]
+
+
+class MessagesRequest(msgspec.Struct, frozen=True):
+    model: str
+    messages: list[Message]
+    max_tokens: int
+    system: str | list[ContentBlock] | None = None
+    tools: list[ContentBlock] | None = None
+    tool_choice: dict[str, Any] | None = None
+    stream: bool = False
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    stop_sequences: list[str] | None = None
+    thinking: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class CountTokensRequest(msgspec.Struct, frozen=True):
+    model: str
+    messages: list[Message]
+    system: str | list[ContentBlock] | None = None
+    tools: list[ContentBlock] | None = None
+    tool_choice: dict[str, Any] | None = None
+    thinking: dict[str, Any] | None = None
+
+
+class InvalidRequest(ValueError):
+    """The client's body is not a valid request; the message names the field."""
+
+
+def decode_body(body: bytes) -> dict[str, Any]:
+    if not body:
+        raise InvalidRequest("request body is empty: expected a JSON object")
+    try:
+        raw = msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise InvalidRequest(f"request body must be a JSON object, got {type(raw).__name__}")
+    return raw
+
+
+def validate(raw: dict[str, Any], kind: type[T]) -> T:
+    try:
+        request = msgspec.convert(raw, kind)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequest(_field_message(str(exc))) from None
+    _check_blocks(request)
+    return request
+
+
+def _field_message(text: str) -> str:
+    # msgspec says "Expected `int`, got `str` - at `$.max_tokens`"; say it the client's way.
+    message, _, where = text.partition(" - at `")
+    if where:
+        field = where.rstrip("`").removeprefix("$").lstrip(".")
+        return f"{field}: {message}" if field else message
+    return message
+
+
+def _check_blocks(request: Any) -> None:
+    if isinstance(request, MessagesRequest) and request.max_tokens < 1:
+        raise InvalidRequest("max_tokens: must be at least 1")
+    if not request.messages:
+        raise InvalidRequest("messages: at least one message is required")
+    for i, message in enumerate(request.messages):
+        if isinstance(message.content, list):
+            for j, block in enumerate(message.content):
+                if not isinstance(block.get("type"), str):
+                    raise InvalidRequest(f"messages[{i}].content[{j}].type: Field required")
+    if isinstance(request.system, list):
+        for j, block in enumerate(request.system):
+            if block.get("type") != "text" or not isinstance(block.get("text"), str):
+                raise InvalidRequest(f"system[{j}]: expected a text block with a string `text`")
+    for j, tool in enumerate(request.tools or ()):
+        if not isinstance(tool.get("name"), str):
+            raise InvalidRequest(f"tools[{j}].name: Field required")
+
+
+def text_of(content: str | list[ContentBlock] | None) -> str:
+    """The plain text of a string or a list of blocks (non-text blocks are skipped)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "".join(b.get("text", "") for b in content if b.get("type") == "text")

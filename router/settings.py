@@ -1,0 +1,40 @@
+"""Process settings: command line over environment over defaults, validated at start-up."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import msgspec
+
+DEFAULT_MAX_BODY = 32 * 1024 * 1024
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    host: str = "127.0.0.1"
+    port: int = 4000
+    config: Path | None = None  # None: the built-in policies/default.yaml
+    max_body_bytes: int = DEFAULT_MAX_BODY
+    health_interval: float = 1.0  # seconds between backend health checks; 0 turns polling off
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        for field, var in (
+            ("host", "CCGATE_HOST"),
+            ("port", "CCGATE_PORT"),
+            ("config", "CCGATE_CONFIG"),
+            ("max_body_bytes", "CCGATE_MAX_BODY_BYTES"),
+            ("health_interval", "CCGATE_HEALTH_INTERVAL"),
+            ("log_level", "CCGATE_LOG_LEVEL"),
+        ):
+            if env.get(var):
+                values[field] = env[var]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return msgspec.convert(values, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            raise ValueError(f"invalid setting: {exc}") from None

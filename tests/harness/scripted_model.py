@@ -1,0 +1,220 @@
+"""Tiny deterministic GGUF models that replay a script through a real llama-server.
+
+No model can be downloaded here, so the tests build their own. The model is a one-layer
+`llama` whose attention and FFN contribute nothing (value/output/down weights are zero): the
+residual stream is the token embedding. Embeddings are one-hot in a few dimensions and the
+output matrix maps each dimension to the token that must follow, so the next token is a fixed
+function of the current one and greedy decoding replays a script.
+
+Tokens that start or continue a script get a dimension of their own; every other token shares
+dimension 0, whose successor is `<|im_end|>` (end of generation).
+
+The vocabulary is SPM: `<unk>`, control tokens, the 256 byte tokens, whole-string script
+tokens, and every prefix of the most frequent words of a real Claude Code prompt
+(`wordpieces.txt`), scored so longer pieces win; that keeps a Claude Code prompt near the
+token count of a real tokenizer instead of ~99k byte tokens.
+
+The chat template is Qwen/Hermes-shaped (`<tools>`, `<tool_call>`), so llama-server's own
+tool-call parser turns the scripted `<tool_call>` text into structured calls. When a tool
+result came after the last assistant message, the generation prompt ends with the control
+token `<|after_tool|>` instead of the bare newline, so one model can script a whole agent
+turn: a tool call first, final text after the tool result.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).parent
+WORDPIECES = HERE / "wordpieces.txt"
+
+UNK, IM_START, IM_END, AFTER_TOOL = "<unk>", "<|im_start|>", "<|im_end|>", "<|after_tool|>"
+CONTROL_TOKENS = [UNK, IM_START, IM_END, AFTER_TOOL]
+NEWLINE_BYTE = "<0x0A>"
+
+TOOL_CALL = '<tool_call>\n{"name": "Read", "arguments": {"file_path": "a.txt"}}\n</tool_call>'
+TOOL_FINAL = "The file a.txt says hi."
+TEXT_REPLY = "Hello from the scripted model."
+BROKEN_CALL = '<tool_call>\n{"name": "Read", "arguments": {"file_pa'
+LOOP_WORD = " loop"
+
+CHAT_TEMPLATE = """\
+{%- set ns = namespace(after_tool=false) -%}
+{%- for message in messages -%}
+  {%- if message.role == 'assistant' -%}{%- set ns.after_tool = false -%}
+  {%- elif message.role == 'tool' -%}{%- set ns.after_tool = true -%}{%- endif -%}
+{%- endfor -%}
+{%- if tools -%}
+  {{- '<|im_start|>system\\n' -}}
+  {%- if messages[0].role == 'system' -%}{{- messages[0].content -}}{%- endif -%}
+  {{- '\\n\\n# Tools\\n\\nYou may call one or more functions to assist with the user query.\\n\\n' -}}
+  {{- 'You are provided with function signatures within <tools></tools> XML tags:\\n<tools>' -}}
+  {%- for tool in tools -%}{{- '\\n' -}}{{- tool | tojson -}}{%- endfor -%}
+  {{- '\\n</tools>\\n\\nFor each function call, return a json object with function name and ' -}}
+  {{- 'arguments within <tool_call></tool_call> XML tags:\\n<tool_call>\\n' -}}
+  {{- '{\"name\": <function-name>, \"arguments\": <args-json-object>}\\n</tool_call><|im_end|>\\n' -}}
+{%- elif messages[0].role == 'system' -%}
+  {{- '<|im_start|>system\\n' + messages[0].content + '<|im_end|>\\n' -}}
+{%- endif -%}
+{%- for message in messages -%}
+  {%- if message.role == 'user' or (message.role == 'system' and not loop.first)
+        or (message.role == 'assistant' and not message.tool_calls) -%}
+    {{- '<|im_start|>' + message.role + '\\n' + (message.content or '') + '<|im_end|>\\n' -}}
+  {%- elif message.role == 'assistant' -%}
+    {{- '<|im_start|>assistant' -}}
+    {%- if message.content -%}{{- '\\n' + message.content -}}{%- endif -%}
+    {%- for tool_call in message.tool_calls -%}
+      {%- if tool_call.function is defined -%}{%- set tool_call = tool_call.function -%}{%- endif -%}
+      {{- '\\n<tool_call>\\n{\"name\": \"' + tool_call.name + '\", \"arguments\": ' -}}
+      {%- if tool_call.arguments is string -%}{{- tool_call.arguments -}}
+      {%- else -%}{{- tool_call.arguments | tojson -}}{%- endif -%}
+      {{- '}\\n</tool_call>' -}}
+    {%- endfor -%}
+    {{- '<|im_end|>\\n' -}}
+  {%- elif message.role == 'tool' -%}
+    {%- if loop.first or messages[loop.index0 - 1].role != 'tool' -%}{{- '<|im_start|>user' -}}{%- endif -%}
+    {{- '\\n<tool_response>\\n' + (message.content or '') + '\\n</tool_response>' -}}
+    {%- if loop.last or messages[loop.index0 + 1].role != 'tool' -%}{{- '<|im_end|>\\n' -}}{%- endif -%}
+  {%- endif -%}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+  {{- '<|im_start|>assistant\\n' -}}
+  {%- if ns.after_tool -%}{{- '<|after_tool|>' -}}{%- endif -%}
+{%- endif -%}
+"""
+
+
+@dataclass(frozen=True)
+class Script:
+    """What follows what: `successors[token] = next token`; anything else ends the turn."""
+
+    name: str
+    successors: dict[str, str]
+
+
+def _reply(start: str, reply: str) -> dict[str, str]:
+    return {start: _piece(reply), _piece(reply): IM_END}
+
+
+def _piece(text: str) -> str:
+    return text.replace(" ", "\u2581")
+
+
+SCRIPTS: dict[str, Script] = {
+    "tool": Script("tool", {**_reply(NEWLINE_BYTE, TOOL_CALL), **_reply(AFTER_TOOL, TOOL_FINAL)}),
+    "text": Script("text", {**_reply(NEWLINE_BYTE, TEXT_REPLY), **_reply(AFTER_TOOL, TEXT_REPLY)}),
+    "broken": Script("broken", _reply(NEWLINE_BYTE, BROKEN_CALL)),
+    "loop": Script(
+        "loop",
+        {NEWLINE_BYTE: _piece(LOOP_WORD), AFTER_TOOL: _piece(LOOP_WORD), _piece(LOOP_WORD): _piece(LOOP_WORD)},
+    ),
+}
+SCRIPT_PIECES = sorted({_piece(s) for s in (TOOL_CALL, TOOL_FINAL, TEXT_REPLY, BROKEN_CALL, LOOP_WORD)})
+
+
+def _word_pieces() -> list[str]:
+    words = [w for w in WORDPIECES.read_text(encoding="utf-8").splitlines() if w and not w.startswith("# ")]
+    pieces: set[str] = set()
+    for word in words:
+        pieces.update(word[:i] for i in range(2, len(word) + 1))
+    return sorted(pieces, key=lambda p: (len(p), p))
+
+
+def vocabulary() -> tuple[list[str], list[float], list[int]]:
+    """Tokens, scores and token types (gguf.TokenType values) of the shared SPM vocabulary."""
+    import gguf
+
+    tokens = list(CONTROL_TOKENS)
+    types = [gguf.TokenType.UNKNOWN] + [gguf.TokenType.CONTROL] * (len(CONTROL_TOKENS) - 1)
+    tokens += [f"<0x{b:02X}>" for b in range(256)]
+    types += [gguf.TokenType.BYTE] * 256
+    seen = set(tokens)
+    for piece in SCRIPT_PIECES + _word_pieces():
+        if piece not in seen:
+            seen.add(piece)
+            tokens.append(piece)
+            types.append(gguf.TokenType.NORMAL)
+    # SPM merges the highest-scoring pair first: longer pieces must win.
+    scores = [0.0 if t != gguf.TokenType.NORMAL else float(len(tok)) for tok, t in zip(tokens, types, strict=True)]
+    return tokens, scores, [int(t) for t in types]
+
+
+def build(script: Script, path: Path, n_ctx: int = 262144) -> Path:
+    """Write the scripted model as GGUF (float32 everywhere: float64 crashes llama-server)."""
+    import gguf
+
+    tokens, scores, types = vocabulary()
+    index = {tok: i for i, tok in enumerate(tokens)}
+    states = list(script.successors)
+    n_embd = max(8, 1 << (len(states)).bit_length())  # dim 0 + one per scripted token
+    n_head, n_ff, n_vocab = 2, 16, len(tokens)
+
+    embd = np.zeros((n_vocab, n_embd), dtype=np.float32)
+    embd[:, 0] = 1.0
+    out = np.zeros((n_vocab, n_embd), dtype=np.float32)
+    out[index[IM_END], 0] = 10.0
+    for dim, token in enumerate(states, start=1):
+        embd[index[token]] = 0.0
+        embd[index[token], dim] = 1.0
+        out[index[script.successors[token]], dim] = 10.0
+
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_name(f"ccgate-scripted-{script.name}")
+    w.add_context_length(n_ctx)
+    w.add_embedding_length(n_embd)
+    w.add_block_count(1)
+    w.add_feed_forward_length(n_ff)
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_head)
+    w.add_rope_dimension_count(n_embd // n_head)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+    w.add_tokenizer_model("llama")
+    w.add_token_list(tokens)
+    w.add_token_scores(scores)
+    w.add_token_types(types)
+    w.add_unk_token_id(index[UNK])
+    w.add_bos_token_id(index[IM_START])
+    w.add_eos_token_id(index[IM_END])
+    w.add_add_bos_token(False)
+    w.add_add_eos_token(False)
+    w.add_add_space_prefix(False)
+    w.add_chat_template(CHAT_TEMPLATE)
+
+    zeros = np.zeros
+    w.add_tensor("token_embd.weight", embd)
+    w.add_tensor("output_norm.weight", np.ones(n_embd, dtype=np.float32))
+    w.add_tensor("output.weight", out)
+    w.add_tensor("blk.0.attn_norm.weight", np.ones(n_embd, dtype=np.float32))
+    for name in ("attn_q", "attn_k", "attn_v", "attn_output"):
+        w.add_tensor(f"blk.0.{name}.weight", zeros((n_embd, n_embd), dtype=np.float32))
+    w.add_tensor("blk.0.ffn_norm.weight", np.ones(n_embd, dtype=np.float32))
+    w.add_tensor("blk.0.ffn_gate.weight", zeros((n_ff, n_embd), dtype=np.float32))
+    w.add_tensor("blk.0.ffn_up.weight", zeros((n_ff, n_embd), dtype=np.float32))
+    w.add_tensor("blk.0.ffn_down.weight", zeros((n_embd, n_ff), dtype=np.float32))
+
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def build_all(directory: Path) -> dict[str, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    return {name: build(script, directory / f"{name}.gguf") for name, script in SCRIPTS.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Build the scripted GGUF test models.")
+    parser.add_argument("directory", type=Path)
+    for name, path in build_all(parser.parse_args().directory).items():
+        print(f"{name}: {path} ({path.stat().st_size} bytes)")
+
+
+if __name__ == "__main__":
+    main()
