@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import msgspec
 
 from router.backends.base import BackendHTTPError, Incoming, Reply
-from router.backends.http import UpstreamClient
+from router.backends.http import UpstreamClient, describe
 from router.backends.stream import streaming_reply
 from router.policy.schema import BackendConfig
 from router.protocol.errors import upstream_error_message, upstream_error_type
@@ -74,7 +74,7 @@ class AnthropicWireBackend:
         try:
             response = await self.http.probe(path)
         except Exception as exc:  # noqa: BLE001 - any failure means "down", said in the detail
-            return False, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            return False, describe(exc)
         if response.status_code == 200:
             return True, "ok"
         return False, f"{path} answered HTTP {response.status_code}"

@@ -52,7 +52,7 @@ class UpstreamClient:
         except TimeoutError:
             raise BackendTimeout(self.name, "response body stalled") from None
         except httpx.HTTPError as exc:
-            raise BackendProtocolError(self.name, f"response body broken off: {_describe(exc)}") from None
+            raise BackendProtocolError(self.name, f"response body broken off: {describe(exc)}") from None
         finally:
             await response.aclose()
         return response
@@ -73,7 +73,7 @@ class UpstreamClient:
             raise BackendTimeout(self.name, f"no first byte within {self.config.timeouts.first_byte:g}s") from None
         except httpx.HTTPError as exc:
             await response.aclose()
-            raise BackendUnavailable(self.name, f"stream broke before its first byte: {_describe(exc)}") from None
+            raise BackendUnavailable(self.name, f"stream broke before its first byte: {describe(exc)}") from None
         return response, first
 
     async def rest(self, response: httpx.Response) -> AsyncIterator[bytes]:
@@ -104,9 +104,9 @@ class UpstreamClient:
         except TimeoutError:
             raise BackendTimeout(self.name, f"no response within {wait:g}s") from None
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise BackendUnavailable(self.name, _describe(exc)) from None
+            raise BackendUnavailable(self.name, describe(exc)) from None
         except httpx.HTTPError as exc:
-            raise BackendUnavailable(self.name, f"no response: {_describe(exc)}") from None
+            raise BackendUnavailable(self.name, f"no response: {describe(exc)}") from None
         if response.status_code >= 400:
             await _raise_for_status(self.name, response)
         return response
@@ -129,11 +129,15 @@ async def _raise_for_status(name: str, response: httpx.Response) -> None:
     raise BackendHTTPError(name, status, message, upstream_error_type(body))
 
 
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
+    """A short, credential-free reason for a transport failure (never the URL)."""
     if isinstance(exc, httpx.ConnectError):
-        return (
-            "connection refused" if "refused" in str(exc).lower() else f"cannot connect ({exc or type(exc).__name__})"
-        )
+        cause: BaseException | None = exc
+        while cause is not None:
+            if isinstance(cause, ConnectionRefusedError):
+                return "connection refused"
+            cause = cause.__cause__ or cause.__context__
+        return f"cannot connect ({exc or type(exc).__name__})"
     if isinstance(exc, httpx.ConnectTimeout):
         return "connect timed out"
     if isinstance(exc, httpx.PoolTimeout):

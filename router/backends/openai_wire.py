@@ -8,7 +8,7 @@ import msgspec
 
 from router.backends.anthropic_wire import credentials
 from router.backends.base import BackendProtocolError, Incoming, Reply
-from router.backends.http import UpstreamClient
+from router.backends.http import UpstreamClient, describe
 from router.backends.stream import streaming_reply
 from router.policy.schema import BackendConfig
 from router.protocol.anthropic import MessagesRequest
@@ -84,7 +84,7 @@ class OpenAIWireBackend:
         try:
             response = await self.http.probe(path)
         except Exception as exc:  # noqa: BLE001 - any failure means "down", said in the detail
-            return False, str(exc) or type(exc).__name__
+            return False, describe(exc)
         return (response.status_code == 200), f"{path} answered HTTP {response.status_code}"
 
     async def aclose(self) -> None:

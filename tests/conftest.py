@@ -1,0 +1,123 @@
+"""Fixtures that start real servers: scripted llama-servers, ccgate itself, Redis."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+import yaml
+
+from tests.harness import scripted_model
+from tests.harness.procs import Process, start_gateway, start_llama, start_redis
+
+StartLlama = Callable[..., Process]
+StartGateway = Callable[..., Process]
+
+
+@pytest.fixture(scope="session")
+def logdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("logs")
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return scripted_model.build_all(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def session_llamas(models: dict[str, Path], logdir: Path) -> Iterator[dict[str, Process]]:
+    started: dict[str, Process] = {}
+    yield started
+    for proc in started.values():
+        proc.stop()
+
+
+def _shared(session_llamas: dict[str, Process], key: str, start: Callable[[], Process]) -> Process:
+    proc = session_llamas.get(key)
+    if proc is None or proc.proc is None or proc.proc.poll() is not None:
+        proc = session_llamas[key] = start()
+    return proc
+
+
+@pytest.fixture(scope="session")
+def tool_llama(session_llamas: dict[str, Process], models: dict[str, Path], logdir: Path) -> Process:
+    """The `tool` model: a Read call first, "The file a.txt says hi." after the tool result."""
+    return _shared(
+        session_llamas, "tool", lambda: start_llama(models["tool"], logdir, "-np", "2", "--metrics", "--slots")
+    )
+
+
+@pytest.fixture(scope="session")
+def text_llama(session_llamas: dict[str, Process], models: dict[str, Path], logdir: Path) -> Process:
+    """The `text` model, used as the fallback backend: answers one fixed sentence."""
+    return _shared(session_llamas, "text", lambda: start_llama(models["text"], logdir, "-np", "2"))
+
+
+@pytest.fixture
+def start_llama_server(models: dict[str, Path], logdir: Path) -> Iterator[StartLlama]:
+    """Start a private llama-server for one test: `start_llama_server("loop", "-np", "1")`."""
+    started: list[Process] = []
+
+    def start(model: str, *flags: str, jinja: bool = True) -> Process:
+        proc = start_llama(models[model], logdir, *flags, jinja=jinja)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+def write_policy(path: Path, backends: dict[str, dict], to: list[str] | None = None) -> Path:
+    policy = {"backends": backends, "rules": [{"name": "default", "to": to or list(backends)}]}
+    path.write_text(yaml.safe_dump(policy, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def start_ccgate(tmp_path: Path, logdir: Path) -> Iterator[StartGateway]:
+    """Start `ccgate serve` as its own process with the given backends (first = first choice)."""
+    started: list[Process] = []
+
+    def start(backends: dict[str, dict], to: list[str] | None = None, env: dict[str, str] | None = None) -> Process:
+        policy = write_policy(tmp_path / f"policy-{len(started)}.yaml", backends, to)
+        proc = start_gateway(policy, logdir, env)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway(tool_llama: Process, text_llama: Process, logdir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
+    """ccgate with the shipped shape: local llama.cpp first, an Anthropic-dialect fallback second."""
+    backends = {
+        "local": {"kind": "llamacpp", "url": tool_llama.url},
+        "fallback": {"kind": "anthropic", "url": text_llama.url, "api_key": "sk-fallback-secret"},
+    }
+    policy = write_policy(tmp_path_factory.mktemp("gw") / "policy.yaml", backends)
+    proc = start_gateway(policy, logdir)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(logdir: Path) -> Iterator[str]:
+    """REDIS_URL when a server answers there, else a private redis-server on a free port."""
+    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    parsed = urlparse(url)
+    try:
+        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 6379), timeout=0.5):
+            yield url
+            return
+    except OSError:
+        pass
+    proc = start_redis(logdir)
+    yield f"redis://127.0.0.1:{proc.port}/0"
+    proc.stop()

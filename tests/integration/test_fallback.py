@@ -1,0 +1,104 @@
+"""A request moves to the next backend when the first cannot answer before its first byte."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import anthropic
+import httpx
+import pytest
+
+from tests.harness.procs import Process, free_port
+from tests.integration.test_passthrough import ask
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+FALLBACK_TEXT = "Hello from the scripted model."
+
+
+def sdk(gateway: Process) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=gateway.url, api_key="test", max_retries=0)
+
+
+def answer(gateway: Process, stream: bool, body: dict | None = None) -> tuple[httpx.Headers, str]:
+    c = sdk(gateway)
+    body = dict(body or ask())
+    core = {k: body.pop(k) for k in ("model", "max_tokens", "messages")}
+    body = {**core, "extra_body": body}  # the SDK refuses fields it does not know as keywords
+    if stream:
+        with c.messages.with_streaming_response.create(**body, stream=True) as raw:
+            text = "".join(
+                json.loads(line[6:])["delta"].get("text", "")
+                for line in raw.iter_lines()
+                if line.startswith("data: ") and "text_delta" in line
+            )
+            return raw.headers, text
+    raw = c.messages.with_raw_response.create(**body)
+    return raw.headers, "".join(b.text for b in raw.parse().content if b.type == "text")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_local_down_goes_to_fallback(start_ccgate, text_llama: Process, stream: bool) -> None:
+    gw = start_ccgate(
+        {
+            "local": {"kind": "llamacpp", "url": f"http://127.0.0.1:{free_port()}"},
+            "fallback": {"kind": "anthropic", "url": text_llama.url},
+        }
+    )
+    headers, text = answer(gw, stream)
+    assert headers["x-ccgate-backend"] == "fallback"
+    assert "local" in headers["x-ccgate-fallback-reason"]
+    assert text == FALLBACK_TEXT
+
+
+def test_local_dies_mid_session(start_ccgate, start_llama_server, text_llama: Process) -> None:
+    local = start_llama_server("tool", "-np", "1")
+    gw = start_ccgate({"local": {"kind": "llamacpp", "url": local.url}, "fallback": {"kind": "anthropic", "url": text_llama.url}})
+    headers, _ = answer(gw, stream=True)
+    assert headers["x-ccgate-backend"] == "local"
+    local.stop()
+    headers, text = answer(gw, stream=True)
+    assert headers["x-ccgate-backend"] == "fallback"
+    assert "connection refused" in headers["x-ccgate-fallback-reason"]
+    assert text == FALLBACK_TEXT
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_context_overflow_moves_to_a_bigger_window(start_ccgate, start_llama_server, text_llama: Process, stream: bool) -> None:
+    """llama.cpp answers 400 exceed_context_size_error for a prompt bigger than -c: not final."""
+    small = start_llama_server("tool", "-c", "512", "-np", "1")
+    gw = start_ccgate({"small": {"kind": "llamacpp", "url": small.url}, "big": {"kind": "anthropic", "url": text_llama.url}})
+    body = json.loads((FIXTURES / "claude-code-request-turn1.json").read_text())["body"]
+    body.pop("stream")
+    body["max_tokens"] = 1024  # the SDK refuses 64000 without streaming
+    headers, text = answer(gw, stream, body)
+    assert headers["x-ccgate-backend"] == "big"
+    assert "exceeds the available context size" in headers["x-ccgate-fallback-reason"]
+    assert text == FALLBACK_TEXT
+
+
+def test_upstream_529_moves_on(start_ccgate, text_llama: Process) -> None:
+    """A real server answering 529 (another ccgate whose backends are all down) is overloaded: next."""
+    overloaded = start_ccgate({"dead": {"kind": "llamacpp", "url": f"http://127.0.0.1:{free_port()}"}})
+    gw = start_ccgate({"first": {"kind": "anthropic", "url": overloaded.url}, "second": {"kind": "anthropic", "url": text_llama.url}})
+    headers, text = answer(gw, stream=True)
+    assert headers["x-ccgate-backend"] == "second"
+    assert "HTTP 529" in headers["x-ccgate-fallback-reason"]
+    assert text == FALLBACK_TEXT
+
+
+def test_every_backend_down_is_529_overloaded(start_ccgate) -> None:
+    gw = start_ccgate(
+        {
+            "local": {"kind": "llamacpp", "url": f"http://127.0.0.1:{free_port()}"},
+            "fallback": {"kind": "anthropic", "url": f"http://127.0.0.1:{free_port()}"},
+        }
+    )
+    with pytest.raises(anthropic.APIStatusError) as caught:
+        sdk(gw).messages.create(**ask())
+    err = caught.value
+    assert err.status_code == 529
+    assert err.body["error"]["type"] == "overloaded_error"  # type: ignore[index]
+    assert err.response.headers["retry-after"] == "1"
+    assert "local" in err.message and "fallback" in err.message
+    assert httpx.get(gw.url + "/readyz").status_code == 503
