@@ -95,7 +95,9 @@ def start_ccgate(tmp_path: Path, logdir: Path) -> Iterator[StartGateway]:
 
 
 @pytest.fixture(scope="session")
-def gateway(tool_llama: Process, text_llama: Process, logdir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
+def gateway(
+    tool_llama: Process, text_llama: Process, logdir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Process]:
     """ccgate with the shipped shape: local llama.cpp first, an Anthropic-dialect fallback second."""
     backends = {
         "local": {"kind": "llamacpp", "url": tool_llama.url},

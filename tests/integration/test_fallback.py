@@ -53,7 +53,9 @@ def test_local_down_goes_to_fallback(start_ccgate, text_llama: Process, stream: 
 
 def test_local_dies_mid_session(start_ccgate, start_llama_server, text_llama: Process) -> None:
     local = start_llama_server("tool", "-np", "1")
-    gw = start_ccgate({"local": {"kind": "llamacpp", "url": local.url}, "fallback": {"kind": "anthropic", "url": text_llama.url}})
+    gw = start_ccgate(
+        {"local": {"kind": "llamacpp", "url": local.url}, "fallback": {"kind": "anthropic", "url": text_llama.url}}
+    )
     headers, _ = answer(gw, stream=True)
     assert headers["x-ccgate-backend"] == "local"
     local.stop()
@@ -64,10 +66,14 @@ def test_local_dies_mid_session(start_ccgate, start_llama_server, text_llama: Pr
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_context_overflow_moves_to_a_bigger_window(start_ccgate, start_llama_server, text_llama: Process, stream: bool) -> None:
+def test_context_overflow_moves_to_a_bigger_window(
+    start_ccgate, start_llama_server, text_llama: Process, stream: bool
+) -> None:
     """llama.cpp answers 400 exceed_context_size_error for a prompt bigger than -c: not final."""
     small = start_llama_server("tool", "-c", "512", "-np", "1")
-    gw = start_ccgate({"small": {"kind": "llamacpp", "url": small.url}, "big": {"kind": "anthropic", "url": text_llama.url}})
+    gw = start_ccgate(
+        {"small": {"kind": "llamacpp", "url": small.url}, "big": {"kind": "anthropic", "url": text_llama.url}}
+    )
     body = json.loads((FIXTURES / "claude-code-request-turn1.json").read_text())["body"]
     body.pop("stream")
     body["max_tokens"] = 1024  # the SDK refuses 64000 without streaming
@@ -80,7 +86,9 @@ def test_context_overflow_moves_to_a_bigger_window(start_ccgate, start_llama_ser
 def test_upstream_529_moves_on(start_ccgate, text_llama: Process) -> None:
     """A real server answering 529 (another ccgate whose backends are all down) is overloaded: next."""
     overloaded = start_ccgate({"dead": {"kind": "llamacpp", "url": f"http://127.0.0.1:{free_port()}"}})
-    gw = start_ccgate({"first": {"kind": "anthropic", "url": overloaded.url}, "second": {"kind": "anthropic", "url": text_llama.url}})
+    gw = start_ccgate(
+        {"first": {"kind": "anthropic", "url": overloaded.url}, "second": {"kind": "anthropic", "url": text_llama.url}}
+    )
     headers, text = answer(gw, stream=True)
     assert headers["x-ccgate-backend"] == "second"
     assert "HTTP 529" in headers["x-ccgate-fallback-reason"]

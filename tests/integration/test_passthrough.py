@@ -41,7 +41,10 @@ def ask(messages: list[dict] | None = None) -> dict:
 def tool_turn(tool_use_id: str) -> list[dict]:
     return [
         {"role": "user", "content": "read a.txt"},
-        {"role": "assistant", "content": [{"type": "tool_use", "id": tool_use_id, "name": "Read", "input": {"file_path": "a.txt"}}]},
+        {
+            "role": "assistant",
+            "content": [{"type": "tool_use", "id": tool_use_id, "name": "Read", "input": {"file_path": "a.txt"}}],
+        },
         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": tool_use_id, "content": "hi"}]},
     ]
 
@@ -90,9 +93,13 @@ def test_count_tokens_comes_from_the_backend(gateway: Process, tool_llama: Proce
 def test_claude_code_capture_passes_through_unchanged(gateway: Process) -> None:
     """The 78 KB first request Claude Code sends (`?beta=true`, 24 tools, thinking, betas)."""
     capture = json.loads((FIXTURES / "claude-code-request-turn1.json").read_text())
-    headers = {k: v for k, v in capture["headers"].items() if k.lower() not in ("host", "content-length", "accept-encoding")}
+    headers = {
+        k: v for k, v in capture["headers"].items() if k.lower() not in ("host", "content-length", "accept-encoding")
+    }
     events: list[str] = []
-    with httpx.stream("POST", gateway.url + "/v1/messages?beta=true", json=capture["body"], headers=headers, timeout=120) as r:
+    with httpx.stream(
+        "POST", gateway.url + "/v1/messages?beta=true", json=capture["body"], headers=headers, timeout=120
+    ) as r:
         assert r.status_code == 200, r.read()
         assert r.headers["content-type"].startswith("text/event-stream")
         for line in r.iter_lines():
@@ -108,7 +115,9 @@ def test_claude_code_capture_passes_through_unchanged(gateway: Process) -> None:
 def test_claude_code_tool_result_capture(gateway: Process) -> None:
     capture = json.loads((FIXTURES / "claude-code-request-turn2-tool-result.json").read_text())
     body = {**capture["body"], "stream": False}
-    r = httpx.post(gateway.url + "/v1/messages?beta=true", json=body, headers={"anthropic-version": "2023-06-01"}, timeout=120)
+    r = httpx.post(
+        gateway.url + "/v1/messages?beta=true", json=body, headers={"anthropic-version": "2023-06-01"}, timeout=120
+    )
     assert r.status_code == 200, r.text
     assert r.json()["content"][0]["text"] == "The file a.txt says hi."
 

@@ -1,0 +1,70 @@
+"""The real Claude Code CLI (npm @anthropic-ai/claude-code, native binary, offline) through ccgate."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.harness.procs import Process, claude_binary
+
+
+def run_claude(gateway: Process, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    project = tmp_path / "project"
+    home = tmp_path / "home"
+    project.mkdir()
+    home.mkdir()
+    (project / "a.txt").write_text("hi\n")
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(home),
+        "ANTHROPIC_BASE_URL": gateway.url,
+        "ANTHROPIC_AUTH_TOKEN": "test",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "DISABLE_AUTOUPDATER": "1",
+    }
+    # As root, Claude Code refuses --dangerously-skip-permissions; --allowedTools works.
+    command = [claude_binary(), "-p", "read a.txt", "--allowedTools", "Read", *args]
+    return subprocess.run(
+        command, cwd=project, env=env, capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL
+    )
+
+
+@pytest.mark.cli
+def test_claude_code_reads_a_file_through_ccgate(gateway: Process, tmp_path: Path) -> None:
+    done = run_claude(gateway, tmp_path, "--output-format", "stream-json", "--verbose")
+    assert done.returncode == 0, done.stderr + done.stdout[-2000:]
+    messages = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+    calls = [
+        block
+        for m in messages
+        if m["type"] == "assistant"
+        for block in m["message"]["content"]
+        if block["type"] == "tool_use"
+    ]
+    assert [(c["name"], c["input"]) for c in calls] == [("Read", {"file_path": "a.txt"})]
+    results = [
+        block
+        for m in messages
+        if m["type"] == "user"
+        for block in m["message"]["content"]
+        if isinstance(block, dict) and block.get("type") == "tool_result"
+    ]
+    assert results and results[0]["tool_use_id"] == calls[0]["id"]
+    assert "hi" in json.dumps(results[0]["content"])  # the CLI really read the file
+
+    [result] = [m for m in messages if m["type"] == "result"]
+    assert result["subtype"] == "success" and not result["is_error"]
+    assert result["num_turns"] == 2
+    assert result["result"] == "The file a.txt says hi."
+
+
+@pytest.mark.cli
+def test_claude_code_json_output(gateway: Process, tmp_path: Path) -> None:
+    done = run_claude(gateway, tmp_path, "--output-format", "json")
+    assert done.returncode == 0, done.stderr + done.stdout[-2000:]
+    result = json.loads(done.stdout)
+    assert (result["subtype"], result["num_turns"], result["result"]) == ("success", 2, "The file a.txt says hi.")

@@ -1,0 +1,142 @@
+"""Every failure class reaches the client in Anthropic's error shape, and ccgate keeps serving."""
+
+from __future__ import annotations
+
+import time
+
+import anthropic
+import httpx
+import pytest
+
+from tests.harness.procs import Process
+from tests.integration.test_passthrough import ask
+
+
+def error_of(response: httpx.Response) -> dict:
+    body = response.json()
+    assert body["type"] == "error", body
+    assert set(body["error"]) == {"type", "message"}
+    return body["error"]
+
+
+@pytest.mark.parametrize(
+    ("content", "field"),
+    [
+        (b'{"model": "x", "max_tokens": 10, "messages": [', "not valid JSON"),
+        (b"[1, 2]", "must be a JSON object"),
+        (b"", "empty"),
+        (b'{"model": "x", "max_tokens": "ten", "messages": [{"role": "user", "content": "hi"}]}', "max_tokens"),
+        (b'{"model": "x", "max_tokens": 10}', "messages"),
+        (b'{"model": "x", "max_tokens": 10, "messages": [{"role": "robot", "content": "hi"}]}', "messages[0].role"),
+        (
+            b'{"model": "x", "max_tokens": 10, "messages": [{"role": "user", "content": [{"text": "a"}]}]}',
+            "content[0].type",
+        ),
+        (b'{"model": 7, "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}', "model"),
+    ],
+)
+def test_bad_request_names_the_field(gateway: Process, content: bytes, field: str) -> None:
+    r = httpx.post(gateway.url + "/v1/messages", content=content, headers={"content-type": "application/json"})
+    assert r.status_code == 400
+    err = error_of(r)
+    assert err["type"] == "invalid_request_error"
+    assert field in err["message"]
+    assert "Traceback" not in r.text
+
+
+def test_unknown_route_and_method(gateway: Process) -> None:
+    r = httpx.get(gateway.url + "/v1/nothing")
+    assert (r.status_code, error_of(r)["type"]) == (404, "not_found_error")
+    r = httpx.get(gateway.url + "/v1/messages")
+    assert r.status_code == 405
+    assert error_of(r)["type"] == "invalid_request_error"
+
+
+def test_oversized_body_is_413_and_gateway_keeps_serving(start_ccgate, tool_llama: Process) -> None:
+    gw = start_ccgate({"local": {"kind": "llamacpp", "url": tool_llama.url}}, env={"CCGATE_MAX_BODY_BYTES": "4096"})
+    big = {**ask(), "messages": [{"role": "user", "content": "x" * 10_000}]}
+    r = httpx.post(gw.url + "/v1/messages", json=big)
+    assert r.status_code == 413
+    err = error_of(r)
+    assert err["type"] == "request_too_large"
+    assert "4096" in err["message"]
+    ok = httpx.post(gw.url + "/v1/messages", json=ask())
+    assert ok.status_code == 200
+
+
+def test_upstream_auth_failure_is_401_and_never_shows_the_key(start_ccgate, start_llama_server) -> None:
+    secured = start_llama_server("text", "--api-key", "sk-upstream-right")
+    wrong = start_ccgate({"local": {"kind": "anthropic", "url": secured.url, "api_key": "sk-upstream-WRONG-secret"}})
+    r = httpx.post(wrong.url + "/v1/messages", json=ask(), headers={"x-api-key": "client-token"})
+    assert r.status_code == 401
+    assert error_of(r)["type"] == "authentication_error"
+    assert "sk-upstream" not in r.text and "sk-upstream" not in str(r.headers)
+
+    right = start_ccgate({"local": {"kind": "anthropic", "url": secured.url, "api_key": "sk-upstream-right"}})
+    assert httpx.post(right.url + "/v1/messages", json=ask()).status_code == 200
+
+
+def test_client_token_passthrough(start_ccgate, start_llama_server) -> None:
+    """`auth: passthrough` (and auto without api_key): a teammate's own token reaches the upstream."""
+    secured = start_llama_server("text", "--api-key", "sk-teammate")
+    gw = start_ccgate({"upstream": {"kind": "anthropic", "url": secured.url}})
+    client = anthropic.Anthropic(base_url=gw.url, api_key="sk-teammate", max_retries=0)
+    assert client.messages.create(**ask()).content[0].text == "Hello from the scripted model."
+    bearer = anthropic.Anthropic(base_url=gw.url, auth_token="sk-teammate", max_retries=0)
+    assert bearer.messages.create(**ask()).stop_reason == "end_turn"
+    with pytest.raises(anthropic.AuthenticationError):
+        anthropic.Anthropic(base_url=gw.url, api_key="sk-nope", max_retries=0).messages.create(**ask())
+
+
+def test_llamacpp_backend_never_gets_the_clients_token(start_ccgate, start_llama_server) -> None:
+    """A local llama-server must not see a teammate's Anthropic key: kind llamacpp defaults to auth: key."""
+    secured = start_llama_server("text", "--api-key", "sk-teammate")
+    gw = start_ccgate({"local": {"kind": "llamacpp", "url": secured.url}})
+    r = httpx.post(gw.url + "/v1/messages", json=ask(), headers={"x-api-key": "sk-teammate"})
+    assert r.status_code == 401
+
+
+def test_first_byte_timeout_is_504(start_ccgate, start_llama_server) -> None:
+    looping = start_llama_server("loop", "-np", "1")
+    gw = start_ccgate({"local": {"kind": "llamacpp", "url": looping.url, "timeouts": {"first_byte": 1}}})
+    r = httpx.post(gw.url + "/v1/messages", json={**ask(), "max_tokens": 200_000}, timeout=30)
+    assert r.status_code == 504
+    err = error_of(r)
+    assert err["type"] == "timeout_error"
+    assert "1s" in err["message"]
+    assert_slots_free(looping)
+
+
+def test_backend_dying_mid_stream_ends_with_error_event(start_ccgate, start_llama_server) -> None:
+    looping = start_llama_server("loop", "-np", "1")
+    gw = start_ccgate({"local": {"kind": "llamacpp", "url": looping.url}})
+    lines: list[str] = []
+    with httpx.stream(
+        "POST", gw.url + "/v1/messages", json={**ask(), "max_tokens": 200_000, "stream": True}, timeout=30
+    ) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            lines.append(line)
+            if len(lines) == 20:
+                looping.stop()
+    assert "event: error" in lines
+    data = lines[lines.index("event: error") + 1]
+    assert '"type":"error"' in data and "loop" not in data.split("message")[0]
+    assert httpx.get(gw.url + "/healthz").status_code == 200
+
+
+def assert_slots_free(server: Process, within: float = 5.0) -> None:
+    """Poll llama-server's /slots until no slot is processing.
+
+    Polled about once a second on purpose: llama-server checks whether a non-streaming client is
+    still connected only when its result queue has been idle for a second, and every /slots call
+    wakes that queue, so polling faster would keep the slot busy by itself.
+    """
+    deadline = time.monotonic() + within
+    slots: list[dict] = []
+    while time.monotonic() < deadline:
+        time.sleep(1.1)
+        slots = httpx.get(server.url + "/slots").json()
+        if not any(s["is_processing"] for s in slots):
+            return
+    raise AssertionError(f"a llama.cpp slot is still processing {within}s after the client left: {slots}")
