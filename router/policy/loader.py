@@ -6,15 +6,16 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import yaml
 
-from router.policy.schema import Policy
+from router.policy.schema import BackendConfig, Policy
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}")
 BUILTIN_DEFAULT = "default.yaml"
+T = TypeVar("T")
 
 
 class PolicyError(ValueError):
@@ -61,16 +62,27 @@ def parse_policy(text: str, source: str, env: Mapping[str, str]) -> Policy:
     if not isinstance(data, dict):
         raise PolicyError(f"{source}: expected a mapping with `backends:` and `rules:`")
     data = _interpolate_tree(data, env)
-    try:
-        policy = msgspec.convert(data, Policy)
-    except msgspec.ValidationError as exc:
-        message, _, where = str(exc).partition(" - at `")
-        path = where.rstrip("`")
-        raise PolicyError(
-            f"{source}:{_line_of(node, path)}: {path.removeprefix('$.') or 'policy'}: {message}"
-        ) from None
+    backends = data.get("backends")
+    if isinstance(backends, dict):
+        # msgspec names a dict value `backends[...]`; convert each on its own to name it.
+        data = {
+            **data,
+            "backends": {k: _convert(v, BackendConfig, f"$.backends.{k}", source, node) for k, v in backends.items()},
+        }
+    policy = _convert(data, Policy, "$", source, node)
     _check_references(policy, source, node)
     return policy
+
+
+def _convert(value: Any, kind: type[T], at: str, source: str, node: yaml.Node | None) -> T:
+    try:
+        return msgspec.convert(value, kind)
+    except msgspec.ValidationError as exc:
+        message, _, where = str(exc).partition(" - at `")
+        path = at + where.rstrip("`").removeprefix("$") if where else at
+        unknown = re.search(r"unknown field `([^`]+)`", message)
+        line = _line_of(node, f"{path}.{unknown.group(1)}" if unknown else path)
+        raise PolicyError(f"{source}:{line}: {path.removeprefix('$').lstrip('.') or 'policy'}: {message}") from None
 
 
 def _interpolate_tree(value: Any, env: Mapping[str, str]) -> Any:

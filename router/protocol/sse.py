@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 from dataclasses import dataclass
 
 import msgspec
@@ -16,16 +17,18 @@ class Event:
 class SSEDecoder:
     """Feed raw bytes as they arrive; get back every event completed so far.
 
-    Handles events split across chunks, CRLF and CR line endings, multi-line data and comments.
+    Handles events and characters split across chunks, CRLF and CR line endings, multi-line
+    data and comments.
     """
 
     def __init__(self) -> None:
+        self._utf8 = codecs.getincrementaldecoder("utf-8")("replace")  # a character may span chunks
         self._buffer = ""
         self._event: str | None = None
         self._data: list[str] = []
 
     def feed(self, chunk: bytes) -> list[Event]:
-        self._buffer += chunk.decode("utf-8", "replace") if chunk else ""
+        self._buffer += self._utf8.decode(chunk)
         self._buffer = self._buffer.replace("\r\n", "\n").replace("\r", "\n")
         events: list[Event] = []
         while True:

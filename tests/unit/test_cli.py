@@ -1,0 +1,32 @@
+"""`ccgate check-policy` and `ccgate serve` refuse a bad policy with a precise message."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+BAD = "backends:\n  local:\n    kind: llamacpp\n    url: http://x\n    colour: red\nrules:\n  - {name: d, to: [local]}\n"
+
+
+def ccgate(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "router.cli", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_check_policy(tmp_path: Path) -> None:
+    ok = ccgate("check-policy", str(Path(__file__).resolve().parents[2] / "policies" / "default.yaml"))
+    assert ok.returncode == 0 and "2 backends, 1 rules" in ok.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BAD)
+    done = ccgate("check-policy", str(bad))
+    assert done.returncode == 1
+    assert f"{bad}:5: backends.local: Object contains unknown field `colour`" in done.stderr
+
+
+def test_serve_refuses_a_bad_policy(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BAD)
+    done = ccgate("serve", "--config", str(bad), "--port", "1")
+    assert done.returncode == 2
+    assert "unknown field `colour`" in done.stderr
+    assert "Traceback" not in done.stderr
