@@ -46,7 +46,7 @@ def _check_policy(path: Path) -> int:
 def _serve(args: argparse.Namespace) -> int:
     try:
         settings = Settings.from_env(config=args.config, host=args.host, port=args.port)
-        policy = load_policy(settings.config)
+        policy = load_policy(settings.policy_path)
     except (PolicyError, ValueError) as exc:
         print(f"ccgate: {exc}", file=sys.stderr)
         return 2

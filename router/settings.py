@@ -14,7 +14,7 @@ DEFAULT_MAX_BODY = 32 * 1024 * 1024
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 4000
-    config: Path | None = None  # None: the built-in policies/default.yaml
+    config: str | None = None  # policy file; None: the built-in policies/default.yaml
     max_body_bytes: int = DEFAULT_MAX_BODY
     health_interval: float = 1.0  # seconds between backend health checks; 0 turns polling off
     log_level: str = "info"
@@ -33,8 +33,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         ):
             if env.get(var):
                 values[field] = env[var]
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        values.update({k: str(v) if k == "config" else v for k, v in overrides.items() if v is not None})
         try:
             return msgspec.convert(values, cls, strict=False)
         except msgspec.ValidationError as exc:
             raise ValueError(f"invalid setting: {exc}") from None
+
+    @property
+    def policy_path(self) -> Path | None:
+        return Path(self.config) if self.config else None

@@ -47,7 +47,7 @@ class AnthropicWireBackend:
     async def messages(self, incoming: Incoming) -> Reply:
         body = self._body(incoming)
         headers = self._headers(incoming.headers)
-        path = "/v1/messages" + (f"?{incoming.query}" if incoming.query and self.forwards_client_headers else "")
+        path = self._path("/v1/messages", incoming)
         if incoming.raw.get("stream"):
             response, first = await self.http.stream(path, body, headers)
             if _is_error_event(first):
@@ -63,7 +63,7 @@ class AnthropicWireBackend:
         )
 
     async def count_tokens(self, incoming: Incoming) -> Reply:
-        path = "/v1/messages/count_tokens"
+        path = self._path("/v1/messages/count_tokens", incoming)
         response = await self.http.post(path, self._body(incoming), self._headers(incoming.headers))
         return Reply(status=response.status_code, content_type=JSON, body=response.content)
 
@@ -81,6 +81,10 @@ class AnthropicWireBackend:
 
     async def aclose(self) -> None:
         await self.http.aclose()
+
+    def _path(self, path: str, incoming: Incoming) -> str:
+        # `?beta=true` means something to the Anthropic API; llama-server has no use for it.
+        return f"{path}?{incoming.query}" if incoming.query and self.forwards_client_headers else path
 
     def _body(self, incoming: Incoming) -> bytes:
         if self.config.model and incoming.raw.get("model") != self.config.model:

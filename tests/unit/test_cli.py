@@ -6,7 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-BAD = "backends:\n  local:\n    kind: llamacpp\n    url: http://x\n    colour: red\nrules:\n  - {name: d, to: [local]}\n"
+BAD = (
+    "backends:\n  local:\n    kind: llamacpp\n    url: http://x\n    colour: red\nrules:\n  - {name: d, to: [local]}\n"
+)
 
 
 def ccgate(*args: str) -> subprocess.CompletedProcess[str]:
@@ -30,3 +32,20 @@ def test_serve_refuses_a_bad_policy(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "unknown field `colour`" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_settings_from_environment_and_flags() -> None:
+    from router.settings import Settings
+
+    env = {
+        "CCGATE_CONFIG": "/etc/p.yaml",
+        "CCGATE_HOST": "0.0.0.0",
+        "CCGATE_PORT": "4100",
+        "CCGATE_MAX_BODY_BYTES": "99",
+    }
+    settings = Settings.from_env(env)
+    assert (settings.host, settings.port, settings.max_body_bytes) == ("0.0.0.0", 4100, 99)
+    assert settings.policy_path == Path("/etc/p.yaml")
+    flagged = Settings.from_env(env, port=5000, config=Path("/x.yaml"))
+    assert (flagged.port, flagged.policy_path) == (5000, Path("/x.yaml"))
+    assert Settings.from_env({}).port == 4000 and Settings.from_env({}).policy_path is None

@@ -1,0 +1,252 @@
+"""What ccgate adds to a request: latency p50/p99 and requests/s, gateway vs direct, in one run.
+
+    python bench/overhead.py [--requests 400] [--servers uvicorn,granian] [--upstream URL]
+
+The upstream is, by default, a minimal HTTP/1.1 server in its own process that answers
+`/v1/messages` at once with a fixed Anthropic reply (JSON, or SSE when the body asks to
+stream), so the figures are the gateway's own cost rather than a model's. `--upstream` points
+both legs at a real server instead (e.g. a llama-server). The body is the ~78 KB first request
+Claude Code 2.1.197 sends (tests/fixtures), so parsing and forwarding it is part of the cost.
+The baseline (direct) and the gateway are measured side by side in the same run; the ratio
+line is what to compare across machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = ROOT / "tests" / "fixtures" / "claude-code-request-turn1.json"
+
+MESSAGE = json.dumps(
+    {
+        "id": "msg_bench",
+        "type": "message",
+        "role": "assistant",
+        "model": "bench",
+        "content": [{"type": "text", "text": "ok"}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": 20000, "output_tokens": 1},
+    }
+).encode()
+EVENTS = (
+    b'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_bench","type":"message",'
+    b'"role":"assistant","model":"bench","content":[],"stop_reason":null,"stop_sequence":null,'
+    b'"usage":{"input_tokens":20000,"output_tokens":0}}}\n\n'
+    b'event: content_block_start\ndata: {"type":"content_block_start","index":0,'
+    b'"content_block":{"type":"text","text":""}}\n\n'
+    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+    b'"delta":{"type":"text_delta","text":"ok"}}\n\n'
+    b'event: content_block_stop\ndata: {"type":"content_block_stop","index":0}\n\n'
+    b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},'
+    b'"usage":{"output_tokens":1}}\n\n'
+    b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+)
+
+
+async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":", 1)[1])
+            body = await reader.readexactly(length) if length else b""
+            if b'"stream":true' in body or b'"stream": true' in body:
+                chunk = b"%x\r\n%s\r\n0\r\n\r\n" % (len(EVENTS), EVENTS)
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n" + chunk
+                )
+            else:
+                payload = MESSAGE if body else b'{"status":"ok"}'
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+                    % (len(payload), payload)
+                )
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        writer.close()
+
+
+def _serve_stub(port: int) -> None:
+    async def main() -> None:
+        server = await asyncio.start_server(_handle, "127.0.0.1", port)
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(main())
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def _start_gateway(server: str, upstream: str, policy_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = _free_port()
+    policy = policy_dir / f"bench-{server}.yaml"
+    policy.write_text(
+        f"backends:\n  local: {{kind: llamacpp, url: '{upstream}'}}\nrules:\n  - {{name: default, to: [local]}}\n"
+    )
+    env = {**os.environ, "CCGATE_CONFIG": str(policy), "CCGATE_LOG_LEVEL": "warning"}
+    if server == "uvicorn":
+        cmd = [sys.executable, "-m", "router.cli", "serve", "--port", str(port)]
+    else:
+        cmd = [
+            sys.executable,
+            "-m",
+            "granian",
+            "--interface",
+            "asgi",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-ws",
+            "router.asgi:create",
+        ]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait(f"http://127.0.0.1:{port}/healthz")
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def latency(base: str, body: bytes, n: int, stream: bool) -> list[float]:
+    headers = {"content-type": "application/json", "anthropic-version": "2023-06-01", "x-api-key": "bench"}
+    samples: list[float] = []
+    with httpx.Client(timeout=30) as client:
+        for i in range(n + 20):
+            start = time.perf_counter()
+            if stream:
+                with client.stream("POST", base + "/v1/messages?beta=true", content=body, headers=headers) as r:
+                    for _ in r.iter_raw():
+                        pass
+            else:
+                r = client.post(base + "/v1/messages?beta=true", content=body, headers=headers)
+            elapsed = time.perf_counter() - start
+            assert r.status_code == 200, r.status_code
+            if i >= 20:  # warm-up: connections, caches
+                samples.append(elapsed)
+    return samples
+
+
+async def _throughput(base: str, body: bytes, seconds: float, concurrency: int) -> float:
+    headers = {"content-type": "application/json", "x-api-key": "bench"}
+    done = 0
+    deadline = time.perf_counter() + seconds
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal done
+        while time.perf_counter() < deadline:
+            r = await client.post(base + "/v1/messages", content=body, headers=headers)
+            assert r.status_code == 200
+            done += 1
+
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        return done / (time.perf_counter() - start)
+
+
+def pct(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of each throughput run")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--servers", default="uvicorn", help="comma list: uvicorn, granian")
+    parser.add_argument("--upstream", help="a real upstream URL instead of the built-in stub")
+    args = parser.parse_args()
+
+    capture = json.loads(FIXTURE.read_text())["body"]
+    bodies = {
+        "stream": json.dumps(capture).encode(),
+        "json": json.dumps({**capture, "stream": False}).encode(),
+    }
+    stub = None
+    upstream = args.upstream
+    if upstream is None:
+        port = _free_port()
+        stub = multiprocessing.Process(target=_serve_stub, args=(port,), daemon=True)
+        stub.start()
+        upstream = f"http://127.0.0.1:{port}"
+        _wait(upstream + "/health")
+
+    print(f"body: {len(bodies['stream']) / 1024:.0f} KB Claude Code request; upstream: {args.upstream or 'stub'}")
+    print(
+        f"{'path':<22}{'mode':<8}{'p50 ms':>9}{'p99 ms':>9}{'added p50':>11}{'added p99':>11}{'req/s':>9}{'ratio':>7}"
+    )
+    tmp = Path(tempfile.mkdtemp())
+    gateways = {s: _start_gateway(s, upstream, tmp) for s in args.servers.split(",")}
+    try:
+        for mode, body in bodies.items():
+            direct = latency(upstream, body, args.requests, mode == "stream")
+            direct_rps = (
+                asyncio.run(_throughput(upstream, bodies["json"], args.seconds, args.concurrency))
+                if mode == "json"
+                else None
+            )
+            print(
+                f"{'direct':<22}{mode:<8}{pct(direct, 0.5):9.2f}{pct(direct, 0.99):9.2f}{'':>11}{'':>11}"
+                f"{(f'{direct_rps:9.0f}' if direct_rps else ''):>9}"
+            )
+            for server, (_, url) in gateways.items():
+                via = latency(url, body, args.requests, mode == "stream")
+                added50 = statistics.median(via) * 1000 - statistics.median(direct) * 1000
+                added99 = pct(via, 0.99) - pct(direct, 0.99)
+                rps = (
+                    asyncio.run(_throughput(url, bodies["json"], args.seconds, args.concurrency))
+                    if mode == "json"
+                    else None
+                )
+                ratio = f"{rps / direct_rps:7.2f}" if rps and direct_rps else ""
+                print(
+                    f"{'ccgate/' + server:<22}{mode:<8}{pct(via, 0.5):9.2f}{pct(via, 0.99):9.2f}"
+                    f"{added50:11.2f}{added99:11.2f}"
+                    f"{(f'{rps:9.0f}' if rps else ''):>9}{ratio}"
+                )
+    finally:
+        for proc, _ in gateways.values():
+            proc.terminate()
+            proc.wait()
+        if stub is not None:
+            stub.terminate()
+
+
+if __name__ == "__main__":
+    main()
