@@ -28,6 +28,12 @@ class BackendUnavailable(BackendError):
     status = 529
 
 
+class BackendBroken(BackendError):
+    """The backend took the request, then broke off (reset, closed) before answering."""
+
+    status = 502
+
+
 class BackendTimeout(BackendError):
     status = 504
 

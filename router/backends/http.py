@@ -15,6 +15,7 @@ from contextlib import suppress
 import httpx
 
 from router.backends.base import (
+    BackendBroken,
     BackendHTTPError,
     BackendProtocolError,
     BackendTimeout,
@@ -73,7 +74,7 @@ class UpstreamClient:
             raise BackendTimeout(self.name, f"no first byte within {self.config.timeouts.first_byte:g}s") from None
         except httpx.HTTPError as exc:
             await response.aclose()
-            raise BackendUnavailable(self.name, f"stream broke before its first byte: {describe(exc)}") from None
+            raise BackendBroken(self.name, f"stream broke before its first byte: {describe(exc)}") from None
         return response, first
 
     async def rest(self, response: httpx.Response) -> AsyncIterator[bytes]:
@@ -106,7 +107,7 @@ class UpstreamClient:
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise BackendUnavailable(self.name, describe(exc)) from None
         except httpx.HTTPError as exc:
-            raise BackendUnavailable(self.name, f"no response: {describe(exc)}") from None
+            raise BackendBroken(self.name, f"closed without an answer: {describe(exc)}") from None
         if response.status_code >= 400:
             await _raise_for_status(self.name, response)
         return response

@@ -83,6 +83,10 @@ class Process:
             self.proc.kill()
             self.proc.wait()
 
+    def kill(self) -> None:
+        """A crash: SIGKILL (llama-server waits for its running task on SIGTERM)."""
+        self.stop(signal.SIGKILL)
+
     def tail(self, lines: int = 40) -> str:
         try:
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])

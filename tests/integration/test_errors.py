@@ -118,7 +118,7 @@ def test_backend_dying_mid_stream_ends_with_error_event(start_ccgate, start_llam
         for line in r.iter_lines():
             lines.append(line)
             if len(lines) == 20:
-                looping.stop()
+                looping.kill()
     assert "event: error" in lines
     data = lines[lines.index("event: error") + 1]
     assert '"type":"error"' in data and "loop" not in data.split("message")[0]
@@ -140,3 +140,17 @@ def assert_slots_free(server: Process, within: float = 5.0) -> None:
         if not any(s["is_processing"] for s in slots):
             return
     raise AssertionError(f"a llama.cpp slot is still processing {within}s after the client left: {slots}")
+
+
+def test_backend_dying_before_it_answers_is_502(start_ccgate, start_llama_server) -> None:
+    """Non-streaming: llama-server is killed while generating, before any byte came back."""
+    import threading
+
+    looping = start_llama_server("loop", "-np", "1")
+    gw = start_ccgate({"local": {"kind": "llamacpp", "url": looping.url}})
+    threading.Timer(1.0, looping.kill).start()
+    r = httpx.post(gw.url + "/v1/messages", json={**ask(), "max_tokens": 250_000}, timeout=30)
+    assert r.status_code == 502
+    err = error_of(r)
+    assert err["type"] == "api_error"
+    assert "local" in err["message"] and "closed without an answer" in err["message"]
