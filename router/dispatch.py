@@ -50,7 +50,7 @@ async def dispatch(
 ) -> Outcome:
     passed_over = [f"{name}: {why}" for name, why in decision.skipped.items() if name not in decision.candidates]
     failures: list[BackendError] = []
-    for name in decision.candidates:
+    for position, name in enumerate(decision.candidates, start=1):
         backend = backends[name]
         try:
             reply = await (backend.messages(incoming) if operation == "messages" else backend.count_tokens(incoming))
@@ -61,9 +61,10 @@ async def dispatch(
                 health.mark(name, False, exc.reason)
             if not exc.retryable:
                 break
-            log.warning("backend %s failed before the first byte (%s); trying the next candidate", name, exc.reason)
-            continue
-        return Outcome(reply, name, decision.rule, passed_over)
+            if position < len(decision.candidates):
+                log.warning("backend %s failed before the first byte (%s); trying the next one", name, exc.reason)
+        else:
+            return Outcome(reply, name, decision.rule, passed_over)
     raise _failure(decision.rule, failures, passed_over)
 
 

@@ -27,6 +27,7 @@ def on_invalid_request(_: Request, exc: InvalidRequest) -> Response[dict]:
 
 
 def on_dispatch_failed(_: Request, exc: DispatchFailed) -> Response[dict]:
+    log.warning("request failed (rule %s): %d %s", exc.rule, exc.status, exc.message)
     headers = {"x-ccgate-route": exc.rule}
     if exc.fallbacks:
         headers["x-ccgate-fallback-reason"] = header_safe("; ".join(exc.fallbacks))

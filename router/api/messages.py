@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from litestar import Request, Response, get, post
 from litestar.response import Stream
@@ -24,11 +25,23 @@ async def _handle(
     raw = decode_body(body)
     incoming = Incoming(validate(raw, kind), raw, body, request.headers, request.url.query or "")
     gateway: Gateway = request.app.state.gateway
+    started = time.perf_counter()
     try:
         outcome = await unless_client_leaves(request, gateway.route(incoming, op))
     except ClientGone:
-        log.info("client left before the answer started; upstream request cancelled")
+        log.info("%s: client left before the answer started; upstream request cancelled", op)
         return Response(b"", status_code=CLIENT_CLOSED)
+    log.info(
+        "%s %s -> %s (rule %s)%s: %d in %.0f ms%s",
+        op,
+        incoming.request.model,
+        outcome.backend,
+        outcome.rule,
+        f" after [{'; '.join(outcome.fallbacks)}]" if outcome.fallbacks else "",
+        outcome.reply.status,
+        (time.perf_counter() - started) * 1000,
+        " to first byte" if outcome.reply.streaming else "",
+    )
     return to_response(outcome)
 
 
