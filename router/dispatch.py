@@ -77,7 +77,7 @@ def _failure(rule: str, failures: list[BackendError], passed_over: list[str]) ->
     last = failures[-1]
     if isinstance(last, BackendHTTPError):
         # The upstream's own verdict (e.g. 400 for a prompt it rejects) is the client's answer.
-        message = last.message if len(failures) == 1 else f"{last.message} (after: {summary})"
+        message = last.message if len(failures) == 1 else f"every backend failed ({summary})"
         error_type = last.error_type if last.status < 500 else None
         return DispatchFailed(last.status, message, error_type, rule, passed_over)
     return DispatchFailed(last.status, f"backend failed: {summary}", None, rule, passed_over)

@@ -110,3 +110,22 @@ def test_every_backend_down_is_529_overloaded(start_ccgate) -> None:
     assert err.response.headers["retry-after"] == "1"
     assert "local" in err.message and "fallback" in err.message
     assert httpx.get(gw.url + "/readyz").status_code == 503
+
+
+PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgAAAAAgABVKJPXQAAAABJRU5ErkJggg=="
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_image_without_vision_moves_on(gateway: Process, stream: bool) -> None:
+    """llama-server without an mmproj answers 500 "image input is not supported": not final.
+
+    The test's fallback is a llama-server without vision too, so both fail, in order.
+    """
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}}
+    body = {**ask(), "messages": [{"role": "user", "content": [image, {"type": "text", "text": "what is this?"}]}]}
+    with pytest.raises(anthropic.InternalServerError) as caught:
+        answer(gateway, stream, body)
+    message = caught.value.body["error"]["message"]  # type: ignore[index]
+    assert message.startswith("every backend failed (local: HTTP 500: image input is not supported")
+    assert "; fallback: HTTP 500" in message
+    assert caught.value.response.headers["x-ccgate-route"] == "default"
