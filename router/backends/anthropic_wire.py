@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import msgspec
 
 from router.backends.base import BackendHTTPError, Incoming, Reply
-from router.backends.http import UpstreamClient, describe
+from router.backends.http import UpstreamClient
 from router.backends.stream import streaming_reply
 from router.policy.schema import BackendConfig
 from router.protocol.errors import upstream_error_message, upstream_error_type
@@ -68,16 +68,9 @@ class AnthropicWireBackend:
         return Reply(status=response.status_code, content_type=JSON, body=response.content)
 
     async def health(self) -> tuple[bool, str]:
-        path = self.config.health_path
-        if not path:
+        if not self.config.health_path:
             return True, "not probed"
-        try:
-            response = await self.http.probe(path)
-        except Exception as exc:  # noqa: BLE001 - any failure means "down", said in the detail
-            return False, describe(exc)
-        if response.status_code == 200:
-            return True, "ok"
-        return False, f"{path} answered HTTP {response.status_code}"
+        return await self.http.health(self.config.health_path)
 
     async def aclose(self) -> None:
         await self.http.aclose()

@@ -89,9 +89,15 @@ class UpstreamClient:
             if chunk:
                 yield chunk
 
-    async def probe(self, path: str) -> httpx.Response:
-        """A quick GET for health checks, bounded by the connect timeout."""
-        return await self.client.get(self.url(path), timeout=self.config.timeouts.connect)
+    async def health(self, path: str) -> tuple[bool, str]:
+        """Up when `path` answers below 500 within the connect timeout (llama-server: 503 while loading)."""
+        try:
+            response = await self.client.get(self.url(path), timeout=self.config.timeouts.connect)
+        except Exception as exc:  # noqa: BLE001 - any failure means "down", said in the detail
+            return False, describe(exc)
+        if response.status_code < 500:
+            return True, "ok"
+        return False, f"{path} answered HTTP {response.status_code}"
 
     async def aclose(self) -> None:
         with suppress(Exception):

@@ -8,7 +8,7 @@ import msgspec
 
 from router.backends.anthropic_wire import credentials
 from router.backends.base import BackendProtocolError, Incoming, Reply
-from router.backends.http import UpstreamClient, describe
+from router.backends.http import UpstreamClient
 from router.backends.stream import streaming_reply
 from router.policy.schema import BackendConfig
 from router.protocol.anthropic import MessagesRequest
@@ -80,12 +80,7 @@ class OpenAIWireBackend:
         return Reply(status=200, content_type=JSON, body=msgspec.json.encode({"input_tokens": count}))
 
     async def health(self) -> tuple[bool, str]:
-        path = self.config.health_path or "/v1/models"
-        try:
-            response = await self.http.probe(path)
-        except Exception as exc:  # noqa: BLE001 - any failure means "down", said in the detail
-            return False, describe(exc)
-        return (response.status_code == 200), f"{path} answered HTTP {response.status_code}"
+        return await self.http.health(self.config.health_path or "/v1/models")
 
     async def aclose(self) -> None:
         await self.http.aclose()
