@@ -7,13 +7,28 @@ backend that speaks the Anthropic dialect receives, so fields this module does n
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
 Role = Literal["user", "assistant", "system"]
 ContentBlock = dict[str, Any]
 T = TypeVar("T")
+
+
+MaxTokens = Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)]
+
+# Fields each known content block type must carry; unknown types go through to Anthropic backends.
+BLOCK_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "text": {"text": str},
+    "image": {"source": dict},
+    "document": {"source": dict},
+    "tool_use": {"id": str, "name": str, "input": dict},
+    "tool_result": {"tool_use_id": str},
+    "thinking": {"thinking": str},
+    "redacted_thinking": {"data": str},
+}
+_TYPE_NAMES = {str: "str", dict: "object", list: "array"}
 
 
 class Message(msgspec.Struct, frozen=True):
@@ -24,7 +39,7 @@ class Message(msgspec.Struct, frozen=True):
 class MessagesRequest(msgspec.Struct, frozen=True):
     model: str
     messages: list[Message]
-    max_tokens: int
+    max_tokens: MaxTokens
     system: str | list[ContentBlock] | None = None
     tools: list[ContentBlock] | None = None
     tool_choice: dict[str, Any] | None = None
@@ -57,6 +72,10 @@ def decode_body(body: bytes) -> dict[str, Any]:
         raw = msgspec.json.decode(body)
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
+    except UnicodeDecodeError:
+        raise InvalidRequest("request body is not valid UTF-8") from None
+    except RecursionError:
+        raise InvalidRequest("request body nests JSON too deeply") from None
     if not isinstance(raw, dict):
         raise InvalidRequest(f"request body must be a JSON object, got {type(raw).__name__}")
     return raw
@@ -81,15 +100,12 @@ def _field_message(text: str) -> str:
 
 
 def _check_blocks(request: Any) -> None:
-    if isinstance(request, MessagesRequest) and request.max_tokens < 1:
-        raise InvalidRequest("max_tokens: must be at least 1")
     if not request.messages:
         raise InvalidRequest("messages: at least one message is required")
     for i, message in enumerate(request.messages):
         if isinstance(message.content, list):
             for j, block in enumerate(message.content):
-                if not isinstance(block.get("type"), str):
-                    raise InvalidRequest(f"messages[{i}].content[{j}].type: Field required")
+                _check_block(block, f"messages[{i}].content[{j}]")
     if isinstance(request.system, list):
         for j, block in enumerate(request.system):
             if block.get("type") != "text" or not isinstance(block.get("text"), str):
@@ -97,6 +113,24 @@ def _check_blocks(request: Any) -> None:
     for j, tool in enumerate(request.tools or ()):
         if not isinstance(tool.get("name"), str):
             raise InvalidRequest(f"tools[{j}].name: Field required")
+        if "input_schema" in tool and not isinstance(tool["input_schema"], dict):
+            raise InvalidRequest(f"tools[{j}].input_schema: Expected `object`")
+
+
+def _check_block(block: ContentBlock, where: str) -> None:
+    kind = block.get("type")
+    if not isinstance(kind, str):
+        raise InvalidRequest(f"{where}.type: Field required")
+    for field, expected in BLOCK_FIELDS.get(kind, {}).items():
+        value = block.get(field)
+        if value is None:
+            raise InvalidRequest(f"{where}.{field}: Field required for a {kind} block")
+        if not isinstance(value, expected):
+            raise InvalidRequest(
+                f"{where}.{field}: Expected `{_TYPE_NAMES.get(expected, expected)}`, got `{type(value).__name__}`"
+            )
+    if kind == "tool_result" and not isinstance(block.get("content", ""), str | list):
+        raise InvalidRequest(f"{where}.content: Expected `str | array`")
 
 
 def text_of(content: str | list[ContentBlock] | None) -> str:

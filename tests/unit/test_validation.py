@@ -24,7 +24,10 @@ def test_real_claude_code_requests_validate(name: str) -> None:
     ("body", "message"),
     [
         ({"model": "m", "messages": [{"role": "user", "content": "x"}]}, "max_tokens"),
-        ({"model": "m", "max_tokens": 0, "messages": [{"role": "user", "content": "x"}]}, "max_tokens: must be"),
+        (
+            {"model": "m", "max_tokens": 0, "messages": [{"role": "user", "content": "x"}]},
+            "max_tokens: Expected `int` >= 1",
+        ),
         ({"model": "m", "max_tokens": 5, "messages": []}, "messages: at least one"),
         ({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
         (
@@ -60,5 +63,43 @@ def test_count_tokens_needs_no_max_tokens() -> None:
 
 @pytest.mark.parametrize(("raw", "message"), [(b"", "empty"), (b"{", "not valid JSON"), (b"3", "JSON object")])
 def test_body_must_be_a_json_object(raw: bytes, message: str) -> None:
+    with pytest.raises(InvalidRequest, match=message):
+        decode_body(raw)
+
+
+def msg(*blocks: dict) -> dict:
+    return {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": list(blocks)}]}
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (msg({"type": "tool_use", "name": "A", "input": {}}), "messages[0].content[0].id: Field required"),
+        (
+            msg({"type": "tool_use", "id": "t", "name": "A", "input": "x"}),
+            "content[0].input: Expected `object`, got `str`",
+        ),
+        (msg({"type": "tool_result"}), "content[0].tool_use_id: Field required"),
+        (msg({"type": "tool_result", "tool_use_id": "t", "content": 5}), "content[0].content: Expected `str | array`"),
+        (msg({"type": "text"}), "content[0].text: Field required"),
+        (msg({"type": "text", "text": "a"}, {"type": "image"}), "content[1].source: Field required"),
+        ({**msg({"type": "text", "text": "a"}), "max_tokens": 10**30}, "max_tokens: Expected `int` <= 2147483647"),
+    ],
+)
+def test_block_errors_name_the_field(body: dict, message: str) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        validate(body, MessagesRequest)
+    assert message in str(caught.value)
+
+
+def test_unknown_block_types_pass_through() -> None:
+    validate(msg({"type": "server_tool_use", "id": "s", "name": "web_search", "input": {}}), MessagesRequest)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [(b"[" * 100_000 + b"]" * 100_000, "nests JSON too deeply"), (b'{"model": "\xff"}', "UTF-8")],
+)
+def test_hostile_bodies(raw: bytes, message: str) -> None:
     with pytest.raises(InvalidRequest, match=message):
         decode_body(raw)
