@@ -27,7 +27,8 @@ def create_app(settings: Settings | None = None, policy: Policy | None = None) -
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         await gateway.start()
-        log.info("ccgate ready: backends %s", ", ".join(f"{n} ({b.config.kind})" for n, b in gateway.backends.items()))
+        for line in gateway.describe():
+            log.info(line)
         try:
             yield
         finally:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit, urlunsplit
+
 from router.backends.base import Backend, Incoming
 from router.backends.registry import build_backends
 from router.dispatch import Operation, Outcome, dispatch
@@ -29,7 +31,34 @@ class Gateway:
         decision = decide(self.policy, self.health.snapshot())
         return await dispatch(decision, self.backends, self.health, incoming, operation)
 
+    def describe(self) -> list[str]:
+        """Start-up lines a person reads: where each rule sends requests and what is up."""
+        snapshot = self.health.snapshot()
+        lines = [f"rule {r.name}: {' -> '.join(r.to)}" for r in self.policy.rules]
+        for name, backend in self.backends.items():
+            config = backend.config
+            status = snapshot[name]
+            state = (status.detail or "up") if status.healthy else f"DOWN ({status.detail})"
+            auth = {
+                "auto": "own key, else the client's" if config.api_key else "the client's own credentials",
+                "key": "own key" if config.api_key else "no credentials",
+                "passthrough": "the client's own credentials",
+                "none": "no credentials",
+            }[config.effective_auth]
+            lines.append(
+                f"backend {name}: {config.kind}/{config.wire_dialect} at {safe_url(config.url)}, {auth}: {state}"
+            )
+        return lines
+
     def ready(self) -> bool:
         """Ready when at least one backend of the first rule looks healthy."""
         snapshot = self.health.snapshot()
         return any(snapshot[name].healthy for name in self.policy.rules[0].to)
+
+
+def safe_url(url: str) -> str:
+    """The URL without any user:password part, for logs."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))

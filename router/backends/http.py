@@ -96,7 +96,7 @@ class UpstreamClient:
         except Exception as exc:  # noqa: BLE001 - any failure means "down", said in the detail
             return False, describe(exc)
         if response.status_code < 500:
-            return True, "ok"
+            return True, "up"
         return False, f"{path} answered HTTP {response.status_code}"
 
     async def aclose(self) -> None:

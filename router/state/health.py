@@ -29,7 +29,7 @@ class HealthBoard:
         previous = self._status.get(name)
         self._status[name] = BackendStatus(healthy, detail)
         if previous is None or previous.healthy != healthy:
-            log.info("backend %s is %s%s", name, "up" if healthy else "down", f": {detail}" if detail else "")
+            log.info("backend %s is %s%s", name, "up" if healthy else "down", f" ({detail})" if detail else "")
 
     async def check_all(self) -> None:
         results = await asyncio.gather(*(b.health() for b in self.backends.values()), return_exceptions=True)
@@ -37,7 +37,7 @@ class HealthBoard:
             if isinstance(result, BaseException):
                 self.mark(name, False, f"health check failed: {type(result).__name__}")
             else:
-                self.mark(name, result[0], "" if result[0] else result[1])
+                self.mark(name, *result)
 
     def start(self) -> None:
         if self._task is None and self.interval > 0:

@@ -26,3 +26,10 @@ CLIENT = {"x-api-key": "sk-client", "authorization": "Bearer sk-client"}
 )
 def test_credentials(config: BackendConfig, expected: dict) -> None:
     assert credentials(config, CLIENT) == expected
+
+
+def test_urls_in_logs_lose_their_userinfo() -> None:
+    from router.gateway import safe_url
+
+    assert safe_url("https://user:sk-secret@gpu.example:8443/v1?key=sk-q") == "https://gpu.example:8443/v1"
+    assert safe_url("http://127.0.0.1:8080") == "http://127.0.0.1:8080"
