@@ -32,9 +32,17 @@ def run_claude(gateway: Process, tmp_path: Path, *args: str) -> subprocess.Compl
     )
 
 
+@pytest.fixture(params=["llamacpp", "openai"])
+def any_dialect_gateway(request: pytest.FixtureRequest, gateway: Process, tool_llama: Process, start_ccgate) -> Process:
+    """Passthrough to llama-server's /v1/messages, and the translator to its /v1/chat/completions."""
+    if request.param == "llamacpp":
+        return gateway
+    return start_ccgate({"local": {"kind": "openai", "url": tool_llama.url + "/v1"}})
+
+
 @pytest.mark.cli
-def test_claude_code_reads_a_file_through_ccgate(gateway: Process, tmp_path: Path) -> None:
-    done = run_claude(gateway, tmp_path, "--output-format", "stream-json", "--verbose")
+def test_claude_code_reads_a_file_through_ccgate(any_dialect_gateway: Process, tmp_path: Path) -> None:
+    done = run_claude(any_dialect_gateway, tmp_path, "--output-format", "stream-json", "--verbose")
     assert done.returncode == 0, done.stderr + done.stdout[-2000:]
     messages = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
 
