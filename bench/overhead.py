@@ -116,7 +116,7 @@ def _start_gateway(server: str, upstream: str, policy_dir: Path) -> tuple[subpro
     policy.write_text(
         f"backends:\n  local: {{kind: llamacpp, url: '{upstream}'}}\nrules:\n  - {{name: default, to: [local]}}\n"
     )
-    env = {**os.environ, "CCGATE_CONFIG": str(policy), "CCGATE_LOG_LEVEL": "warning"}
+    env = {**os.environ, "CCGATE_CONFIG": str(policy), "CCGATE_LOG_LEVEL": os.environ.get("CCGATE_LOG_LEVEL", "info")}
     if server == "uvicorn":
         cmd = [sys.executable, "-m", "router.cli", "serve", "--port", str(port)]
     else:
