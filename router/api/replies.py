@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable
-from typing import TypeVar
 
 from litestar import Request, Response
+from litestar.background_tasks import BackgroundTask
 from litestar.response import Stream
 
 from router.api.errors import header_safe
 from router.backends.base import Reply
 from router.dispatch import Outcome
 
-T = TypeVar("T")
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
@@ -21,7 +20,7 @@ class ClientGone(Exception):
     """The client hung up before its answer was ready; the upstream call was cancelled."""
 
 
-async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
+async def unless_client_leaves(request: Request, work: Awaitable[Outcome]) -> Outcome:
     """Run `work` (a backend call) but cancel it the moment the client disconnects.
 
     Litestar cancels a streaming body when the client leaves, but not a handler still waiting
@@ -35,7 +34,9 @@ async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
     finally:
         if not task.done():
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            [late] = await asyncio.gather(task, return_exceptions=True)
+            if isinstance(late, Outcome):  # it finished while being cancelled: close what it opened
+                await late.reply.aclose()
             raise ClientGone
         watcher.cancel()
     return task.result()
@@ -57,7 +58,14 @@ def to_response(outcome: Outcome) -> Response[bytes] | Stream:
     reply = outcome.reply
     headers = {**reply.headers, **route_headers(outcome)}
     if reply.streaming:
-        return Stream(_relay(reply), media_type=reply.content_type, headers={**headers, **SSE_HEADERS})
+        # The background close covers a client gone before the body starts: Litestar then cancels
+        # the stream before `_relay` ever runs, so its `finally` would not close the upstream.
+        return Stream(
+            _relay(reply),
+            media_type=reply.content_type,
+            headers={**headers, **SSE_HEADERS},
+            background=BackgroundTask(reply.aclose),
+        )
     return Response(reply.body, status_code=reply.status, media_type=reply.content_type, headers=headers)
 
 
