@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -57,8 +58,10 @@ async def count_tokens(request: Request) -> Response | Stream:
 
 @get("/v1/models")
 async def list_models(request: Request) -> dict:
+    """The models the policy's backends serve: configured names, else what each server lists."""
     gateway: Gateway = request.app.state.gateway
-    names = sorted({b.config.model for b in gateway.backends.values() if b.config.model})
+    listed = await asyncio.gather(*(b.models() for b in gateway.backends.values()))
+    names = list(dict.fromkeys(name for names in listed for name in names))
     data = [{"type": "model", "id": n, "display_name": n, "created_at": "1970-01-01T00:00:00Z"} for n in names]
     return {
         "data": data,

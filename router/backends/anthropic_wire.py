@@ -72,6 +72,13 @@ class AnthropicWireBackend:
             return True, "not probed"
         return await self.http.health(self.config.health_path)
 
+    async def models(self) -> list[str]:
+        if self.config.model:
+            return [self.config.model]
+        if self.forwards_client_headers:
+            return []  # the Anthropic API lists its models only to a caller with a key
+        return await self.http.model_ids(credentials(self.config, {}))
+
     async def aclose(self) -> None:
         await self.http.aclose()
 

@@ -99,6 +99,17 @@ class UpstreamClient:
             return True, "up"
         return False, f"{path} answered HTTP {response.status_code}"
 
+    async def model_ids(self, headers: Mapping[str, str]) -> list[str]:
+        """The ids an OpenAI-style `/v1/models` lists (llama-server, vLLM, ...); [] when it cannot say."""
+        try:
+            response = await self.client.get(
+                self.url("/v1/models"), headers=headers, timeout=self.config.timeouts.connect
+            )
+            data = response.json().get("data") if response.status_code == 200 else None
+        except Exception:  # noqa: BLE001 - a listing is best effort
+            return []
+        return [m["id"] for m in data or () if isinstance(m, dict) and isinstance(m.get("id"), str)]
+
     async def aclose(self) -> None:
         with suppress(Exception):
             await self.client.aclose()

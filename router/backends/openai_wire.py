@@ -82,5 +82,10 @@ class OpenAIWireBackend:
     async def health(self) -> tuple[bool, str]:
         return await self.http.health(self.config.health_path or "/v1/models")
 
+    async def models(self) -> list[str]:
+        if self.config.model:
+            return [self.config.model]
+        return await self.http.model_ids(credentials(self.config, {}))
+
     async def aclose(self) -> None:
         await self.http.aclose()

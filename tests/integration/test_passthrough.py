@@ -122,6 +122,12 @@ def test_claude_code_tool_result_capture(gateway: Process) -> None:
     assert r.json()["content"][0]["text"] == "The file a.txt says hi."
 
 
+def test_models_lists_what_the_local_server_serves(gateway: Process, tool_llama: Process) -> None:
+    served = [m["id"] for m in httpx.get(tool_llama.url + "/v1/models").json()["data"]]
+    listed = client(gateway).models.list()
+    assert served and [m.id for m in listed.data] == served
+
+
 def test_probes(gateway: Process) -> None:
     assert httpx.head(gateway.url + "/").status_code == 200
     assert httpx.get(gateway.url + "/healthz").json() == {"status": "ok"}
