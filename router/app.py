@@ -22,7 +22,7 @@ log = logging.getLogger("ccgate")
 def create_app(settings: Settings | None = None, policy: Policy | None = None) -> Litestar:
     settings = settings or Settings.from_env()
     policy = policy or load_policy(settings.policy_path)
-    gateway = Gateway(policy, health_interval=settings.health_interval)
+    gateway = Gateway(policy, poll_interval=settings.health_interval)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:

@@ -14,7 +14,7 @@ from typing import Literal
 
 from router.backends.base import Backend, BackendError, BackendHTTPError, BackendUnavailable, Incoming, Reply
 from router.policy.engine import Decision
-from router.state.health import HealthBoard
+from router.state.store import StateStore
 
 log = logging.getLogger("ccgate.dispatch")
 
@@ -44,32 +44,47 @@ class DispatchFailed(Exception):
 async def dispatch(
     decision: Decision,
     backends: Mapping[str, Backend],
-    health: HealthBoard,
+    store: StateStore,
     incoming: Incoming,
     operation: Operation,
 ) -> Outcome:
-    passed_over = [f"{name}: {why}" for name, why in decision.skipped.items() if name not in decision.candidates]
+    passed_over = [f"{name}: {why}" for name, why in decision.skipped.items()]
     failures: list[BackendError] = []
     for position, name in enumerate(decision.candidates, start=1):
         backend = backends[name]
+        store.begin(name)
         try:
             reply = await (backend.messages(incoming) if operation == "messages" else backend.count_tokens(incoming))
         except BackendError as exc:
+            store.end(name)
             failures.append(exc)
             passed_over.append(f"{name}: {exc.reason}")
-            if isinstance(exc, BackendUnavailable):
-                health.mark(name, False, exc.reason)
+            if _is_backend_fault(exc):
+                store.failed(name, exc.reason, unreachable=isinstance(exc, BackendUnavailable))
             if not exc.retryable:
                 break
             if position < len(decision.candidates):
                 log.warning("backend %s failed before the first byte (%s); trying the next one", name, exc.reason)
+        except BaseException:
+            store.end(name)
+            raise
         else:
+            store.succeeded(name)
+            if reply.streaming:
+                reply.on_close.append(lambda name=name: store.end(name))
+            else:
+                store.end(name)
             return Outcome(reply, name, decision.rule, passed_over)
     raise _failure(decision.rule, failures, passed_over)
 
 
+def _is_backend_fault(exc: BackendError) -> bool:
+    """Failures that say something about the backend (for its breaker), not about the request."""
+    return not isinstance(exc, BackendHTTPError) or exc.status >= 500
+
+
 def _failure(rule: str, failures: list[BackendError], passed_over: list[str]) -> DispatchFailed:
-    summary = "; ".join(passed_over) or "no backend configured"
+    summary = "; ".join(passed_over) or "no rule matched the request"
     if not failures or all(isinstance(f, BackendUnavailable) for f in failures):
         return DispatchFailed(
             529, f"no backend can take the request ({summary})", "overloaded_error", rule, passed_over

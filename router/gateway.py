@@ -7,33 +7,39 @@ from urllib.parse import urlsplit, urlunsplit
 from router.backends.base import Backend, Incoming
 from router.backends.registry import build_backends
 from router.dispatch import Operation, Outcome, dispatch
-from router.policy.engine import decide
+from router.policy.engine import Engine
+from router.policy.features import features_of
 from router.policy.schema import Policy
-from router.state.health import HealthBoard
+from router.state.poller import Poller
+from router.state.store import BreakerSettings, MemoryState
 
 
 class Gateway:
-    def __init__(self, policy: Policy, health_interval: float = 1.0) -> None:
+    def __init__(self, policy: Policy, poll_interval: float = 1.0) -> None:
         self.policy = policy
+        self.engine = Engine(policy)
         self.backends: dict[str, Backend] = build_backends(policy)
-        self.health = HealthBoard(self.backends, interval=health_interval)
+        breakers = {n: BreakerSettings(c.breaker.failures, c.breaker.cooldown) for n, c in policy.backends.items()}
+        self.store = MemoryState(self.backends, breakers)
+        self.poller = Poller(self.backends, self.store, interval=poll_interval)
 
     async def start(self) -> None:
-        await self.health.check_all()
-        self.health.start()
+        await self.poller.poll_once()
+        self.poller.start()
 
     async def stop(self) -> None:
-        await self.health.stop()
+        await self.poller.stop()
         for backend in self.backends.values():
             await backend.aclose()
 
     async def route(self, incoming: Incoming, operation: Operation) -> Outcome:
-        decision = decide(self.policy, self.health.snapshot())
-        return await dispatch(decision, self.backends, self.health, incoming, operation)
+        features = features_of(incoming.request, incoming.raw, incoming.headers)
+        decision = self.engine.decide(features, self.store.snapshot())
+        return await dispatch(decision, self.backends, self.store, incoming, operation)
 
     def describe(self) -> list[str]:
         """Start-up lines a person reads: where each rule sends requests and what is up."""
-        snapshot = self.health.snapshot()
+        snapshot = self.store.snapshot()
         lines = [f"rule {r.name}: {' -> '.join(r.to)}" for r in self.policy.rules]
         for name, backend in self.backends.items():
             config = backend.config
@@ -51,9 +57,8 @@ class Gateway:
         return lines
 
     def ready(self) -> bool:
-        """Ready when at least one backend of the first rule looks healthy."""
-        snapshot = self.health.snapshot()
-        return any(snapshot[name].healthy for name in self.policy.rules[0].to)
+        """Ready when at least one backend looks healthy."""
+        return any(s.healthy for s in self.store.snapshot().values())
 
 
 def safe_url(url: str) -> str:

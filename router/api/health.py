@@ -30,7 +30,16 @@ async def healthz() -> dict:
 @get("/readyz")
 async def readyz(request: Request) -> Response[dict]:
     gateway: Gateway = request.app.state.gateway
-    backends = {name: {"healthy": s.healthy, "detail": s.detail} for name, s in gateway.health.snapshot().items()}
+    backends = {
+        name: {
+            "healthy": s.healthy,
+            "detail": s.detail,
+            "breaker": s.breaker,
+            "queue_depth": s.queue_depth,
+            "slots": s.slots,
+        }
+        for name, s in gateway.store.snapshot().items()
+    }
     ready = gateway.ready()
     return Response(
         {"status": "ready" if ready else "unavailable", "backends": backends}, status_code=200 if ready else 503

@@ -10,9 +10,10 @@ from collections.abc import Mapping
 
 import msgspec
 
-from router.backends.base import BackendHTTPError, Incoming, Reply
+from router.backends.base import BackendHTTPError, Incoming, Probe, Reply
 from router.backends.http import UpstreamClient
-from router.backends.stream import streaming_reply
+from router.backends.llama_probe import LlamaProbe
+from router.backends.stream import collect, streaming_reply
 from router.policy.schema import BackendConfig
 from router.protocol.errors import upstream_error_message, upstream_error_type
 from router.protocol.sse import SSEDecoder
@@ -38,6 +39,7 @@ class AnthropicWireBackend:
     """Passthrough to `/v1/messages` and `/v1/messages/count_tokens`."""
 
     forwards_client_headers = True
+    streams_upstream = False  # stream non-streaming requests upstream too (see stream.collect)
 
     def __init__(self, name: str, config: BackendConfig) -> None:
         self.name = name
@@ -45,15 +47,21 @@ class AnthropicWireBackend:
         self.http = UpstreamClient(name, config)
 
     async def messages(self, incoming: Incoming) -> Reply:
-        body = self._body(incoming)
+        client_streams = bool(incoming.raw.get("stream"))
+        body = self._body(incoming, stream=client_streams or self.streams_upstream)
         headers = self._headers(incoming.headers)
         path = self._path("/v1/messages", incoming)
-        if incoming.raw.get("stream"):
+        if client_streams or self.streams_upstream:
             response, first = await self.http.stream(path, body, headers)
             if _is_error_event(first):
                 await response.aclose()
                 raise _error_from_event(self.name, first)
-            return streaming_reply(self.http, response, first, headers=_returned_headers(response.headers))
+            returned = _returned_headers(response.headers)
+            if not client_streams:
+                return Reply(
+                    status=200, content_type=JSON, body=await collect(self.http, response, first), headers=returned
+                )
+            return streaming_reply(self.http, response, first, headers=returned)
         response = await self.http.post(path, body, headers)
         return Reply(
             status=response.status_code,
@@ -67,9 +75,9 @@ class AnthropicWireBackend:
         response = await self.http.post(path, self._body(incoming), self._headers(incoming.headers))
         return Reply(status=response.status_code, content_type=JSON, body=response.content)
 
-    async def health(self) -> tuple[bool, str]:
+    async def probe(self) -> Probe:
         if not self.config.health_path:
-            return True, "not probed"
+            return Probe(True, "not probed")
         return await self.http.health(self.config.health_path)
 
     async def models(self) -> list[str]:
@@ -86,10 +94,13 @@ class AnthropicWireBackend:
         # `?beta=true` means something to the Anthropic API; llama-server has no use for it.
         return f"{path}?{incoming.query}" if incoming.query and self.forwards_client_headers else path
 
-    def _body(self, incoming: Incoming) -> bytes:
+    def _body(self, incoming: Incoming, stream: bool | None = None) -> bytes:
+        changes: dict[str, object] = {}
         if self.config.model and incoming.raw.get("model") != self.config.model:
-            return msgspec.json.encode({**incoming.raw, "model": self.config.model})
-        return incoming.body
+            changes["model"] = self.config.model
+        if stream is not None and bool(incoming.raw.get("stream")) != stream:
+            changes["stream"] = stream
+        return msgspec.json.encode({**incoming.raw, **changes}) if changes else incoming.body
 
     def _headers(self, client: Mapping[str, str]) -> dict[str, str]:
         headers = {"content-type": JSON}
@@ -107,11 +118,14 @@ class LlamaCppBackend(AnthropicWireBackend):
     """llama-server's native Anthropic endpoint (llama.cpp PR #17570 and later)."""
 
     forwards_client_headers = False
+    streams_upstream = True
 
     def __init__(self, name: str, config: BackendConfig) -> None:
-        if config.health_path is None:
-            config = msgspec.structs.replace(config, health_path="/health")
         super().__init__(name, config)
+        self._probe = LlamaProbe(self.http)
+
+    async def probe(self) -> Probe:
+        return await self._probe()
 
 
 def credentials(config: BackendConfig, client: Mapping[str, str]) -> dict[str, str]:

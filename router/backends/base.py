@@ -56,6 +56,19 @@ class BackendHTTPError(BackendError):
         self.retryable = status >= 500 or status == 429 or error_type == "exceed_context_size_error"
 
 
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """What one poll of a backend found; None where the backend cannot say."""
+
+    healthy: bool
+    detail: str = ""
+    processing: int | None = None
+    deferred: int | None = None
+    slots: int | None = None
+    n_ctx: int | None = None
+    kv_cache: float | None = None
+
+
 @dataclass(slots=True)
 class Incoming:
     """What the client sent, as a backend needs it."""
@@ -82,14 +95,23 @@ class Reply:
     rest: AsyncIterator[bytes] | None = None
     headers: dict[str, str] = field(default_factory=dict)
     close: Callable[[], Awaitable[None]] | None = None
+    on_close: list[Callable[[], None]] = field(default_factory=list)  # run once, after `close`
+    _closed: bool = False
 
     @property
     def streaming(self) -> bool:
         return self.rest is not None
 
     async def aclose(self) -> None:
-        if self.close is not None:
-            await self.close()
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self.close is not None:
+                await self.close()
+        finally:
+            for callback in self.on_close:
+                callback()
 
 
 class Backend(Protocol):
@@ -100,7 +122,7 @@ class Backend(Protocol):
 
     async def count_tokens(self, incoming: Incoming) -> Reply: ...
 
-    async def health(self) -> tuple[bool, str]: ...
+    async def probe(self) -> Probe: ...
 
     async def models(self) -> list[str]:
         """Model ids this backend serves, for `GET /v1/models` (best effort)."""

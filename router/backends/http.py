@@ -20,11 +20,16 @@ from router.backends.base import (
     BackendProtocolError,
     BackendTimeout,
     BackendUnavailable,
+    Probe,
 )
 from router.policy.schema import BackendConfig
 from router.protocol.errors import upstream_error_message, upstream_error_type
 
 MAX_ERROR_BODY = 64 * 1024
+
+
+class TotalTimeout(TimeoutError):
+    """The answer went on past `timeouts.total`."""
 
 
 class UpstreamClient:
@@ -63,9 +68,12 @@ class UpstreamClient:
 
         The rest of the body is read with `rest(response)`, from the same iterator.
         """
+        total = self.config.timeouts.total
+        deadline = asyncio.get_running_loop().time() + total if total else None
         response = await self._open(path, body, headers, self.config.timeouts.first_byte)
         chunks = response.aiter_raw()
         response.extensions["ccgate_chunks"] = chunks
+        response.extensions["ccgate_deadline"] = deadline
         try:
             async with asyncio.timeout(self.config.timeouts.first_byte):
                 first = await anext(chunks, b"")
@@ -80,24 +88,32 @@ class UpstreamClient:
     async def rest(self, response: httpx.Response) -> AsyncIterator[bytes]:
         """The chunks after the first; TimeoutError / httpx.HTTPError propagate to the caller."""
         chunks = response.extensions["ccgate_chunks"]
+        deadline: float | None = response.extensions["ccgate_deadline"]
+        loop = asyncio.get_running_loop()
         idle = self.config.timeouts.idle
         while True:
-            async with asyncio.timeout(idle):
-                chunk = await anext(chunks, None)
+            wake = loop.time() + idle
+            try:
+                async with asyncio.timeout_at(wake if deadline is None else min(wake, deadline)):
+                    chunk = await anext(chunks, None)
+            except TimeoutError:
+                if deadline is not None and loop.time() >= deadline:
+                    raise TotalTimeout from None
+                raise
             if chunk is None:
                 return
             if chunk:
                 yield chunk
 
-    async def health(self, path: str) -> tuple[bool, str]:
-        """Up when `path` answers below 500 within the connect timeout (llama-server: 503 while loading)."""
+    async def health(self, path: str) -> Probe:
+        """Up when `path` answers below 500 within the connect timeout (an auth error is reachable)."""
         try:
             response = await self.client.get(self.url(path), timeout=self.config.timeouts.connect)
         except Exception as exc:  # noqa: BLE001 - any failure means "down", said in the detail
-            return False, describe(exc)
+            return Probe(False, describe(exc))
         if response.status_code < 500:
-            return True, "up"
-        return False, f"{path} answered HTTP {response.status_code}"
+            return Probe(True, "up")
+        return Probe(False, f"{path} answered HTTP {response.status_code}")
 
     async def model_ids(self, headers: Mapping[str, str]) -> list[str]:
         """The ids an OpenAI-style `/v1/models` lists (llama-server, vLLM, ...); [] when it cannot say."""

@@ -7,9 +7,10 @@ from collections.abc import Iterable
 import msgspec
 
 from router.backends.anthropic_wire import credentials
-from router.backends.base import BackendProtocolError, Incoming, Reply
+from router.backends.base import BackendProtocolError, Incoming, Probe, Reply
 from router.backends.http import UpstreamClient
-from router.backends.stream import streaming_reply
+from router.backends.llama_probe import LlamaProbe
+from router.backends.stream import collect, streaming_reply
 from router.policy.schema import BackendConfig
 from router.protocol.anthropic import MessagesRequest
 from router.protocol.estimate import estimate_input_tokens
@@ -26,6 +27,7 @@ class OpenAIWireBackend:
         self.name = name
         self.config = config
         self.http = UpstreamClient(name, config)
+        self._llama = LlamaProbe(self.http) if config.kind == "llamacpp" and not config.health_path else None
 
     async def messages(self, incoming: Incoming) -> Reply:
         request = incoming.request
@@ -35,6 +37,10 @@ class OpenAIWireBackend:
         headers = {"content-type": JSON, **credentials(self.config, incoming.headers)}
         if request.stream:
             return await self._stream(body, headers, request.model)
+        if self._llama is not None:  # see stream.collect: llama-server frees a slot sooner this way
+            streamed = msgspec.json.encode(to_openai_request(msgspec.structs.replace(request, stream=True), model))
+            reply = await self._stream(streamed, headers, request.model, collect_all=True)
+            return reply
         response = await self.http.post(CHAT, body, headers)
         try:
             message = to_anthropic_message(msgspec.json.decode(response.content), request.model)
@@ -42,7 +48,7 @@ class OpenAIWireBackend:
             raise BackendProtocolError(self.name, f"unusable chat completion: {exc}") from None
         return Reply(status=200, content_type=JSON, body=msgspec.json.encode(message))
 
-    async def _stream(self, body: bytes, headers: dict[str, str], model: str) -> Reply:
+    async def _stream(self, body: bytes, headers: dict[str, str], model: str, collect_all: bool = False) -> Reply:
         response, first = await self.http.stream(CHAT, body, headers)
         decoder = SSEDecoder()
         translator = StreamTranslator(model)
@@ -67,6 +73,9 @@ class OpenAIWireBackend:
         def finish() -> Iterable[bytes]:
             return handle(decoder.flush()) + translator.finish()
 
+        if collect_all:
+            message = await collect(self.http, response, first, transform=transform, finish=finish)
+            return Reply(status=200, content_type=JSON, body=message)
         try:
             first_out = b"".join(transform(first))
         except BackendProtocolError:
@@ -79,7 +88,9 @@ class OpenAIWireBackend:
         count = estimate_input_tokens(incoming.raw)
         return Reply(status=200, content_type=JSON, body=msgspec.json.encode({"input_tokens": count}))
 
-    async def health(self) -> tuple[bool, str]:
+    async def probe(self) -> Probe:
+        if self._llama is not None:
+            return await self._llama()
         return await self.http.health(self.config.health_path or "/v1/models")
 
     async def models(self) -> list[str]:

@@ -10,10 +10,6 @@ from router.policy.schema import BackendConfig, Policy
 
 def build_backend(name: str, config: BackendConfig) -> Backend:
     if config.wire_dialect == "openai":
-        if config.kind == "llamacpp" and config.health_path is None:
-            import msgspec
-
-            config = msgspec.structs.replace(config, health_path="/health")
         return OpenAIWireBackend(name, config)
     if config.kind == "llamacpp":
         return LlamaCppBackend(name, config)

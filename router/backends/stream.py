@@ -6,10 +6,14 @@ import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 
 import httpx
+import msgspec
 
-from router.backends.base import BackendProtocolError, Reply
-from router.backends.http import UpstreamClient
+from router.backends.base import BackendBroken, BackendProtocolError, BackendTimeout, Reply
+from router.backends.http import TotalTimeout, UpstreamClient, describe
+from router.protocol.aggregate import MessageAggregator
 from router.protocol.errors import anthropic_error_event
+from router.protocol.from_openai import BadUpstreamResponse
+from router.protocol.sse import SSEDecoder
 
 SSE = "text/event-stream"
 log = logging.getLogger("ccgate.stream")
@@ -40,6 +44,9 @@ def streaming_reply(
                         yield out
             for out in finish() if finish else ():
                 yield out
+        except TotalTimeout:
+            limit = client.config.timeouts.total
+            yield anthropic_error_event(504, f"backend {client.name} did not finish within {limit:g}s", "timeout_error")
         except TimeoutError:
             yield anthropic_error_event(504, f"backend {client.name} stalled mid-stream", "timeout_error")
         except httpx.HTTPError as exc:
@@ -53,3 +60,45 @@ def streaming_reply(
             await response.aclose()
 
     return Reply(status=200, content_type=SSE, first=first, rest=rest(), headers=headers or {}, close=response.aclose)
+
+
+async def collect(
+    client: UpstreamClient,
+    response: httpx.Response,
+    first: bytes,
+    transform: Callable[[bytes], Iterable[bytes]] | None = None,
+    finish: Callable[[], Iterable[bytes]] | None = None,
+) -> bytes:
+    """Read a whole Anthropic event stream and return the equivalent non-streamed message.
+
+    Non-streaming requests to llama-server are streamed upstream and collected here: llama-server
+    notices a vanished streaming client at its next chunk, but a non-streaming one only after a
+    full second with no other result in its queue, which a busy server may never have.
+    Nothing has reached the client yet, so every failure is still a BackendError.
+    """
+    decoder = SSEDecoder()
+    aggregator = MessageAggregator()
+
+    def take(chunks: Iterable[bytes]) -> None:
+        for chunk in chunks:
+            for event in decoder.feed(chunk):
+                aggregator.feed(event)
+
+    try:
+        take(transform(first) if transform else (first,))
+        async for chunk in client.rest(response):
+            take(transform(chunk) if transform else (chunk,))
+        take(finish() if finish else ())
+        for event in decoder.flush():
+            aggregator.feed(event)
+        return msgspec.json.encode(aggregator.message())
+    except TotalTimeout:
+        raise BackendTimeout(client.name, f"did not finish within {client.config.timeouts.total:g}s") from None
+    except TimeoutError:
+        raise BackendTimeout(client.name, f"stalled for {client.config.timeouts.idle:g}s mid-answer") from None
+    except httpx.HTTPError as exc:
+        raise BackendBroken(client.name, f"broke off mid-answer: {describe(exc)}") from None
+    except BadUpstreamResponse as exc:
+        raise BackendProtocolError(client.name, str(exc)) from None
+    finally:
+        await response.aclose()

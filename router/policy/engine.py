@@ -1,17 +1,21 @@
-"""The routing decision: pure. Request + policy + a snapshot of backend health → Decision."""
+"""The routing decision: pure. Request features + the policy + a state snapshot → Decision.
+
+Rules are tried top-down and the first whose `when:` holds wins. Its targets are then filtered
+in order: a target is skipped, with the reason recorded, when it is unhealthy, its breaker is
+open, the prompt does not fit its context window, it lacks a capability the request needs, or
+it is busy. What is left, in order, are the candidates: the first gets the request, the rest are
+its fallbacks.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from router.policy.schema import Policy
-
-
-@dataclass(frozen=True, slots=True)
-class BackendStatus:
-    healthy: bool = True
-    detail: str = ""
+from router.policy.conditions import Condition, compile_when
+from router.policy.features import Features
+from router.policy.schema import BackendConfig, Policy
+from router.policy.snapshot import BackendSnapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,21 +25,69 @@ class Decision:
     skipped: dict[str, str] = field(default_factory=dict)  # backend → why it was passed over
 
 
-def decide(policy: Policy, health: Mapping[str, BackendStatus]) -> Decision:
-    """First rule wins (the [policy] engine adds conditions); unhealthy targets are skipped.
+def busy_limit(config: BackendConfig, state: BackendSnapshot) -> int | None:
+    return config.max_concurrent or state.slots
 
-    When every target of the rule looks down, all are tried in order anyway: a health snapshot
-    can be a second old, and trying costs one refused connection, while refusing costs a request.
-    """
-    rule = policy.rules[0]
-    candidates: list[str] = []
-    skipped: dict[str, str] = {}
-    for name in rule.to:
-        status = health.get(name, BackendStatus())
-        if status.healthy:
-            candidates.append(name)
-        else:
-            skipped[name] = f"unhealthy: {status.detail}" if status.detail else "unhealthy"
-    if not candidates:
-        return Decision(rule.name, tuple(rule.to), skipped)
-    return Decision(rule.name, tuple(candidates), skipped)
+
+def is_busy(config: BackendConfig, state: BackendSnapshot) -> bool:
+    limit = busy_limit(config, state)
+    return limit is not None and state.queue_depth >= limit
+
+
+class Engine:
+    """A policy with its conditions compiled; `decide` is a pure function of its arguments."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        names = set(policy.backends)
+
+        def busy(name: str, state: BackendSnapshot) -> bool:
+            return is_busy(policy.backends[name], state)
+
+        self._rules: list[tuple[str, tuple[str, ...], Condition]] = [
+            (rule.name, tuple(rule.to), compile_when(rule.when, f"$.rules[{i}].when", names, busy))
+            for i, rule in enumerate(policy.rules)
+        ]
+
+    def decide(self, features: Features, state: Mapping[str, BackendSnapshot]) -> Decision:
+        for name, targets, condition in self._rules:
+            if condition(features, state):
+                return self._filter(name, targets, features, state)
+        return Decision("(no rule matched)", (), {})
+
+    def _filter(
+        self, rule: str, targets: tuple[str, ...], features: Features, state: Mapping[str, BackendSnapshot]
+    ) -> Decision:
+        candidates: list[str] = []
+        skipped: dict[str, str] = {}
+        for name in targets:
+            why = self._skip_reason(self.policy.backends[name], state.get(name, BackendSnapshot()), features)
+            if why:
+                skipped[name] = why
+            else:
+                candidates.append(name)
+        return Decision(rule, tuple(candidates), skipped)
+
+    @staticmethod
+    def _skip_reason(config: BackendConfig, state: BackendSnapshot, features: Features) -> str | None:
+        if not state.healthy:
+            return f"unhealthy: {state.detail}" if state.detail else "unhealthy"
+        if state.breaker == "open":
+            return "breaker open"
+        window = config.context_window or state.n_ctx
+        if window and features.tokens > window:
+            return f"context {_k(features.tokens)} > window {_k(window)}"
+        wants = config.capabilities
+        if features.tool_count and not wants.tools:
+            return "no tool support"
+        if features.images and not wants.images:
+            return "no image support"
+        if features.thinking and not wants.thinking:
+            return "no thinking support"
+        if is_busy(config, state):
+            return f"busy {state.queue_depth}/{busy_limit(config, state)}"
+        return None
+
+
+def _k(tokens: int) -> str:
+    return f"{tokens / 1000:.0f}k" if tokens >= 1000 else str(tokens)

@@ -11,6 +11,8 @@ from typing import Any, TypeVar
 import msgspec
 import yaml
 
+from router.policy.conditions import ConditionError
+from router.policy.engine import Engine
 from router.policy.schema import BackendConfig, Policy
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}")
@@ -71,6 +73,11 @@ def parse_policy(text: str, source: str, env: Mapping[str, str]) -> Policy:
         }
     policy = _convert(data, Policy, "$", source, node)
     _check_references(policy, source, node)
+    try:
+        Engine(policy)  # compiles every `when:`
+    except ConditionError as exc:
+        line = _line_of(node, exc.path)
+        raise PolicyError(f"{source}:{line}: {str(exc).removeprefix('$.')}") from None
     return policy
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -19,6 +19,20 @@ class Timeouts(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     connect: float = 5.0
     first_byte: float = 600.0
     idle: float = 300.0
+    total: float | None = None  # the whole answer, first byte to last; None: no limit
+
+
+class Capabilities(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """What a backend can take; a request needing what it lacks skips it."""
+
+    tools: bool = True
+    images: bool = True
+    thinking: bool = True
+
+
+class Breaker(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    failures: int = 3  # consecutive failures before it opens
+    cooldown: float = 10.0  # seconds before one request may try again
 
 
 class BackendConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -34,6 +48,13 @@ class BackendConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_
     auth: Auth | None = None
     health_path: str | None = None
     timeouts: Timeouts = Timeouts()
+    # Busy at this many requests in progress (ours, or what llama-server reports, plus its
+    # queue); default: llama-server's slot count, else never busy.
+    max_concurrent: int | None = None
+    # Tokens a request may have; default: llama-server's per-slot n_ctx, else no limit.
+    context_window: int | None = None
+    capabilities: Capabilities = Capabilities()
+    breaker: Breaker = Breaker()
 
     @property
     def effective_auth(self) -> Auth:
@@ -47,6 +68,7 @@ class BackendConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_
 class Rule(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     name: str
     to: list[str]
+    when: dict[str, Any] | None = None  # compiled by policy/conditions.py; absent: always
 
 
 class Policy(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):

@@ -66,20 +66,27 @@ def test_local_dies_mid_session(start_ccgate, start_llama_server, text_llama: Pr
 
 
 @pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize(
+    ("window", "reason"),
+    [
+        (None, "small: context 20k > window 512"),  # n_ctx read from llama-server's /props: skipped
+        (10**6, "exceeds the available context size"),  # a wrong window: llama-server's 400 moves it
+    ],
+)
 def test_context_overflow_moves_to_a_bigger_window(
-    start_ccgate, start_llama_server, text_llama: Process, stream: bool
+    start_ccgate, start_llama_server, text_llama: Process, stream: bool, window: int | None, reason: str
 ) -> None:
-    """llama.cpp answers 400 exceed_context_size_error for a prompt bigger than -c: not final."""
     small = start_llama_server("tool", "-c", "512", "-np", "1")
-    gw = start_ccgate(
-        {"small": {"kind": "llamacpp", "url": small.url}, "big": {"kind": "anthropic", "url": text_llama.url}}
-    )
+    config = {"kind": "llamacpp", "url": small.url}
+    if window:
+        config["context_window"] = window
+    gw = start_ccgate({"small": config, "big": {"kind": "anthropic", "url": text_llama.url}})
     body = json.loads((FIXTURES / "claude-code-request-turn1.json").read_text())["body"]
     body.pop("stream")
     body["max_tokens"] = 1024  # the SDK refuses 64000 without streaming
     headers, text = answer(gw, stream, body)
     assert headers["x-ccgate-backend"] == "big"
-    assert "exceeds the available context size" in headers["x-ccgate-fallback-reason"]
+    assert reason in headers["x-ccgate-fallback-reason"]
     assert text == FALLBACK_TEXT
 
 

@@ -1,33 +1,102 @@
+"""The pure engine: rules top-down, targets filtered with a reason for each one skipped."""
+
 from __future__ import annotations
 
-from router.policy.engine import BackendStatus, decide
-from router.policy.loader import parse_policy
+import pytest
 
-POLICY = parse_policy(
-    """
+from router.policy.engine import Engine
+from router.policy.features import Features
+from router.policy.loader import PolicyError, parse_policy
+from router.policy.snapshot import BackendSnapshot
+
+POLICY = """
 backends:
-  local: {kind: llamacpp, url: "http://a"}
+  local: {kind: llamacpp, url: "http://a", capabilities: {images: false}}
+  small: {kind: llamacpp, url: "http://s", context_window: 8000, max_concurrent: 1}
   fallback: {kind: anthropic, url: "http://b"}
 rules:
-  - {name: default, to: [local, fallback]}
-""",
-    "p",
-    {},
+  - name: background
+    when: {model: "*haiku*"}
+    to: [small, fallback]
+  - name: long
+    when: {any: [{tokens: {gt: 48000}}, {tools: {gte: 40}}]}
+    to: [fallback]
+  - name: spill
+    when: {backend: {local: {busy: true}}, not: {thinking: true}}
+    to: [fallback]
+  - name: default
+    to: [local, fallback]
+"""
+ENGINE = Engine(parse_policy(POLICY, "p.yaml", {}))
+
+
+def feats(**kw: object) -> Features:
+    return Features(**{"tokens": 1000, "model": "claude-opus-4-8", **kw})  # type: ignore[arg-type]
+
+
+def test_default_rule_keeps_order() -> None:
+    d = ENGINE.decide(feats(), {})
+    assert (d.rule, d.candidates, d.skipped) == ("default", ("local", "fallback"), {})
+
+
+def test_model_glob_picks_background_rule() -> None:
+    assert ENGINE.decide(feats(model="claude-haiku-4-5"), {}).rule == "background"
+
+
+@pytest.mark.parametrize("kw", [{"tokens": 60000}, {"tool_count": 41}])
+def test_any_combinator(kw: dict) -> None:
+    assert ENGINE.decide(feats(**kw), {}).candidates == ("fallback",)
+
+
+def test_live_state_condition_and_not() -> None:
+    busy = {"local": BackendSnapshot(slots=2, processing=2)}
+    assert ENGINE.decide(feats(), busy).rule == "spill"
+    assert ENGINE.decide(feats(thinking=True), busy).rule == "default"
+
+
+def test_skip_reasons() -> None:
+    state = {
+        "local": BackendSnapshot(slots=1, in_flight=1, deferred=1),
+        "small": BackendSnapshot(healthy=False, detail="connection refused"),
+    }
+    d = ENGINE.decide(feats(thinking=True), state)  # thinking: past the spill rule, to default
+    assert (d.rule, d.candidates) == ("default", ("fallback",))
+    assert d.skipped == {"local": "busy 2/1"}
+    d = ENGINE.decide(feats(model="haiku", tokens=9000), {})
+    assert d.skipped == {"small": "context 9k > window 8k"}
+    d = ENGINE.decide(feats(model="haiku"), state)
+    assert d.skipped == {"small": "unhealthy: connection refused"}
+    d = ENGINE.decide(feats(images=True), {})
+    assert d.skipped == {"local": "no image support"}
+    d = ENGINE.decide(feats(), {"local": BackendSnapshot(breaker="open"), "fallback": BackendSnapshot(n_ctx=500)})
+    assert d.candidates == () and d.skipped == {"local": "breaker open", "fallback": "context 1k > window 500"}
+
+
+def test_half_open_breaker_lets_a_request_through() -> None:
+    assert ENGINE.decide(feats(), {"local": BackendSnapshot(breaker="half_open")}).candidates[0] == "local"
+
+
+def test_queue_depth_counts_ours_or_theirs_plus_deferred() -> None:
+    assert BackendSnapshot(in_flight=3, processing=1, deferred=2).queue_depth == 5
+    assert BackendSnapshot(in_flight=0, processing=2).queue_depth == 2
+    assert BackendSnapshot(slots=4, in_flight=1).free_slots == 3
+
+
+@pytest.mark.parametrize(
+    ("when", "message"),
+    [
+        ("{tokenz: 5}", "p.yaml:5: rules[0].when.tokenz: unknown condition `tokenz`"),
+        ("{tokens: {more: 5}}", "p.yaml:5: rules[0].when.tokens.more: expected one of gt, gte, lt, lte, eq"),
+        ("{tokens: big}", "rules[0].when.tokens: expected a number"),
+        ("{thinking: yes please}", "rules[0].when.thinking: expected true or false"),
+        ("{backend: {gpu9: {busy: true}}}", "rules[0].when.backend.gpu9: unknown backend 'gpu9'"),
+        ("{backend: {a: {load: 1}}}", "rules[0].when.backend.a.load: unknown backend state `load`"),
+        ("{any: []}", "rules[0].when.any: `any` takes a non-empty list"),
+        ("[1]", "rules[0].when: Expected `object | null`, got `array`"),
+    ],
 )
-
-
-def test_healthy_order_is_the_rules_order() -> None:
-    decision = decide(POLICY, {})
-    assert (decision.rule, decision.candidates, decision.skipped) == ("default", ("local", "fallback"), {})
-
-
-def test_unhealthy_backend_is_skipped_with_its_reason() -> None:
-    decision = decide(POLICY, {"local": BackendStatus(False, "connection refused")})
-    assert decision.candidates == ("fallback",)
-    assert decision.skipped == {"local": "unhealthy: connection refused"}
-
-
-def test_all_unhealthy_still_tries_in_order() -> None:
-    down = BackendStatus(False, "x")
-    decision = decide(POLICY, {"local": down, "fallback": down})
-    assert decision.candidates == ("local", "fallback")
+def test_condition_errors_name_file_line_and_path(when: str, message: str) -> None:
+    text = f"backends:\n  a: {{kind: llamacpp, url: 'http://a'}}\nrules:\n  - name: r\n    when: {when}\n    to: [a]\n"
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(text, "p.yaml", {})
+    assert message in str(caught.value)

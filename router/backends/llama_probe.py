@@ -1,0 +1,84 @@
+"""What llama-server says about its load: /health, /props (slots, n_ctx), /metrics or /slots."""
+
+from __future__ import annotations
+
+from contextlib import suppress
+
+import httpx
+
+from router.backends.base import Probe
+from router.backends.http import UpstreamClient, describe
+
+
+class LlamaProbe:
+    """Polls one llama-server. `/metrics` (needs --metrics) gives processing and deferred
+    requests; without it `/slots` gives the processing count; `/props` gives the slot count and
+    per-slot context, read again whenever the server comes back (it may have restarted with -np/-c)."""
+
+    def __init__(self, http: UpstreamClient) -> None:
+        self.http = http
+        self._props: tuple[int | None, int | None] | None = None
+        self._metrics = True  # until the server says it has none
+
+    async def __call__(self) -> Probe:
+        try:
+            health = await self.http.client.get(self.http.url("/health"), timeout=self.http.config.timeouts.connect)
+        except Exception as exc:  # noqa: BLE001 - any failure means "down"
+            self._props = None
+            return Probe(False, describe(exc))
+        if health.status_code != 200:
+            self._props = None
+            return Probe(False, f"/health answered HTTP {health.status_code}")
+        if self._props is None:
+            self._props = await self._read_props()
+        slots, n_ctx = self._props
+        processing, deferred = await self._load()
+        return Probe(True, "up", processing=processing, deferred=deferred, slots=slots, n_ctx=n_ctx)
+
+    async def _get(self, path: str) -> httpx.Response | None:
+        with suppress(Exception):
+            return await self.http.client.get(self.http.url(path), timeout=self.http.config.timeouts.connect)
+        return None
+
+    async def _read_props(self) -> tuple[int | None, int | None]:
+        response = await self._get("/props")
+        try:
+            props = response.json() if response is not None and response.status_code == 200 else {}
+            n_ctx = props.get("default_generation_settings", {}).get("n_ctx")
+            slots = props.get("total_slots")
+        except (ValueError, AttributeError):
+            return None, None
+        return (slots if isinstance(slots, int) else None), (n_ctx if isinstance(n_ctx, int) else None)
+
+    async def _load(self) -> tuple[int | None, int | None]:
+        if self._metrics:
+            response = await self._get("/metrics")
+            if response is not None and response.status_code == 200:
+                values = parse_metrics(response.text)
+                processing = values.get("llamacpp:requests_processing")
+                deferred = values.get("llamacpp:requests_deferred")
+                return _int(processing), _int(deferred)
+            if response is not None and response.status_code in (404, 501):
+                self._metrics = False
+        response = await self._get("/slots")
+        if response is None or response.status_code != 200:
+            return None, None
+        with suppress(ValueError, TypeError, AttributeError):
+            return sum(1 for s in response.json() if s.get("is_processing")), None
+        return None, None
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus text format, just the unlabelled samples llama-server exports."""
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, _, value = line.partition(" ")
+        with suppress(ValueError):
+            values[name] = float(value.split()[0])
+    return values
+
+
+def _int(value: float | None) -> int | None:
+    return None if value is None else int(value)

@@ -1,0 +1,32 @@
+"""The live state of one backend as the pure engine sees it: a plain, frozen snapshot."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Breaker = Literal["closed", "open", "half_open"]
+
+
+@dataclass(frozen=True, slots=True)
+class BackendSnapshot:
+    healthy: bool = True
+    detail: str = ""
+    breaker: Breaker = "closed"
+    in_flight: int = 0  # this gateway's own requests in progress on the backend
+    processing: int | None = None  # llama-server: requests being generated (/slots, /metrics)
+    deferred: int | None = None  # llama-server: requests waiting for a slot (/metrics)
+    slots: int | None = None  # llama-server: parallel slots (-np)
+    n_ctx: int | None = None  # llama-server: context size of one slot
+    kv_cache: float | None = None  # llama-server: KV-cache use, 0..1
+
+    @property
+    def queue_depth(self) -> int:
+        """Requests on the backend now: ours or what it reports processing, whichever is larger, plus its queue."""
+        return max(self.in_flight, self.processing or 0) + (self.deferred or 0)
+
+    @property
+    def free_slots(self) -> int | None:
+        if self.slots is None:
+            return None
+        return max(0, self.slots - self.queue_depth)
