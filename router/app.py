@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from litestar import Litestar
 from litestar.datastructures import State
 
-from router.api import health, messages
+from router.api import admin, health, messages
 from router.api.errors import EXCEPTION_HANDLERS
 from router.gateway import Gateway
 from router.policy.loader import load_policy
@@ -43,6 +43,7 @@ def create_app(settings: Settings | None = None, policy: Policy | None = None) -
             health.index,
             health.healthz,
             health.readyz,
+            admin.admin_explain,
         ],
         state=State({"gateway": gateway, "settings": settings}),
         lifespan=[lifespan],

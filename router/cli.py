@@ -27,9 +27,22 @@ def main(argv: list[str] | None = None) -> int:
     check = commands.add_parser("check-policy", help="validate a policy file and exit")
     check.add_argument("file", type=Path)
 
+    explain = commands.add_parser("explain", help="show where a request would go, and why")
+    explain.add_argument("request", type=Path, help="a request body, or a capture with `headers` and `body`")
+    explain.add_argument("--config", type=Path, help="policy file (default: as for serve)")
+    explain.add_argument(
+        "--state",
+        choices=["idle", "live"],
+        default="idle",
+        help="idle: every backend up and free; live: probe them now",
+    )
+    explain.add_argument("--json", action="store_true", help="print the decision as JSON")
+
     args = parser.parse_args(argv)
     if args.command == "check-policy":
         return _check_policy(args.file)
+    if args.command == "explain":
+        return _explain(args)
     return _serve(args)
 
 
@@ -41,6 +54,43 @@ def _check_policy(path: Path) -> int:
         return 1
     print(f"{path}: ok ({len(policy.backends)} backends, {len(policy.rules)} rules)")
     return 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    from router.policy.engine import Engine
+    from router.policy.explain import explain, render
+    from router.policy.features import features_of
+    from router.protocol.anthropic import InvalidRequest, MessagesRequest, validate
+
+    try:
+        settings = Settings.from_env(config=args.config)
+        policy = load_policy(settings.policy_path)
+        loaded = json.loads(args.request.read_text())
+        capture = isinstance(loaded, dict) and isinstance(loaded.get("body"), dict)
+        raw = loaded["body"] if capture else loaded
+        headers = {k.lower(): v for k, v in (loaded.get("headers") or {}).items()} if capture else {}
+        request = validate(raw, MessagesRequest)
+    except (PolicyError, ValueError, OSError, InvalidRequest) as exc:
+        print(f"ccgate explain: {exc}", file=sys.stderr)
+        return 2
+    state = asyncio.run(_live_state(policy)) if args.state == "live" else {}
+    explained = explain(Engine(policy), features_of(request, raw, headers), state)
+    print(json.dumps(explained, indent=2) if args.json else render(explained))
+    return 0
+
+
+async def _live_state(policy: object) -> dict:
+    from router.gateway import Gateway
+
+    gateway = Gateway(policy, poll_interval=0)  # type: ignore[arg-type]
+    try:
+        await gateway.poller.poll_once()
+        return gateway.store.snapshot()
+    finally:
+        await gateway.stop()
 
 
 def _serve(args: argparse.Namespace) -> int:

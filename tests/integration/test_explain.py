@@ -1,0 +1,64 @@
+"""`ccgate explain` and `POST /admin/explain` say what serving then does."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import yaml
+
+from tests.harness.procs import Process, free_port
+from tests.integration.test_passthrough import ask
+
+
+def test_admin_explain_matches_serving(start_ccgate, tool_llama: Process, text_llama: Process) -> None:
+    gw = start_ccgate(
+        {
+            "local": {"kind": "llamacpp", "url": f"http://127.0.0.1:{free_port()}"},
+            "fallback": {"kind": "anthropic", "url": text_llama.url},
+        }
+    )
+    explained = httpx.post(gw.url + "/admin/explain", json=ask()).json()
+    served = httpx.post(gw.url + "/v1/messages", json=ask())
+    assert explained["backend"] == served.headers["x-ccgate-backend"] == "fallback"
+    assert explained["rule"] == served.headers["x-ccgate-route"]
+    [local] = [t for t in explained["targets"] if t["backend"] == "local"]
+    assert local["eligible"] is False and local["reason"] == "unhealthy: connection refused"
+    assert served.headers["x-ccgate-fallback-reason"] == "local: unhealthy: connection refused"
+
+
+def test_cli_explain_live_and_idle(tmp_path: Path, text_llama: Process) -> None:
+    policy = tmp_path / "p.yaml"
+    policy.write_text(
+        yaml.safe_dump(
+            {
+                "backends": {
+                    "local": {"kind": "llamacpp", "url": f"http://127.0.0.1:{free_port()}"},
+                    "fallback": {"kind": "anthropic", "url": text_llama.url},
+                },
+                "rules": [
+                    {"name": "haiku", "when": {"model": "*haiku*"}, "to": ["fallback"]},
+                    {"name": "main", "to": ["local", "fallback"]},
+                ],
+            }
+        )
+    )
+    request = tmp_path / "r.json"
+    request.write_text(json.dumps(ask()))
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "router.cli", "explain", str(request), "--config", str(policy), *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+    idle = run("--json")
+    assert idle.returncode == 0, idle.stderr
+    assert json.loads(idle.stdout)["backend"] == "local"
+    live = run("--state", "live")
+    assert live.returncode == 0, live.stderr
+    assert "goes to: fallback" in live.stdout
+    assert "unhealthy: connection refused" in live.stdout
+    request.write_text(json.dumps({**ask(), "model": "claude-haiku-4-5"}))
+    assert json.loads(run("--json").stdout)["rule"] == "haiku"
