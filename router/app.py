@@ -12,8 +12,9 @@ from litestar.datastructures import State
 from router.api import admin, health, messages
 from router.api.errors import EXCEPTION_HANDLERS
 from router.gateway import Gateway
-from router.policy.loader import load_policy
+from router.policy.loader import default_policy_path, load_policy
 from router.policy.schema import Policy
+from router.reloader import PolicyReloader
 from router.settings import Settings
 
 log = logging.getLogger("ccgate")
@@ -24,14 +25,18 @@ def create_app(settings: Settings | None = None, policy: Policy | None = None) -
     policy = policy or load_policy(settings.policy_path)
     gateway = Gateway(policy, poll_interval=settings.health_interval)
 
+    reloader = PolicyReloader(gateway, settings.policy_path or default_policy_path(), settings.reload_interval)
+
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         await gateway.start()
+        reloader.start()
         for line in gateway.describe():
             log.info(line)
         try:
             yield
         finally:
+            await reloader.stop()
             await gateway.stop()
 
     return Litestar(

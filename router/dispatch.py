@@ -52,11 +52,11 @@ async def dispatch(
     failures: list[BackendError] = []
     for position, name in enumerate(decision.candidates, start=1):
         backend = backends[name]
-        store.begin(name)
+        end = store.begin(name)
         try:
             reply = await (backend.messages(incoming) if operation == "messages" else backend.count_tokens(incoming))
         except BackendError as exc:
-            store.end(name)
+            end()
             failures.append(exc)
             passed_over.append(f"{name}: {exc.reason}")
             if _is_backend_fault(exc):
@@ -66,14 +66,14 @@ async def dispatch(
             if position < len(decision.candidates):
                 log.warning("backend %s failed before the first byte (%s); trying the next one", name, exc.reason)
         except BaseException:
-            store.end(name)
+            end()
             raise
         else:
             store.succeeded(name)
             if reply.streaming:
-                reply.on_close.append(lambda name=name: store.end(name))
+                reply.on_close.append(end)
             else:
-                store.end(name)
+                end()
             return Outcome(reply, name, decision.rule, passed_over)
     raise _failure(decision.rule, failures, passed_over)
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from router.backends.base import Backend, Incoming
-from router.backends.registry import build_backends
+from router.backends.registry import build_backend, build_backends
 from router.dispatch import Operation, Outcome, dispatch
 from router.policy.engine import Engine
 from router.policy.features import features_of
@@ -13,15 +17,37 @@ from router.policy.schema import Policy
 from router.state.poller import Poller
 from router.state.store import BreakerSettings, MemoryState
 
+RETIRE_AFTER = 900.0  # seconds a replaced backend's connections stay open for requests still on it
+
+
+@dataclass(frozen=True, slots=True)
+class Routing:
+    """One policy with everything built from it; swapped whole on reload."""
+
+    policy: Policy
+    engine: Engine
+    backends: dict[str, Backend]
+
 
 class Gateway:
     def __init__(self, policy: Policy, poll_interval: float = 1.0) -> None:
-        self.policy = policy
-        self.engine = Engine(policy)
-        self.backends: dict[str, Backend] = build_backends(policy)
-        breakers = {n: BreakerSettings(c.breaker.failures, c.breaker.cooldown) for n, c in policy.backends.items()}
-        self.store = MemoryState(self.backends, breakers)
-        self.poller = Poller(self.backends, self.store, interval=poll_interval)
+        backends = build_backends(policy)
+        self._routing = Routing(policy, Engine(policy), backends)
+        self.store = MemoryState(backends, _breakers(policy))
+        self.poller = Poller(backends, self.store, interval=poll_interval)
+        self._background: set[asyncio.Task[None]] = set()
+
+    @property
+    def policy(self) -> Policy:
+        return self._routing.policy
+
+    @property
+    def engine(self) -> Engine:
+        return self._routing.engine
+
+    @property
+    def backends(self) -> dict[str, Backend]:
+        return self._routing.backends
 
     async def start(self) -> None:
         await self.poller.poll_once()
@@ -29,13 +55,40 @@ class Gateway:
 
     async def stop(self) -> None:
         await self.poller.stop()
+        for task in self._background:
+            task.cancel()
         for backend in self.backends.values():
             await backend.aclose()
 
     async def route(self, incoming: Incoming, operation: Operation) -> Outcome:
+        routing = self._routing  # a reload mid-request does not change this request's world
         features = features_of(incoming.request, incoming.raw, incoming.headers)
-        decision = self.engine.decide(features, self.store.snapshot())
-        return await dispatch(decision, self.backends, self.store, incoming, operation)
+        decision = routing.engine.decide(features, self.store.snapshot())
+        return await dispatch(decision, routing.backends, self.store, incoming, operation)
+
+    def reload(self, policy: Policy) -> None:
+        """Swap in a new policy at once. Backends whose config did not change keep their
+        connections and state; replaced ones are closed once their requests had time to end."""
+        old = self._routing
+        backends: dict[str, Backend] = {}
+        for name, config in policy.backends.items():
+            kept = old.backends.get(name)
+            backends[name] = kept if kept is not None and kept.config == config else build_backend(name, config)
+        changed = [n for n, b in backends.items() if old.backends.get(n) is not b]
+        self.store.configure(backends, _breakers(policy), changed)
+        self._routing = Routing(policy, Engine(policy), backends)
+        self.poller.backends = backends
+        if changed:
+            self._spawn(self.poller.poll_once())
+        kept_ids = {id(b) for b in backends.values()}
+        for backend in old.backends.values():
+            if id(backend) not in kept_ids:
+                self._spawn(_close_later(backend, RETIRE_AFTER))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def describe(self) -> list[str]:
         """Start-up lines a person reads: where each rule sends requests and what is up."""
@@ -67,3 +120,12 @@ def safe_url(url: str) -> str:
     host = parts.hostname or ""
     netloc = f"{host}:{parts.port}" if parts.port else host
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _breakers(policy: Policy) -> dict[str, BreakerSettings]:
+    return {n: BreakerSettings(c.breaker.failures, c.breaker.cooldown) for n, c in policy.backends.items()}
+
+
+async def _close_later(backend: Backend, delay: float) -> None:
+    await asyncio.sleep(delay)
+    await backend.aclose()

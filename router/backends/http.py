@@ -131,16 +131,23 @@ class UpstreamClient:
             await self.client.aclose()
 
     async def _open(self, path: str, body: bytes, headers: Mapping[str, str], wait: float) -> httpx.Response:
-        request = self.client.build_request("POST", self.url(path), content=body, headers=headers)
-        try:
-            async with asyncio.timeout(wait):
-                response = await self.client.send(request, stream=True)
-        except TimeoutError:
-            raise BackendTimeout(self.name, f"no response within {wait:g}s") from None
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise BackendUnavailable(self.name, describe(exc)) from None
-        except httpx.HTTPError as exc:
-            raise BackendBroken(self.name, f"closed without an answer: {describe(exc)}") from None
+        for attempt in (1, 2):
+            request = self.client.build_request("POST", self.url(path), content=body, headers=headers)
+            try:
+                async with asyncio.timeout(wait):
+                    response = await self.client.send(request, stream=True)
+                break
+            except TimeoutError:
+                raise BackendTimeout(self.name, f"no response within {wait:g}s") from None
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                raise BackendUnavailable(self.name, describe(exc)) from None
+            except httpx.RemoteProtocolError as exc:
+                # A pooled keep-alive connection the server closed just as we reused it
+                # (llama-server closes one after 100 requests): once more on a fresh one.
+                if attempt == 2:
+                    raise BackendBroken(self.name, f"closed without an answer: {describe(exc)}") from None
+            except httpx.HTTPError as exc:
+                raise BackendBroken(self.name, f"closed without an answer: {describe(exc)}") from None
         if response.status_code >= 400:
             await _raise_for_status(self.name, response)
         return response

@@ -29,9 +29,13 @@ class StateStore(Protocol):
 
     def observe(self, backend: str, probe: Probe) -> None: ...
 
-    def begin(self, backend: str) -> None: ...
+    def configure(
+        self, backends: Iterable[str], breakers: dict[str, BreakerSettings], changed: Iterable[str] = ()
+    ) -> None: ...
 
-    def end(self, backend: str) -> None: ...
+    def begin(self, backend: str) -> Callable[[], None]:
+        """Count a request in progress; call what it returns, once, when it is over."""
+        ...
 
     def succeeded(self, backend: str) -> None: ...
 
@@ -53,17 +57,40 @@ class MemoryState:
         breakers: dict[str, BreakerSettings] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        names = list(backends)
-        self._probes: dict[str, BackendSnapshot] = {n: BackendSnapshot() for n in names}
-        self._in_flight: dict[str, int] = dict.fromkeys(names, 0)
-        self._breakers: dict[str, _Breaker] = {n: _Breaker() for n in names}
-        self._settings = breakers or {}
+        self._probes: dict[str, BackendSnapshot] = {}
+        self._in_flight: dict[tuple[str, int], int] = {}
+        self._generation: dict[str, int] = {}
+        self._breakers: dict[str, _Breaker] = {}
+        self._settings: dict[str, BreakerSettings] = {}
         self._clock = clock
+        self.configure(backends, breakers or {})
+
+    def configure(
+        self, backends: Iterable[str], breakers: dict[str, BreakerSettings], changed: Iterable[str] = ()
+    ) -> None:
+        """The backends of a (re)loaded policy. What was learnt about a name carries over unless
+        its config `changed` (another server now): then probes and breaker start afresh."""
+        for name in changed:
+            self._probes.pop(name, None)
+            self._breakers.pop(name, None)
+            if name in self._generation:  # requests still on the old server count against it, not the new
+                self._generation[name] += 1
+        names = list(backends)
+        for name in names:
+            self._probes.setdefault(name, BackendSnapshot())
+            self._generation.setdefault(name, 0)
+            self._breakers.setdefault(name, _Breaker())
+        self._settings = breakers
+        self._current = names
 
     def snapshot(self) -> dict[str, BackendSnapshot]:
         return {
-            name: replace(probe, in_flight=self._in_flight[name], breaker=self._breaker_state(name))
-            for name, probe in self._probes.items()
+            name: replace(
+                self._probes[name],
+                in_flight=self._in_flight.get((name, self._generation[name]), 0),
+                breaker=self._breaker_state(name),
+            )
+            for name in self._current
         }
 
     def observe(self, backend: str, probe: Probe) -> None:
@@ -85,11 +112,22 @@ class MemoryState:
             kv_cache=probe.kv_cache,
         )
 
-    def begin(self, backend: str) -> None:
-        self._in_flight[backend] += 1
+    def begin(self, backend: str) -> Callable[[], None]:
+        key = (backend, self._generation[backend])
+        self._in_flight[key] = self._in_flight.get(key, 0) + 1
+        done = False
 
-    def end(self, backend: str) -> None:
-        self._in_flight[backend] = max(0, self._in_flight[backend] - 1)
+        def end() -> None:
+            nonlocal done
+            if not done:
+                done = True
+                left = self._in_flight[key] - 1
+                if left or key[1] == self._generation.get(backend):
+                    self._in_flight[key] = left
+                else:
+                    del self._in_flight[key]  # the last request on a replaced server
+
+        return end
 
     def succeeded(self, backend: str) -> None:
         breaker = self._breakers[backend]
