@@ -39,7 +39,10 @@ NEWLINE_BYTE = "<0x0A>"
 TOOL_CALL = '<tool_call>\n{"name": "Read", "arguments": {"file_path": "a.txt"}}\n</tool_call>'
 TOOL_FINAL = "The file a.txt says hi."
 TEXT_REPLY = "Hello from the scripted model."
-BROKEN_CALL = '<tool_call>\n{"name": "Read", "arguments": {"file_pa'
+# One brace too many: with tools, llama-server's grammar ends at the object's close and then
+# fails on the rest of the token ("Unexpected empty grammar stack": HTTP 500, or an error event
+# first when streaming), the malformed-call failure seen with real local models.
+BROKEN_CALL = '<tool_call>\n{"name": "Read", "arguments": {"file_path": "a.txt"}}}\n</tool_call>'
 LOOP_WORD = " loop"
 
 CHAT_TEMPLATE = """\

@@ -136,3 +136,18 @@ def test_image_without_vision_moves_on(gateway: Process, stream: bool) -> None:
     assert message.startswith("every backend failed (local: HTTP 500: image input is not supported")
     assert "; fallback: HTTP 500" in message
     assert caught.value.response.headers["x-ccgate-route"] == "default"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_broken_tool_call_moves_to_fallback_before_any_byte(
+    start_ccgate, start_llama_server, text_llama: Process, stream: bool
+) -> None:
+    """HTTP 500 (non-streaming) or HTTP 200 whose first event is an error (streaming): both move."""
+    broken = start_llama_server("broken", "-np", "1")
+    gw = start_ccgate(
+        {"local": {"kind": "llamacpp", "url": broken.url}, "fallback": {"kind": "anthropic", "url": text_llama.url}}
+    )
+    headers, text = answer(gw, stream)
+    assert headers["x-ccgate-backend"] == "fallback"
+    assert "Unexpected empty grammar stack" in headers["x-ccgate-fallback-reason"]
+    assert text == FALLBACK_TEXT

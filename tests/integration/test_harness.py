@@ -44,3 +44,12 @@ def test_text_and_loop_models(start_llama_server, text_llama: Process) -> None:
     message = httpx.post(looping.url + "/v1/messages", json={**ask(), "max_tokens": 50}, timeout=60).json()
     assert message["stop_reason"] == "max_tokens"
     assert message["content"][0]["text"].count("loop") >= 49
+
+
+def test_broken_model_fails_the_way_llama_server_does(start_llama_server) -> None:
+    broken = start_llama_server("broken", "-np", "1")
+    r = httpx.post(broken.url + "/v1/messages", json=ask(), timeout=60)
+    assert r.status_code == 500 and "Unexpected empty grammar stack" in r.text
+    with httpx.stream("POST", broken.url + "/v1/messages", json={**ask(), "stream": True}, timeout=60) as s:
+        assert s.status_code == 200
+        assert s.read().startswith(b"event: error\n")
