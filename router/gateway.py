@@ -8,12 +8,16 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import msgspec
+
 from router.backends.base import Backend, Incoming
 from router.backends.registry import build_backend, build_backends
 from router.dispatch import Operation, Outcome, dispatch
 from router.policy.engine import Engine
 from router.policy.features import features_of
 from router.policy.schema import Policy
+from router.policy.transforms import Transform, apply
+from router.protocol.anthropic import validate
 from router.state.poller import Poller
 from router.state.store import BreakerSettings, MemoryState
 
@@ -64,6 +68,8 @@ class Gateway:
         routing = self._routing  # a reload mid-request does not change this request's world
         features = features_of(incoming.request, incoming.raw, incoming.headers)
         decision = routing.engine.decide(features, self.store.snapshot())
+        if decision.transform is not None:
+            incoming = transformed(incoming, decision.transform)
         return await dispatch(decision, routing.backends, self.store, incoming, operation)
 
     def reload(self, policy: Policy) -> None:
@@ -129,3 +135,10 @@ def _breakers(policy: Policy) -> dict[str, BreakerSettings]:
 async def _close_later(backend: Backend, delay: float) -> None:
     await asyncio.sleep(delay)
     await backend.aclose()
+
+
+def transformed(incoming: Incoming, step: Transform) -> Incoming:
+    raw = apply(step, incoming.raw)
+    return Incoming(
+        validate(raw, type(incoming.request)), raw, msgspec.json.encode(raw), incoming.headers, incoming.query
+    )

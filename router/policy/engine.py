@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 
 from router.policy.conditions import Condition, compile_when
 from router.policy.features import Features
-from router.policy.schema import BackendConfig, Policy
+from router.policy.schema import BackendConfig, Policy, Rule
 from router.policy.snapshot import BackendSnapshot
+from router.policy.transforms import Transform
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +24,7 @@ class Decision:
     rule: str
     candidates: tuple[str, ...]
     skipped: dict[str, str] = field(default_factory=dict)  # backend → why it was passed over
+    transform: Transform | None = None
 
 
 def busy_limit(config: BackendConfig, state: BackendSnapshot) -> int | None:
@@ -44,29 +46,26 @@ class Engine:
         def busy(name: str, state: BackendSnapshot) -> bool:
             return is_busy(policy.backends[name], state)
 
-        self._rules: list[tuple[str, tuple[str, ...], Condition]] = [
-            (rule.name, tuple(rule.to), compile_when(rule.when, f"$.rules[{i}].when", names, busy))
-            for i, rule in enumerate(policy.rules)
+        self._rules: list[tuple[Rule, Condition]] = [
+            (rule, compile_when(rule.when, f"$.rules[{i}].when", names, busy)) for i, rule in enumerate(policy.rules)
         ]
 
     def decide(self, features: Features, state: Mapping[str, BackendSnapshot]) -> Decision:
-        for name, targets, condition in self._rules:
+        for rule, condition in self._rules:
             if condition(features, state):
-                return self._filter(name, targets, features, state)
+                return self._filter(rule, features, state)
         return Decision("(no rule matched)", (), {})
 
-    def _filter(
-        self, rule: str, targets: tuple[str, ...], features: Features, state: Mapping[str, BackendSnapshot]
-    ) -> Decision:
+    def _filter(self, rule: Rule, features: Features, state: Mapping[str, BackendSnapshot]) -> Decision:
         candidates: list[str] = []
         skipped: dict[str, str] = {}
-        for name in targets:
+        for name in rule.to:
             why = self._skip_reason(self.policy.backends[name], state.get(name, BackendSnapshot()), features)
             if why:
                 skipped[name] = why
             else:
                 candidates.append(name)
-        return Decision(rule, tuple(candidates), skipped)
+        return Decision(rule.name, tuple(candidates), skipped, rule.transform)
 
     @staticmethod
     def _skip_reason(config: BackendConfig, state: BackendSnapshot, features: Features) -> str | None:

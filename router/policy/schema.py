@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from router.policy.transforms import Transform
+
 Kind = Literal["llamacpp", "openai", "anthropic"]
 Dialect = Literal["anthropic", "openai"]
 Auth = Literal["auto", "key", "passthrough", "none"]
@@ -69,6 +71,7 @@ class Rule(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True
     name: str
     to: list[str]
     when: dict[str, Any] | None = None  # compiled by policy/conditions.py; absent: always
+    transform: Transform | None = None  # applied to the request before it goes to any target
 
 
 class Policy(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
