@@ -19,11 +19,14 @@ class BackendSnapshot:
     slots: int | None = None  # llama-server: parallel slots (-np)
     n_ctx: int | None = None  # llama-server: context size of one slot
     kv_cache: float | None = None  # llama-server: KV-cache use, 0..1
+    # Requests from other clients: what llama-server reported (processing + deferred) beyond
+    # ours at that moment. Kept apart so a report a second old does not count ours twice.
+    foreign: int = 0
 
     @property
     def queue_depth(self) -> int:
-        """Requests on the backend now: ours or what it reports processing, whichever is larger, plus its queue."""
-        return max(self.in_flight, self.processing or 0) + (self.deferred or 0)
+        """Requests on the backend now: ours (exact) plus other clients' (as of the last poll)."""
+        return self.in_flight + self.foreign
 
     @property
     def free_slots(self) -> int | None:

@@ -95,6 +95,8 @@ class MemoryState:
 
     def observe(self, backend: str, probe: Probe) -> None:
         before = self._probes[backend]
+        reported = (probe.processing or 0) + (probe.deferred or 0)
+        ours = self._in_flight.get((backend, self._generation[backend]), 0)
         if before.healthy != probe.healthy:
             log.info(
                 "backend %s is %s%s",
@@ -110,6 +112,7 @@ class MemoryState:
             slots=probe.slots,
             n_ctx=probe.n_ctx,
             kv_cache=probe.kv_cache,
+            foreign=max(0, reported - ours),
         )
 
     def begin(self, backend: str) -> Callable[[], None]:

@@ -49,14 +49,14 @@ def test_any_combinator(kw: dict) -> None:
 
 
 def test_live_state_condition_and_not() -> None:
-    busy = {"local": BackendSnapshot(slots=2, processing=2)}
+    busy = {"local": BackendSnapshot(slots=2, foreign=2)}
     assert ENGINE.decide(feats(), busy).rule == "spill"
     assert ENGINE.decide(feats(thinking=True), busy).rule == "default"
 
 
 def test_skip_reasons() -> None:
     state = {
-        "local": BackendSnapshot(slots=1, in_flight=1, deferred=1),
+        "local": BackendSnapshot(slots=1, in_flight=1, foreign=1),
         "small": BackendSnapshot(healthy=False, detail="connection refused"),
     }
     d = ENGINE.decide(feats(thinking=True), state)  # thinking: past the spill rule, to default
@@ -76,10 +76,22 @@ def test_half_open_breaker_lets_a_request_through() -> None:
     assert ENGINE.decide(feats(), {"local": BackendSnapshot(breaker="half_open")}).candidates[0] == "local"
 
 
-def test_queue_depth_counts_ours_or_theirs_plus_deferred() -> None:
-    assert BackendSnapshot(in_flight=3, processing=1, deferred=2).queue_depth == 5
-    assert BackendSnapshot(in_flight=0, processing=2).queue_depth == 2
+def test_queue_depth_is_ours_plus_other_clients() -> None:
+    assert BackendSnapshot(in_flight=3, foreign=2).queue_depth == 5
     assert BackendSnapshot(slots=4, in_flight=1).free_slots == 3
+
+
+def test_a_stale_report_does_not_count_our_finished_requests() -> None:
+    from router.backends.base import Probe
+    from router.state.store import MemoryState
+
+    store = MemoryState(["local"])
+    first, second = store.begin("local"), store.begin("local")
+    store.observe("local", Probe(True, processing=2, deferred=1, slots=2))  # ours (2) + one other client
+    assert store.snapshot()["local"].queue_depth == 3
+    first()
+    second()
+    assert store.snapshot()["local"].queue_depth == 1  # only the other client, until the next poll
 
 
 @pytest.mark.parametrize(
