@@ -12,8 +12,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from router.backends.base import Backend, BackendError, BackendHTTPError, BackendUnavailable, Incoming, Reply
+from router.backends.base import (
+    Backend,
+    BackendError,
+    BackendHTTPError,
+    BackendTimeout,
+    BackendUnavailable,
+    Incoming,
+    Reply,
+)
 from router.policy.engine import Decision
+from router.policy.schema import ALL_FAILURES
 from router.state.store import StateStore
 
 log = logging.getLogger("ccgate.dispatch")
@@ -47,6 +56,7 @@ async def dispatch(
     store: StateStore,
     incoming: Incoming,
     operation: Operation,
+    moves_on: frozenset[str] = frozenset(ALL_FAILURES),
 ) -> Outcome:
     passed_over = [f"{name}: {why}" for name, why in decision.skipped.items()]
     failures: list[BackendError] = []
@@ -61,7 +71,7 @@ async def dispatch(
             passed_over.append(f"{name}: {exc.reason}")
             if _is_backend_fault(exc):
                 store.failed(name, exc.reason, unreachable=isinstance(exc, BackendUnavailable))
-            if not exc.retryable:
+            if not exc.retryable or failure_kind(exc) not in moves_on:
                 break
             if position < len(decision.candidates):
                 log.warning("backend %s failed before the first byte (%s); trying the next one", name, exc.reason)
@@ -76,6 +86,21 @@ async def dispatch(
                 end()
             return Outcome(reply, name, decision.rule, passed_over)
     raise _failure(decision.rule, failures, passed_over)
+
+
+def failure_kind(exc: BackendError) -> str:
+    """The policy's name for a failure (`fallback.on`)."""
+    if isinstance(exc, BackendUnavailable):
+        return "connect"
+    if isinstance(exc, BackendTimeout):
+        return "timeout"
+    if isinstance(exc, BackendHTTPError):
+        if exc.error_type == "exceed_context_size_error":
+            return "context"
+        if exc.status in (429, 529):
+            return str(exc.status)
+        return "5xx" if exc.status >= 500 else "4xx"
+    return "broken"
 
 
 def _is_backend_fault(exc: BackendError) -> bool:

@@ -70,7 +70,8 @@ class Gateway:
         decision = routing.engine.decide(features, self.store.snapshot())
         if decision.transform is not None:
             incoming = transformed(incoming, decision.transform)
-        return await dispatch(decision, routing.backends, self.store, incoming, operation)
+        moves_on = frozenset(routing.policy.fallback.on)
+        return await dispatch(decision, routing.backends, self.store, incoming, operation, moves_on)
 
     def reload(self, policy: Policy) -> None:
         """Swap in a new policy at once. Backends whose config did not change keep their

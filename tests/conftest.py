@@ -72,8 +72,8 @@ def start_llama_server(models: dict[str, Path], logdir: Path) -> Iterator[StartL
         proc.stop()
 
 
-def write_policy(path: Path, backends: dict[str, dict], to: list[str] | None = None) -> Path:
-    policy = {"backends": backends, "rules": [{"name": "default", "to": to or list(backends)}]}
+def write_policy(path: Path, backends: dict[str, dict], to: list[str] | None = None, extra: dict | None = None) -> Path:
+    policy = {"backends": backends, "rules": [{"name": "default", "to": to or list(backends)}], **(extra or {})}
     path.write_text(yaml.safe_dump(policy, sort_keys=False))
     return path
 
@@ -83,8 +83,13 @@ def start_ccgate(tmp_path: Path, logdir: Path) -> Iterator[StartGateway]:
     """Start `ccgate serve` as its own process with the given backends (first = first choice)."""
     started: list[Process] = []
 
-    def start(backends: dict[str, dict], to: list[str] | None = None, env: dict[str, str] | None = None) -> Process:
-        policy = write_policy(tmp_path / f"policy-{len(started)}.yaml", backends, to)
+    def start(
+        backends: dict[str, dict],
+        to: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        extra: dict | None = None,
+    ) -> Process:
+        policy = write_policy(tmp_path / f"policy-{len(started)}.yaml", backends, to, extra)
         proc = start_gateway(policy, logdir, env)
         started.append(proc)
         return proc

@@ -74,6 +74,22 @@ class Rule(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True
     transform: Transform | None = None  # applied to the request before it goes to any target
 
 
+FailureKind = Literal["connect", "timeout", "5xx", "429", "529", "context", "broken"]
+ALL_FAILURES: tuple[FailureKind, ...] = ("connect", "timeout", "5xx", "429", "529", "context", "broken")
+
+
+class Fallback(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Which failures before the first byte move a request to the rule's next target.
+
+    connect: refused / unreachable; timeout: no first byte in time; 5xx, 429, 529: those
+    answers; context: llama.cpp's exceed_context_size_error; broken: the backend took the
+    request and broke off, or answered something unusable.
+    """
+
+    on: list[FailureKind] = msgspec.field(default_factory=lambda: list(ALL_FAILURES))
+
+
 class Policy(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     backends: dict[str, BackendConfig]
     rules: list[Rule]
+    fallback: Fallback = Fallback()

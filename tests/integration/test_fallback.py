@@ -151,3 +151,16 @@ def test_broken_tool_call_moves_to_fallback_before_any_byte(
     assert headers["x-ccgate-backend"] == "fallback"
     assert "Unexpected empty grammar stack" in headers["x-ccgate-fallback-reason"]
     assert text == FALLBACK_TEXT
+
+
+def test_fallback_on_limits_what_moves(start_ccgate, start_llama_server, text_llama: Process) -> None:
+    """`fallback: {on: [connect]}`: a backend's 500 is then the client's answer, not a reason to move."""
+    broken = start_llama_server("broken", "-np", "1")
+    backends = {
+        "local": {"kind": "llamacpp", "url": broken.url},
+        "fallback": {"kind": "anthropic", "url": text_llama.url},
+    }
+    gw = start_ccgate(backends, extra={"fallback": {"on": ["connect"]}})
+    r = httpx.post(gw.url + "/v1/messages", json=ask(), timeout=30)
+    assert r.status_code == 500
+    assert "Unexpected empty grammar stack" in r.json()["error"]["message"]
