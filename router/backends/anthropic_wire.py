@@ -81,8 +81,8 @@ class AnthropicWireBackend:
         return await self.http.health(self.config.health_path)
 
     async def models(self) -> list[str]:
-        if self.config.model:
-            return [self.config.model]
+        if self.config.model_names:
+            return self.config.model_names
         if self.forwards_client_headers:
             return []  # the Anthropic API lists its models only to a caller with a key
         return await self.http.model_ids(credentials(self.config, {}))
@@ -96,8 +96,10 @@ class AnthropicWireBackend:
 
     def _body(self, incoming: Incoming, stream: bool | None = None) -> bytes:
         changes: dict[str, object] = {}
-        if self.config.model and incoming.raw.get("model") != self.config.model:
-            changes["model"] = self.config.model
+        requested = str(incoming.raw.get("model", ""))
+        upstream = self.config.upstream_model(requested)
+        if upstream != requested:
+            changes["model"] = upstream
         if stream is not None and bool(incoming.raw.get("stream")) != stream:
             changes["stream"] = stream
         return msgspec.json.encode({**incoming.raw, **changes}) if changes else incoming.body

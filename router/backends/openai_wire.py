@@ -32,7 +32,7 @@ class OpenAIWireBackend:
     async def messages(self, incoming: Incoming) -> Reply:
         request = incoming.request
         assert isinstance(request, MessagesRequest)
-        model = self.config.model or request.model
+        model = self.config.upstream_model(request.model)
         body = msgspec.json.encode(to_openai_request(request, model))
         headers = {"content-type": JSON, **credentials(self.config, incoming.headers)}
         if request.stream:
@@ -94,8 +94,8 @@ class OpenAIWireBackend:
         return await self.http.health(self.config.health_path or "/v1/models")
 
     async def models(self) -> list[str]:
-        if self.config.model:
-            return [self.config.model]
+        if self.config.model_names:
+            return self.config.model_names
         return await self.http.model_ids(credentials(self.config, {}))
 
     async def aclose(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 from typing import Any, Literal
 
 import msgspec
@@ -41,7 +42,9 @@ class BackendConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_
     kind: Kind
     url: str
     dialect: Dialect | None = None
-    model: str | None = None  # model name sent upstream; None keeps the client's
+    # The model name sent upstream: one name, or a map from globs on the client's model name to
+    # names (first match wins, e.g. {"*haiku*": qwen3-4b, "*": qwen3-coder-30b}); None: the client's.
+    model: str | dict[str, str] | None = None
     api_key: str | None = None
     # auto: api_key when set, else the client's own credentials; key: api_key only;
     # passthrough: always the client's; none: send no credentials. Default: auto for the
@@ -57,6 +60,22 @@ class BackendConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_
     context_window: int | None = None
     capabilities: Capabilities = Capabilities()
     breaker: Breaker = Breaker()
+
+    def upstream_model(self, requested: str) -> str:
+        if self.model is None:
+            return requested
+        if isinstance(self.model, str):
+            return self.model
+        for pattern, name in self.model.items():
+            if fnmatch.fnmatchcase(requested.lower(), pattern.lower()):
+                return name
+        return requested
+
+    @property
+    def model_names(self) -> list[str]:
+        if self.model is None:
+            return []
+        return [self.model] if isinstance(self.model, str) else list(dict.fromkeys(self.model.values()))
 
     @property
     def effective_auth(self) -> Auth:

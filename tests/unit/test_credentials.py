@@ -33,3 +33,12 @@ def test_urls_in_logs_lose_their_userinfo() -> None:
 
     assert safe_url("https://user:sk-secret@gpu.example:8443/v1?key=sk-q") == "https://gpu.example:8443/v1"
     assert safe_url("http://127.0.0.1:8080") == "http://127.0.0.1:8080"
+
+
+def test_model_mapping() -> None:
+    mapped = BackendConfig(kind="openai", url="http://a", model={"*haiku*": "qwen3-4b", "*": "qwen3-coder"})
+    assert mapped.upstream_model("claude-haiku-4-5") == "qwen3-4b"
+    assert mapped.upstream_model("claude-opus-4-8") == "qwen3-coder"
+    assert mapped.model_names == ["qwen3-4b", "qwen3-coder"]
+    assert BackendConfig(kind="openai", url="http://a").upstream_model("x") == "x"
+    assert BackendConfig(kind="openai", url="http://a", model={"*sonnet*": "s"}).upstream_model("opus") == "opus"
