@@ -75,7 +75,7 @@ def parse_metrics(text: str) -> dict[str, float]:
         if not line or line.startswith("#"):
             continue
         name, _, value = line.partition(" ")
-        with suppress(ValueError):
+        with suppress(ValueError, IndexError):
             values[name] = float(value.split()[0])
     return values
 
