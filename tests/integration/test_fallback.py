@@ -37,6 +37,13 @@ def answer(gateway: Process, stream: bool, body: dict | None = None) -> tuple[ht
     return raw.headers, "".join(b.text for b in raw.parse().content if b.type == "text")
 
 
+def assert_fell_back(gw: Process, stream: bool, reason: str, body: dict | None = None, to: str = "fallback") -> None:
+    headers, text = answer(gw, stream, body)
+    assert headers["x-ccgate-backend"] == to
+    assert reason in headers["x-ccgate-fallback-reason"]
+    assert text == FALLBACK_TEXT
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_local_down_goes_to_fallback(start_ccgate, text_llama: Process, stream: bool) -> None:
     gw = start_ccgate(
@@ -45,10 +52,7 @@ def test_local_down_goes_to_fallback(start_ccgate, text_llama: Process, stream: 
             "fallback": {"kind": "anthropic", "url": text_llama.url},
         }
     )
-    headers, text = answer(gw, stream)
-    assert headers["x-ccgate-backend"] == "fallback"
-    assert "local" in headers["x-ccgate-fallback-reason"]
-    assert text == FALLBACK_TEXT
+    assert_fell_back(gw, stream, "local: ")
 
 
 def test_local_dies_mid_session(start_ccgate, start_llama_server, text_llama: Process) -> None:
@@ -84,10 +88,7 @@ def test_context_overflow_moves_to_a_bigger_window(
     body = json.loads((FIXTURES / "claude-code-request-turn1.json").read_text())["body"]
     body.pop("stream")
     body["max_tokens"] = 1024  # the SDK refuses 64000 without streaming
-    headers, text = answer(gw, stream, body)
-    assert headers["x-ccgate-backend"] == "big"
-    assert reason in headers["x-ccgate-fallback-reason"]
-    assert text == FALLBACK_TEXT
+    assert_fell_back(gw, stream, reason, body, to="big")
 
 
 def test_upstream_529_moves_on(start_ccgate, text_llama: Process) -> None:
@@ -147,10 +148,7 @@ def test_broken_tool_call_moves_to_fallback_before_any_byte(
     gw = start_ccgate(
         {"local": {"kind": "llamacpp", "url": broken.url}, "fallback": {"kind": "anthropic", "url": text_llama.url}}
     )
-    headers, text = answer(gw, stream)
-    assert headers["x-ccgate-backend"] == "fallback"
-    assert "Unexpected empty grammar stack" in headers["x-ccgate-fallback-reason"]
-    assert text == FALLBACK_TEXT
+    assert_fell_back(gw, stream, "Unexpected empty grammar stack")
 
 
 def test_fallback_on_limits_what_moves(start_ccgate, start_llama_server, text_llama: Process) -> None:

@@ -117,5 +117,8 @@ def test_condition_errors_name_file_line_and_path(when: str, message: str) -> No
 def test_metrics_parsing_survives_anything() -> None:
     from router.backends.llama_probe import parse_metrics
 
-    text = '# HELP x\nllamacpp:requests_processing 2\nllamacpp:requests_deferred 1 1700000000\n{"status":"ok"}\nbad\n\nx y z'
+    text = (
+        "# HELP x\nllamacpp:requests_processing 2\nllamacpp:requests_deferred 1 1700000000\n"
+        '{"status":"ok"}\nbad\n\nx y z'
+    )
     assert parse_metrics(text) == {"llamacpp:requests_processing": 2.0, "llamacpp:requests_deferred": 1.0}
