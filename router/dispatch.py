@@ -69,6 +69,8 @@ async def dispatch(
             end()
             failures.append(exc)
             passed_over.append(f"{name}: {exc.reason}")
+            if isinstance(exc, BackendHTTPError) and exc.n_ctx:
+                store.learn_context(name, exc.n_ctx)
             if _is_backend_fault(exc):
                 store.failed(name, exc.reason, unreachable=isinstance(exc, BackendUnavailable))
             if not exc.retryable or failure_kind(exc) not in moves_on:

@@ -47,11 +47,14 @@ class BackendProtocolError(BackendError):
 class BackendHTTPError(BackendError):
     """The backend answered with an error status; its body is kept for the client."""
 
-    def __init__(self, backend: str, status: int, message: str, error_type: str | None = None) -> None:
+    def __init__(
+        self, backend: str, status: int, message: str, error_type: str | None = None, n_ctx: int | None = None
+    ) -> None:
         super().__init__(backend, f"HTTP {status}: {message}")
         self.status = status
         self.message = message
         self.error_type = error_type
+        self.n_ctx = n_ctx  # llama.cpp's exceed_context_size_error says its context size
         # 5xx, 429, 529 and llama.cpp's context overflow may succeed elsewhere; other 4xx would not.
         self.retryable = status >= 500 or status == 429 or error_type == "exceed_context_size_error"
 

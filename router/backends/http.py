@@ -23,7 +23,7 @@ from router.backends.base import (
     Probe,
 )
 from router.policy.schema import BackendConfig
-from router.protocol.errors import upstream_error_message, upstream_error_type
+from router.protocol.errors import upstream_error_message, upstream_error_type, upstream_n_ctx
 
 MAX_ERROR_BODY = 64 * 1024
 
@@ -167,7 +167,7 @@ async def _raise_for_status(name: str, response: httpx.Response) -> None:
         await response.aclose()
     status = response.status_code
     message = upstream_error_message(body) or response.reason_phrase or "error"
-    raise BackendHTTPError(name, status, message, upstream_error_type(body))
+    raise BackendHTTPError(name, status, message, upstream_error_type(body), upstream_n_ctx(body))
 
 
 def describe(exc: BaseException) -> str:

@@ -74,3 +74,17 @@ def upstream_error_type(body: bytes) -> str | None:
         value = parsed["error"].get("type")
         return value if isinstance(value, str) else None
     return None
+
+
+def upstream_n_ctx(body: bytes) -> int | None:
+    """The context size llama.cpp names in its exceed_context_size_error, if any."""
+    try:
+        parsed = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return None
+    value = (
+        parsed.get("error", {}).get("n_ctx")
+        if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict)
+        else None
+    )
+    return value if isinstance(value, int) and value > 0 else None

@@ -37,6 +37,10 @@ class StateStore(Protocol):
         """Count a request in progress; call what it returns, once, when it is over."""
         ...
 
+    def learn_context(self, backend: str, n_ctx: int) -> None:
+        """A backend said how big its context is (llama.cpp's exceed_context_size_error)."""
+        ...
+
     def succeeded(self, backend: str) -> None: ...
 
     def failed(self, backend: str, reason: str, unreachable: bool = False) -> None: ...
@@ -60,6 +64,7 @@ class MemoryState:
         self._probes: dict[str, BackendSnapshot] = {}
         self._in_flight: dict[tuple[str, int], int] = {}
         self._generation: dict[str, int] = {}
+        self._learned_ctx: dict[str, int] = {}
         self._breakers: dict[str, _Breaker] = {}
         self._settings: dict[str, BreakerSettings] = {}
         self._clock = clock
@@ -72,6 +77,7 @@ class MemoryState:
         its config `changed` (another server now): then probes and breaker start afresh."""
         for name in changed:
             self._probes.pop(name, None)
+            self._learned_ctx.pop(name, None)
             self._breakers.pop(name, None)
             if name in self._generation:  # requests still on the old server count against it, not the new
                 self._generation[name] += 1
@@ -88,6 +94,7 @@ class MemoryState:
             name: replace(
                 self._probes[name],
                 in_flight=self._in_flight.get((name, self._generation[name]), 0),
+                n_ctx=self._probes[name].n_ctx or self._learned_ctx.get(name),
                 breaker=self._breaker_state(name),
             )
             for name in self._current
@@ -131,6 +138,9 @@ class MemoryState:
                     del self._in_flight[key]  # the last request on a replaced server
 
         return end
+
+    def learn_context(self, backend: str, n_ctx: int) -> None:
+        self._learned_ctx[backend] = n_ctx
 
     def succeeded(self, backend: str) -> None:
         breaker = self._breakers[backend]

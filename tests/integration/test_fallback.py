@@ -162,3 +162,16 @@ def test_fallback_on_limits_what_moves(start_ccgate, start_llama_server, text_ll
     r = httpx.post(gw.url + "/v1/messages", json=ask(), timeout=30)
     assert r.status_code == 500
     assert "Unexpected empty grammar stack" in r.json()["error"]["message"]
+
+
+def test_context_size_learned_from_the_overflow_error(start_ccgate, start_llama_server, text_llama: Process) -> None:
+    """An OpenAI-dialect server has no /props: its n_ctx is learned from the first overflow."""
+    small = start_llama_server("tool", "-c", "512", "-np", "1")
+    gw = start_ccgate(
+        {"small": {"kind": "openai", "url": small.url + "/v1"}, "big": {"kind": "anthropic", "url": text_llama.url}}
+    )
+    body = json.loads((FIXTURES / "claude-code-request-turn1.json").read_text())["body"]
+    body.pop("stream")
+    body["max_tokens"] = 1024
+    assert_fell_back(gw, False, "exceeds the available context size", body, to="big")
+    assert_fell_back(gw, False, "small: context 20k > window 512", body, to="big")  # not even tried
