@@ -33,14 +33,13 @@ class OpenAIWireBackend:
         request = incoming.request
         assert isinstance(request, MessagesRequest)
         model = self.config.upstream_model(request.model)
-        body = msgspec.json.encode(to_openai_request(request, model))
         headers = {"content-type": JSON, **credentials(self.config, incoming.headers)}
-        if request.stream:
-            return await self._stream(body, headers, request.model)
-        if self._llama is not None:  # see stream.collect: llama-server frees a slot sooner this way
-            streamed = msgspec.json.encode(to_openai_request(msgspec.structs.replace(request, stream=True), model))
-            reply = await self._stream(streamed, headers, request.model, collect_all=True)
-            return reply
+        # llama-server gets non-streaming requests streamed too: see stream.collect.
+        if request.stream or self._llama is not None:
+            streamed = request if request.stream else msgspec.structs.replace(request, stream=True)
+            body = msgspec.json.encode(to_openai_request(streamed, model))
+            return await self._stream(body, headers, request.model, collect_all=not request.stream)
+        body = msgspec.json.encode(to_openai_request(request, model))
         response = await self.http.post(CHAT, body, headers)
         try:
             message = to_anthropic_message(msgspec.json.decode(response.content), request.model)

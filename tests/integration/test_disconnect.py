@@ -33,9 +33,14 @@ def test_streaming_client_hangs_up(start_ccgate, looping: Process, kind: str) ->
     assert_slots_free(looping, within=3.5)
 
 
-def test_waiting_client_hangs_up(start_ccgate, looping: Process) -> None:
+@pytest.mark.parametrize(
+    "backend",
+    [{"kind": "llamacpp"}, {"kind": "llamacpp", "dialect": "openai"}, {"kind": "openai"}],
+    ids=["llamacpp", "llamacpp-openai-dialect", "openai"],
+)
+def test_waiting_client_hangs_up(start_ccgate, looping: Process, backend: dict) -> None:
     """Non-streaming: the handler is still waiting for the backend when the client leaves."""
-    gw = start_ccgate({"local": {"kind": "llamacpp", "url": looping.url}})
+    gw = start_ccgate({"local": {**backend, "url": looping.url}})
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(gw.url + "/v1/messages", json=LONG, timeout=httpx.Timeout(30, read=1.5))
     assert_slots_free(looping, within=3.5)
