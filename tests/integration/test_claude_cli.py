@@ -76,3 +76,19 @@ def test_claude_code_json_output(gateway: Process, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr + done.stdout[-2000:]
     result = json.loads(done.stdout)
     assert (result["subtype"], result["num_turns"], result["result"]) == ("success", 2, "The file a.txt says hi.")
+
+
+@pytest.mark.cli
+def test_claude_code_keeps_working_when_local_is_down(start_ccgate, text_llama: Process, tmp_path: Path) -> None:
+    from tests.harness.procs import free_port
+
+    gw = start_ccgate(
+        {
+            "local": {"kind": "llamacpp", "url": f"http://127.0.0.1:{free_port()}"},
+            "fallback": {"kind": "anthropic", "url": text_llama.url},
+        }
+    )
+    done = run_claude(gw, tmp_path, "--output-format", "json")
+    assert done.returncode == 0, done.stderr + done.stdout[-2000:]
+    result = json.loads(done.stdout)
+    assert (result["subtype"], result["result"]) == ("success", "Hello from the scripted model.")
