@@ -10,12 +10,14 @@ from litestar import Litestar
 from litestar.datastructures import State
 
 from router.api import admin, health, messages
+from router.api import metrics as api_metrics
 from router.api.errors import EXCEPTION_HANDLERS
 from router.gateway import Gateway
 from router.policy.loader import default_policy_path, load_policy
 from router.policy.schema import Policy
 from router.reloader import PolicyReloader
 from router.settings import Settings
+from router.telemetry.metrics import Metrics
 
 log = logging.getLogger("ccgate")
 
@@ -24,8 +26,12 @@ def create_app(settings: Settings | None = None, policy: Policy | None = None) -
     settings = settings or Settings.from_env()
     policy = policy or load_policy(settings.policy_path)
     gateway = Gateway(policy, poll_interval=settings.health_interval)
+    metrics = Metrics()
+    metrics.watch_backends(gateway.store.snapshot)
 
-    reloader = PolicyReloader(gateway, settings.policy_path or default_policy_path(), settings.reload_interval)
+    reloader = PolicyReloader(
+        gateway, settings.policy_path or default_policy_path(), settings.reload_interval, metrics.reloads
+    )
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -49,8 +55,9 @@ def create_app(settings: Settings | None = None, policy: Policy | None = None) -
             health.healthz,
             health.readyz,
             admin.admin_explain,
+            api_metrics.prometheus_metrics,
         ],
-        state=State({"gateway": gateway, "settings": settings}),
+        state=State({"gateway": gateway, "settings": settings, "metrics": metrics}),
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         request_max_body_size=settings.max_body_bytes,

@@ -36,18 +36,28 @@ class Outcome:
     backend: str
     rule: str
     fallbacks: list[str] = field(default_factory=list)  # "backend: reason" of each candidate passed over
+    passed: list[tuple[str, str]] = field(default_factory=list)  # (backend, kind) for metrics
 
 
 class DispatchFailed(Exception):
     """No candidate answered. Carries the status and message the client gets."""
 
-    def __init__(self, status: int, message: str, error_type: str | None, rule: str, fallbacks: list[str]) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        error_type: str | None,
+        rule: str,
+        fallbacks: list[str],
+        passed: list[tuple[str, str]] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.error_type = error_type
         self.rule = rule
         self.fallbacks = fallbacks
+        self.passed = passed or []
 
 
 async def dispatch(
@@ -59,6 +69,7 @@ async def dispatch(
     moves_on: frozenset[str] = frozenset(ALL_FAILURES),
 ) -> Outcome:
     passed_over = [f"{name}: {why}" for name, why in decision.skipped.items()]
+    passed = list(decision.skip_kinds.items())
     failures: list[BackendError] = []
     for position, name in enumerate(decision.candidates, start=1):
         backend = backends[name]
@@ -69,6 +80,7 @@ async def dispatch(
             end()
             failures.append(exc)
             passed_over.append(f"{name}: {exc.reason}")
+            passed.append((name, failure_kind(exc)))
             if isinstance(exc, BackendHTTPError) and exc.n_ctx:
                 store.learn_context(name, exc.n_ctx)
             if _is_backend_fault(exc):
@@ -86,8 +98,10 @@ async def dispatch(
                 reply.on_close.append(end)
             else:
                 end()
-            return Outcome(reply, name, decision.rule, passed_over)
-    raise _failure(decision.rule, failures, passed_over)
+            return Outcome(reply, name, decision.rule, passed_over, passed)
+    failure = _failure(decision.rule, failures, passed_over)
+    failure.passed = passed
+    raise failure
 
 
 def failure_kind(exc: BackendError) -> str:

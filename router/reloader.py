@@ -8,6 +8,8 @@ import signal
 from contextlib import suppress
 from pathlib import Path
 
+from prometheus_client import Counter
+
 from router.gateway import Gateway
 from router.policy.loader import PolicyError, load_policy
 
@@ -15,25 +17,26 @@ log = logging.getLogger("ccgate.reload")
 
 
 class PolicyReloader:
-    def __init__(self, gateway: Gateway, path: Path, interval: float = 1.0) -> None:
+    def __init__(self, gateway: Gateway, path: Path, interval: float = 1.0, counter: Counter | None = None) -> None:
         self.gateway = gateway
+        self.counter = counter
         self.path = path
         self.interval = interval
         self._seen = self._stamp()
         self._task: asyncio.Task[None] | None = None
-        self.reloads = 0
-        self.rejected = 0
 
     def reload_now(self, why: str) -> bool:
         self._seen = self._stamp()
         try:
             policy = load_policy(self.path)
         except PolicyError as exc:
-            self.rejected += 1
+            if self.counter is not None:
+                self.counter.labels("rejected").inc()
             log.error("policy reload (%s) rejected, keeping the current policy: %s", why, exc)
             return False
         self.gateway.reload(policy)
-        self.reloads += 1
+        if self.counter is not None:
+            self.counter.labels("ok").inc()
         log.info(
             "policy reloaded (%s): %d backends, rules %s", why, len(policy.backends), [r.name for r in policy.rules]
         )

@@ -11,9 +11,12 @@ from litestar.response import Stream
 
 from router.api.replies import ClientGone, to_response, unless_client_leaves
 from router.backends.base import Incoming
-from router.dispatch import Operation
+from router.dispatch import DispatchFailed, Operation
 from router.gateway import Gateway
+from router.policy.features import client_kind
 from router.protocol.anthropic import CountTokensRequest, MessagesRequest, decode_body, validate
+from router.telemetry import record
+from router.telemetry.metrics import Metrics
 
 log = logging.getLogger("ccgate.api")
 CLIENT_CLOSED = 499  # nginx's "client closed request": nobody is left to read it
@@ -26,12 +29,19 @@ async def _handle(
     raw = decode_body(body)
     incoming = Incoming(validate(raw, kind), raw, body, request.headers, request.url.query or "")
     gateway: Gateway = request.app.state.gateway
+    metrics: Metrics = request.app.state.metrics
+    client = client_kind(request.headers.get("user-agent", ""))
     started = time.perf_counter()
     try:
         outcome = await unless_client_leaves(request, gateway.route(incoming, op))
     except ClientGone:
+        record.client_gone(metrics, client)
         log.info("%s: client left before the answer started; upstream request cancelled", op)
         return Response(b"", status_code=CLIENT_CLOSED)
+    except DispatchFailed as failure:
+        record.failed(metrics, failure, client)
+        raise
+    record.answered(metrics, outcome, client, started)
     log.info(
         "%s %s -> %s (rule %s)%s: %d in %.0f ms%s",
         op,

@@ -25,6 +25,7 @@ class Decision:
     candidates: tuple[str, ...]
     skipped: dict[str, str] = field(default_factory=dict)  # backend → why it was passed over
     transform: Transform | None = None
+    skip_kinds: dict[str, str] = field(default_factory=dict)  # backend → busy, unhealthy, ... (a metric label)
 
 
 def busy_limit(config: BackendConfig, state: BackendSnapshot) -> int | None:
@@ -59,32 +60,34 @@ class Engine:
     def _filter(self, rule: Rule, features: Features, state: Mapping[str, BackendSnapshot]) -> Decision:
         candidates: list[str] = []
         skipped: dict[str, str] = {}
+        kinds: dict[str, str] = {}
         for name in rule.to:
             why = self._skip_reason(self.policy.backends[name], state.get(name, BackendSnapshot()), features)
             if why:
-                skipped[name] = why
+                kinds[name], skipped[name] = why
             else:
                 candidates.append(name)
-        return Decision(rule.name, tuple(candidates), skipped, rule.transform)
+        return Decision(rule.name, tuple(candidates), skipped, rule.transform, kinds)
 
     @staticmethod
-    def _skip_reason(config: BackendConfig, state: BackendSnapshot, features: Features) -> str | None:
+    def _skip_reason(config: BackendConfig, state: BackendSnapshot, features: Features) -> tuple[str, str] | None:
+        """(kind, reason) when the target cannot take the request."""
         if not state.healthy:
-            return f"unhealthy: {state.detail}" if state.detail else "unhealthy"
+            return "unhealthy", f"unhealthy: {state.detail}" if state.detail else "unhealthy"
         if state.breaker == "open":
-            return "breaker open"
+            return "breaker", "breaker open"
         window = config.context_window or state.n_ctx
         if window and features.tokens > window:
-            return f"context {_k(features.tokens)} > window {_k(window)}"
+            return "context", f"context {_k(features.tokens)} > window {_k(window)}"
         wants = config.capabilities
         if features.tool_count and not wants.tools:
-            return "no tool support"
+            return "capability", "no tool support"
         if features.images and not wants.images:
-            return "no image support"
+            return "capability", "no image support"
         if features.thinking and not wants.thinking:
-            return "no thinking support"
+            return "capability", "no thinking support"
         if is_busy(config, state):
-            return f"busy {state.queue_depth}/{busy_limit(config, state)}"
+            return "busy", f"busy {state.queue_depth}/{busy_limit(config, state)}"
         return None
 
 

@@ -1,0 +1,1 @@
+"""Metrics (and, with [observability], traces): observers of requests, never deciders."""

@@ -1,0 +1,89 @@
+"""Prometheus metrics: `ccgate_*`, base units, bounded labels (never session ids, keys or free text).
+
+One registry per app, not prometheus-client's global one, so tests and several apps in one
+process do not share counters. One process per replica is the design: `ccgate serve` runs a
+single uvicorn worker, so no multiprocess mode is needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from router.policy.snapshot import BackendSnapshot
+
+# LLM latencies: 10 ms (a cached prompt) to minutes (a cold 20k-token prompt on a CPU).
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320, 640)
+BREAKER_VALUES = {"closed": 0, "half_open": 1, "open": 2}
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "ccgate_requests",
+            "Requests answered, by the rule that matched, the backend that answered and the outcome.",
+            ["rule", "backend", "outcome", "client"],
+            registry=r,
+        )
+        self.duration = Histogram(
+            "ccgate_request_duration_seconds",
+            "Time from the request to its last byte.",
+            ["backend", "stream"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.first_byte = Histogram(
+            "ccgate_time_to_first_byte_seconds",
+            "Time from the request to the backend's first byte (prompt processing included).",
+            ["backend"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "ccgate_fallbacks",
+            "Backends passed over for a request, and why.",
+            ["from_backend", "reason"],
+            registry=r,
+        )
+        self.decisions = Counter("ccgate_decisions", "Routing decisions by matched rule.", ["rule"], registry=r)
+        self.reloads = Counter("ccgate_policy_reloads", "Policy reloads by result.", ["result"], registry=r)
+
+    def watch_backends(self, snapshot: Callable[[], Mapping[str, BackendSnapshot]]) -> None:
+        """Export live backend state, read at scrape time."""
+        self.registry.register(_BackendState(snapshot))
+
+
+class _BackendState(Collector):
+    def __init__(self, snapshot: Callable[[], Mapping[str, BackendSnapshot]]) -> None:
+        self.snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        state = self.snapshot()
+        families = {
+            "in_flight": GaugeMetricFamily(
+                "ccgate_backend_in_flight", "This gateway's requests in progress.", labels=["backend"]
+            ),
+            "queue": GaugeMetricFamily(
+                "ccgate_backend_queue_depth", "Requests on the backend: ours plus other clients'.", labels=["backend"]
+            ),
+            "healthy": GaugeMetricFamily(
+                "ccgate_backend_healthy", "1 when the last probe found it up.", labels=["backend"]
+            ),
+            "breaker": GaugeMetricFamily(
+                "ccgate_backend_breaker_state", "0 closed, 1 half-open, 2 open.", labels=["backend"]
+            ),
+            "slots": GaugeMetricFamily("ccgate_backend_slots", "llama-server's parallel slots.", labels=["backend"]),
+        }
+        for name, s in state.items():
+            families["in_flight"].add_metric([name], s.in_flight)
+            families["queue"].add_metric([name], s.queue_depth)
+            families["healthy"].add_metric([name], 1 if s.healthy else 0)
+            families["breaker"].add_metric([name], BREAKER_VALUES[s.breaker])
+            if s.slots is not None:
+                families["slots"].add_metric([name], s.slots)
+        yield from families.values()

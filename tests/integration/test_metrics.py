@@ -1,0 +1,67 @@
+"""GET /metrics after a scripted sequence: answers, a fallback, an overload, backend state."""
+
+from __future__ import annotations
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.harness.procs import Process, free_port
+from tests.integration.test_passthrough import ask
+
+
+def scrape(gw: Process) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    r = httpx.get(gw.url + "/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(r.text)
+        for sample in family.samples
+    }
+
+
+def value(samples: dict, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def test_metrics_of_a_scripted_sequence(start_ccgate, tool_llama: Process, text_llama: Process) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    gw = start_ccgate(
+        {
+            "local": {"kind": "llamacpp", "url": tool_llama.url},
+            "fallback": {"kind": "anthropic", "url": text_llama.url},
+            "dead": {"kind": "llamacpp", "url": dead},
+        },
+        to=["local", "fallback"],
+        extra={
+            "rules": [
+                {"name": "doomed", "when": {"model": "*doomed*"}, "to": ["dead"]},
+                {"name": "default", "to": ["local", "fallback"]},
+            ]
+        },
+    )
+    ua = {"user-agent": "claude-cli/2.1.197 (external, sdk-cli)"}
+    for stream in (False, True):
+        r = httpx.post(gw.url + "/v1/messages", json={**ask(), "stream": stream}, headers=ua, timeout=30)
+        assert r.status_code == 200
+        r.read()
+    overloaded = httpx.post(gw.url + "/v1/messages", json={**ask(), "model": "doomed"}, headers=ua, timeout=30)
+    assert overloaded.status_code == 529
+
+    samples = scrape(gw)
+    ok = value(samples, "ccgate_requests_total", rule="default", backend="local", outcome="ok", client="claude-cli")
+    assert ok == 2
+    assert (
+        value(
+            samples, "ccgate_requests_total", rule="doomed", backend="none", outcome="overloaded", client="claude-cli"
+        )
+        == 1
+    )
+    assert value(samples, "ccgate_fallbacks_total", from_backend="dead", reason="unhealthy") == 1
+    assert value(samples, "ccgate_decisions_total", rule="default") == 2
+    assert value(samples, "ccgate_time_to_first_byte_seconds_count", backend="local") == 2
+    assert value(samples, "ccgate_request_duration_seconds_count", backend="local", stream="true") == 1
+    assert value(samples, "ccgate_request_duration_seconds_count", backend="local", stream="false") == 1
+    assert value(samples, "ccgate_backend_healthy", backend="local") == 1
+    assert value(samples, "ccgate_backend_healthy", backend="dead") == 0
+    assert value(samples, "ccgate_backend_slots", backend="local") == 2
+    assert value(samples, "ccgate_backend_in_flight", backend="local") == 0
