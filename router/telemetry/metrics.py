@@ -50,6 +50,19 @@ class Metrics:
             ["from_backend", "reason"],
             registry=r,
         )
+        self.tokens = Counter(
+            "ccgate_tokens",
+            "Tokens of answered requests: input (not from cache), cached (prompt cache reads), output.",
+            ["backend", "kind"],
+            registry=r,
+        )
+        self.output_rate = Histogram(
+            "ccgate_output_tokens_per_second",
+            "Generation speed of streamed answers: output tokens over the time from first to last byte.",
+            ["backend"],
+            buckets=(1, 2, 5, 10, 20, 35, 50, 75, 100, 150, 250, 500, 1000, 2500),
+            registry=r,
+        )
         self.decisions = Counter("ccgate_decisions", "Routing decisions by matched rule.", ["rule"], registry=r)
         self.reloads = Counter("ccgate_policy_reloads", "Policy reloads by result.", ["result"], registry=r)
 

@@ -65,3 +65,9 @@ def test_metrics_of_a_scripted_sequence(start_ccgate, tool_llama: Process, text_
     assert value(samples, "ccgate_backend_healthy", backend="dead") == 0
     assert value(samples, "ccgate_backend_slots", backend="local") == 2
     assert value(samples, "ccgate_backend_in_flight", backend="local") == 0
+    output = value(samples, "ccgate_tokens_total", backend="local", kind="output")
+    prompt = value(samples, "ccgate_tokens_total", backend="local", kind="input")
+    prompt += value(samples, "ccgate_tokens_total", backend="local", kind="cached")
+    assert output == 4  # the tool call and the end of turn, twice
+    assert prompt > 2 * 200  # Read's schema and the template: ~240 tokens a request
+    assert value(samples, "ccgate_output_tokens_per_second_count", backend="local") == 1  # the streamed one
