@@ -66,7 +66,7 @@ class Gateway:
 
     async def route(self, incoming: Incoming, operation: Operation) -> Outcome:
         routing = self._routing  # a reload mid-request does not change this request's world
-        features = features_of(incoming.request, incoming.raw, incoming.headers)
+        features = features_of(incoming.request, incoming.raw, incoming.headers, len(incoming.body))
         decision = routing.engine.decide(features, self.store.snapshot())
         if decision.transform is not None:
             incoming = transformed(incoming, decision.transform)

@@ -44,12 +44,15 @@ def client_kind(user_agent: str) -> str:
 
 
 def features_of(
-    request: MessagesRequest | CountTokensRequest, raw: dict[str, Any], headers: Mapping[str, str]
+    request: MessagesRequest | CountTokensRequest,
+    raw: dict[str, Any],
+    headers: Mapping[str, str],
+    body_size: int | None = None,
 ) -> Features:
     tools = request.tools or []
     thinking = request.thinking or {}
     return Features(
-        tokens=estimate_input_tokens(raw),
+        tokens=estimate_input_tokens(raw, body_size),
         model=request.model,
         tool_count=len(tools),
         tool_names=frozenset(t.get("name", "") for t in tools),
