@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
 from router import __version__
 from router.policy.loader import PolicyError, load_policy
 from router.settings import Settings
+from router.telemetry.logs import configure_logging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,8 +100,7 @@ def _serve(args: argparse.Namespace) -> int:
     except (PolicyError, ValueError) as exc:
         print(f"ccgate: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    configure_logging(settings.log_level, settings.log_format)
 
     import uvicorn
 

@@ -18,6 +18,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_body_bytes: int = DEFAULT_MAX_BODY
     health_interval: float = 1.0  # seconds between backend health checks; 0 turns polling off
     log_level: str = "info"
+    log_format: str = "auto"  # json | text | auto (json when stderr is not a terminal)
     reload_interval: float = 1.0  # seconds between checks of the policy file; 0: only on SIGHUP
 
     @classmethod
@@ -31,6 +32,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             ("max_body_bytes", "CCGATE_MAX_BODY_BYTES"),
             ("health_interval", "CCGATE_HEALTH_INTERVAL"),
             ("log_level", "CCGATE_LOG_LEVEL"),
+            ("log_format", "CCGATE_LOG_FORMAT"),
             ("reload_interval", "CCGATE_RELOAD_INTERVAL"),
         ):
             if env.get(var):

@@ -42,6 +42,7 @@ async def _handle(
         record.failed(metrics, failure, client)
         raise
     record.answered(metrics, outcome, client, started)
+    elapsed_ms = (time.perf_counter() - started) * 1000
     log.info(
         "%s %s -> %s (rule %s)%s: %d in %.0f ms%s",
         op,
@@ -50,8 +51,21 @@ async def _handle(
         outcome.rule,
         f" after [{'; '.join(outcome.fallbacks)}]" if outcome.fallbacks else "",
         outcome.reply.status,
-        (time.perf_counter() - started) * 1000,
+        elapsed_ms,
         " to first byte" if outcome.reply.streaming else "",
+        extra={
+            "fields": {
+                "op": op,
+                "model": incoming.request.model,
+                "rule": outcome.rule,
+                "backend": outcome.backend,
+                "status": outcome.reply.status,
+                "stream": outcome.reply.streaming,
+                "ms": round(elapsed_ms, 1),
+                "fallbacks": outcome.fallbacks,
+                "client": client,
+            }
+        },
     )
     return to_response(outcome)
 

@@ -71,3 +71,20 @@ def test_metrics_of_a_scripted_sequence(start_ccgate, tool_llama: Process, text_
     assert output == 4  # the tool call and the end of turn, twice
     assert prompt > 2 * 200  # Read's schema and the template: ~240 tokens a request
     assert value(samples, "ccgate_output_tokens_per_second_count", backend="local") == 1  # the streamed one
+
+
+def test_one_json_log_line_per_request(start_ccgate, tool_llama: Process) -> None:
+    import json
+
+    gw = start_ccgate({"local": {"kind": "llamacpp", "url": tool_llama.url}})
+    assert httpx.post(gw.url + "/v1/messages", json=ask(), headers={"user-agent": "opencode/1.0"}).status_code == 200
+    lines = [json.loads(line) for line in gw.log.read_text().splitlines() if line.startswith("{")]
+    assert lines and all({"ts", "level", "logger", "msg"} <= set(line) for line in lines)
+    [request] = [line for line in lines if line.get("op") == "messages"]
+    assert (request["rule"], request["backend"], request["status"], request["client"]) == (
+        "default",
+        "local",
+        200,
+        "opencode",
+    )
+    assert request["ms"] > 0 and request["fallbacks"] == []
