@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from litestar import Litestar
 from litestar.datastructures import State
+from opentelemetry.sdk.trace import TracerProvider
 
 from router.api import admin, health, messages
 from router.api import metrics as api_metrics
@@ -18,14 +19,18 @@ from router.policy.schema import Policy
 from router.reloader import PolicyReloader
 from router.settings import Settings
 from router.telemetry.metrics import Metrics
+from router.telemetry.tracing import provider_from_env, tracer_of
 
 log = logging.getLogger("ccgate")
 
 
-def create_app(settings: Settings | None = None, policy: Policy | None = None) -> Litestar:
+def create_app(
+    settings: Settings | None = None, policy: Policy | None = None, tracer_provider: TracerProvider | None = None
+) -> Litestar:
     settings = settings or Settings.from_env()
     policy = policy or load_policy(settings.policy_path)
-    gateway = Gateway(policy, poll_interval=settings.health_interval)
+    tracer_provider = tracer_provider or provider_from_env()
+    gateway = Gateway(policy, poll_interval=settings.health_interval, tracer=tracer_of(tracer_provider))
     metrics = Metrics()
     metrics.watch_backends(gateway.store.snapshot)
 
@@ -44,6 +49,8 @@ def create_app(settings: Settings | None = None, policy: Policy | None = None) -
         finally:
             await reloader.stop()
             await gateway.stop()
+            if tracer_provider is not None:
+                tracer_provider.shutdown()  # flushes what the batch processor still holds
 
     return Litestar(
         route_handlers=[

@@ -8,9 +8,11 @@ own business (it ends with an Anthropic error event), never a fallback.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
+
+from opentelemetry import trace
 
 from router.backends.base import (
     Backend,
@@ -28,6 +30,8 @@ from router.state.store import StateStore
 log = logging.getLogger("ccgate.dispatch")
 
 Operation = Literal["messages", "count_tokens"]
+GEN_AI_OPERATION = {"messages": "chat", "count_tokens": "count_tokens"}
+GEN_AI_PROVIDER = {"anthropic": "anthropic", "openai": "openai", "llamacpp": "llama.cpp"}
 
 
 @dataclass(slots=True)
@@ -67,17 +71,33 @@ async def dispatch(
     incoming: Incoming,
     operation: Operation,
     moves_on: frozenset[str] = frozenset(ALL_FAILURES),
+    tracer: trace.Tracer | None = None,
 ) -> Outcome:
+    tracer = tracer or trace.NoOpTracer()
     passed_over = [f"{name}: {why}" for name, why in decision.skipped.items()]
     passed = list(decision.skip_kinds.items())
     failures: list[BackendError] = []
     for position, name in enumerate(decision.candidates, start=1):
         backend = backends[name]
         end = store.begin(name)
+        span = tracer.start_span(
+            f"{GEN_AI_OPERATION[operation]} {backend.config.upstream_model(incoming.request.model)}",
+            kind=trace.SpanKind.CLIENT,
+            attributes={
+                "gen_ai.operation.name": GEN_AI_OPERATION[operation],
+                "gen_ai.provider.name": GEN_AI_PROVIDER[backend.config.kind],
+                "gen_ai.request.model": backend.config.upstream_model(incoming.request.model),
+                "ccgate.backend": name,
+                "ccgate.attempt": position,
+            },
+        )
         try:
             reply = await (backend.messages(incoming) if operation == "messages" else backend.count_tokens(incoming))
         except BackendError as exc:
             end()
+            span.set_attribute("error.type", failure_kind(exc))
+            span.set_status(trace.Status(trace.StatusCode.ERROR, exc.reason))
+            span.end()
             failures.append(exc)
             passed_over.append(f"{name}: {exc.reason}")
             passed.append((name, failure_kind(exc)))
@@ -89,19 +109,36 @@ async def dispatch(
                 break
             if position < len(decision.candidates):
                 log.warning("backend %s failed before the first byte (%s); trying the next one", name, exc.reason)
-        except BaseException:
+        except BaseException as exc:
             end()
+            span.set_attribute("error.type", type(exc).__name__)
+            span.end()
             raise
         else:
             store.succeeded(name)
+            reply.track_usage()
+            span.add_event("first_byte")
+            finish = _finisher(span, reply)
             if reply.streaming:
-                reply.on_close.append(end)
+                reply.on_close += [end, finish]
             else:
                 end()
+                finish()
             return Outcome(reply, name, decision.rule, passed_over, passed)
     failure = _failure(decision.rule, failures, passed_over)
     failure.passed = passed
     raise failure
+
+
+def _finisher(span: trace.Span, reply: Reply) -> Callable[[], None]:
+    def finish() -> None:
+        usage = reply.usage
+        span.set_attribute("gen_ai.usage.input_tokens", usage.input + usage.cached)
+        span.set_attribute("gen_ai.usage.output_tokens", usage.output)
+        span.set_attribute("ccgate.usage.cached_tokens", usage.cached)
+        span.end()
+
+    return finish
 
 
 def failure_kind(exc: BackendError) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
+from opentelemetry import trace
 
 from router.backends.base import Backend, Incoming
 from router.backends.registry import build_backend, build_backends
@@ -34,7 +35,8 @@ class Routing:
 
 
 class Gateway:
-    def __init__(self, policy: Policy, poll_interval: float = 1.0) -> None:
+    def __init__(self, policy: Policy, poll_interval: float = 1.0, tracer: trace.Tracer | None = None) -> None:
+        self.tracer = tracer or trace.NoOpTracer()
         backends = build_backends(policy)
         self._routing = Routing(policy, Engine(policy), backends)
         self.store = MemoryState(backends, _breakers(policy))
@@ -67,11 +69,21 @@ class Gateway:
     async def route(self, incoming: Incoming, operation: Operation) -> Outcome:
         routing = self._routing  # a reload mid-request does not change this request's world
         features = features_of(incoming.request, incoming.raw, incoming.headers, len(incoming.body))
-        decision = routing.engine.decide(features, self.store.snapshot())
+        with self.tracer.start_as_current_span("ccgate.route") as span:
+            decision = routing.engine.decide(features, self.store.snapshot())
+            if span.is_recording():
+                span.set_attributes(
+                    {
+                        "ccgate.rule": decision.rule,
+                        "ccgate.candidates": list(decision.candidates),
+                        "ccgate.skipped": [f"{n}: {why}" for n, why in decision.skipped.items()],
+                        "ccgate.estimated_input_tokens": features.tokens,
+                    }
+                )
         if decision.transform is not None:
             incoming = transformed(incoming, decision.transform)
         moves_on = frozenset(routing.policy.fallback.on)
-        return await dispatch(decision, routing.backends, self.store, incoming, operation, moves_on)
+        return await dispatch(decision, routing.backends, self.store, incoming, operation, moves_on, self.tracer)
 
     def reload(self, policy: Policy) -> None:
         """Swap in a new policy at once. Backends whose config did not change keep their

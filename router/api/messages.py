@@ -8,6 +8,7 @@ import time
 
 from litestar import Request, Response, get, post
 from litestar.response import Stream
+from opentelemetry import trace
 
 from router.api.replies import ClientGone, to_response, unless_client_leaves
 from router.backends.base import Incoming
@@ -17,6 +18,7 @@ from router.policy.features import client_kind
 from router.protocol.anthropic import CountTokensRequest, MessagesRequest, decode_body, validate
 from router.telemetry import record
 from router.telemetry.metrics import Metrics
+from router.telemetry.tracing import trace_id
 
 log = logging.getLogger("ccgate.api")
 CLIENT_CLOSED = 499  # nginx's "client closed request": nobody is left to read it
@@ -32,16 +34,32 @@ async def _handle(
     metrics: Metrics = request.app.state.metrics
     client = client_kind(request.headers.get("user-agent", ""))
     started = time.perf_counter()
-    try:
-        outcome = await unless_client_leaves(request, gateway.route(incoming, op))
-    except ClientGone:
-        record.client_gone(metrics, client)
-        log.info("%s: client left before the answer started; upstream request cancelled", op)
-        return Response(b"", status_code=CLIENT_CLOSED)
-    except DispatchFailed as failure:
-        record.failed(metrics, failure, client)
-        raise
-    record.answered(metrics, outcome, client, started)
+    span = gateway.tracer.start_span(
+        f"POST {request.url.path}",
+        kind=trace.SpanKind.SERVER,
+        attributes={"http.request.method": "POST", "url.path": request.url.path, "ccgate.client": client},
+    )
+    with trace.use_span(span, end_on_exit=False):
+        try:
+            outcome = await unless_client_leaves(request, gateway.route(incoming, op))
+        except ClientGone:
+            record.client_gone(metrics, client)
+            span.set_attribute("error.type", "client_gone")
+            span.end()
+            log.info("%s: client left before the answer started; upstream request cancelled", op)
+            return Response(b"", status_code=CLIENT_CLOSED)
+        except DispatchFailed as failure:
+            record.failed(metrics, failure, client)
+            span.set_attribute("http.response.status_code", failure.status)
+            span.set_status(trace.Status(trace.StatusCode.ERROR, failure.message))
+            span.end()
+            raise
+        record.answered(metrics, outcome, client, started)
+        span.set_attributes({"http.response.status_code": outcome.reply.status, "ccgate.backend": outcome.backend})
+        if outcome.reply.streaming:
+            outcome.reply.on_close.append(span.end)
+        else:
+            span.end()
     elapsed_ms = (time.perf_counter() - started) * 1000
     log.info(
         "%s %s -> %s (rule %s)%s: %d in %.0f ms%s",
@@ -64,10 +82,14 @@ async def _handle(
                 "ms": round(elapsed_ms, 1),
                 "fallbacks": outcome.fallbacks,
                 "client": client,
+                "trace_id": trace_id(span),
             }
         },
     )
-    return to_response(outcome)
+    response = to_response(outcome)
+    if span.get_span_context().is_valid:
+        response.headers["x-ccgate-trace-id"] = trace_id(span)
+    return response
 
 
 @post("/v1/messages", status_code=200)

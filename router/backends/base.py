@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from router.policy.schema import BackendConfig
 from router.protocol.anthropic import CountTokensRequest, MessagesRequest
+from router.protocol.usage import Usage, UsageTap, usage_of_message
 
 
 class BackendError(Exception):
@@ -99,11 +100,21 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     close: Callable[[], Awaitable[None]] | None = None
     on_close: list[Callable[[], None]] = field(default_factory=list)  # run once, after `close`
+    usage: Usage = field(default_factory=Usage)  # complete once the reply is closed
     _closed: bool = False
 
     @property
     def streaming(self) -> bool:
         return self.rest is not None
+
+    def track_usage(self) -> None:
+        """Fill `usage` from the answer: now for a whole one, chunk by chunk for a stream."""
+        if self.rest is None:
+            self.usage = usage_of_message(self.body)
+            return
+        tap = UsageTap(self.usage)
+        tap.feed(self.first)
+        self.rest = _tapped(self.rest, tap)
 
     async def aclose(self) -> None:
         if self._closed:
@@ -115,6 +126,15 @@ class Reply:
         finally:
             for callback in self.on_close:
                 callback()
+
+
+async def _tapped(chunks: AsyncIterator[bytes], tap: UsageTap) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in chunks:
+            tap.feed(chunk)
+            yield chunk
+    finally:
+        await chunks.aclose()  # type: ignore[attr-defined]
 
 
 class Backend(Protocol):

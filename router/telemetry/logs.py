@@ -11,6 +11,7 @@ import sys
 import time
 
 import msgspec
+from opentelemetry import trace
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -23,6 +24,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid:
+            line["trace_id"] = format(context.trace_id, "032x")
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             line.update(fields)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 
 from router.dispatch import DispatchFailed, Outcome
+from router.protocol.usage import Usage
 from router.telemetry.metrics import Metrics
-from router.telemetry.usage import Usage, UsageTap, usage_of_message
 
 
 def outcome_label(status: int) -> str:
@@ -32,30 +31,18 @@ def answered(metrics: Metrics, outcome: Outcome, client: str, started: float) ->
     reply = outcome.reply
     if not reply.streaming:
         metrics.duration.labels(backend, "false").observe(first)
-        _count_tokens(metrics, backend, usage_of_message(reply.body))
+        _count_tokens(metrics, backend, reply.usage)
         return
-    tap = UsageTap()
-    tap.feed(reply.first)
-    reply.rest = _tapped(reply.rest, tap)  # type: ignore[arg-type]
     first_at = time.perf_counter()
 
     def finished() -> None:
         now = time.perf_counter()
         metrics.duration.labels(backend, "true").observe(now - started)
-        _count_tokens(metrics, backend, tap.usage)
-        if tap.usage.output > 1 and now > first_at:
-            metrics.output_rate.labels(backend).observe(tap.usage.output / (now - first_at))
+        _count_tokens(metrics, backend, reply.usage)
+        if reply.usage.output > 1 and now > first_at:
+            metrics.output_rate.labels(backend).observe(reply.usage.output / (now - first_at))
 
     reply.on_close.append(finished)
-
-
-async def _tapped(chunks: AsyncIterator[bytes], tap: UsageTap) -> AsyncIterator[bytes]:
-    try:
-        async for chunk in chunks:
-            tap.feed(chunk)
-            yield chunk
-    finally:
-        await chunks.aclose()  # type: ignore[attr-defined]
 
 
 def _count_tokens(metrics: Metrics, backend: str, usage: Usage) -> None:

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from router.protocol.sse import encode_event
-from router.telemetry.usage import UsageTap, usage_of_message
+from router.protocol.usage import UsageTap, usage_of_message
 
 
 def test_tap_reads_usage_across_split_chunks() -> None:

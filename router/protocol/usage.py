@@ -1,4 +1,4 @@
-"""Token usage read off an Anthropic answer as it passes, without holding it back."""
+"""Token usage read off an Anthropic answer (whole, or streamed as it passes) (pure)."""
 
 from __future__ import annotations
 
@@ -28,8 +28,8 @@ class Usage:
 class UsageTap:
     """Feed the stream's chunks; `usage` holds the latest counts (message_delta's are cumulative)."""
 
-    def __init__(self) -> None:
-        self.usage = Usage()
+    def __init__(self, usage: Usage | None = None) -> None:
+        self.usage = usage if usage is not None else Usage()
         self._decoder = SSEDecoder()
 
     def feed(self, chunk: bytes) -> None:
