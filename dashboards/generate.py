@@ -1,0 +1,203 @@
+"""Generate the Grafana dashboards from one readable list of panels: `python dashboards/generate.py`.
+
+The JSON files beside this script are its output, committed for provisioning; a test checks
+they match, and a test with a real Prometheus evaluates every panel's query.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RATE = "$__rate_interval"
+
+# (title, unit, [(legend, PromQL)]) — `$backend` selects ccgate backends, `$instance` llama-servers.
+GATEWAY = [
+    (
+        "Requests by backend",
+        "reqps",
+        [("{{backend}}", f'sum by (backend) (rate(ccgate_requests_total{{backend=~"$backend"}}[{RATE}]))')],
+    ),
+    ("Requests by rule", "reqps", [("{{rule}}", f"sum by (rule) (rate(ccgate_decisions_total[{RATE}]))")]),
+    (
+        "Share of answers by backend",
+        "percentunit",
+        [
+            (
+                "{{backend}}",
+                f'sum by (backend) (rate(ccgate_requests_total{{outcome="ok"}}[{RATE}])) / scalar(sum(rate(ccgate_requests_total{{outcome="ok"}}[{RATE}])))',
+            )
+        ],
+    ),
+    (
+        "Fallbacks by reason",
+        "reqps",
+        [("{{from_backend}}: {{reason}}", f"sum by (from_backend, reason) (rate(ccgate_fallbacks_total[{RATE}]))")],
+    ),
+    (
+        "Failed requests by outcome",
+        "reqps",
+        [("{{outcome}}", f'sum by (outcome) (rate(ccgate_requests_total{{outcome!="ok"}}[{RATE}]))')],
+    ),
+    (
+        "Request duration p50 / p95",
+        "s",
+        [
+            (
+                "p50 {{backend}}",
+                f'histogram_quantile(0.5, sum by (le, backend) (rate(ccgate_request_duration_seconds_bucket{{backend=~"$backend"}}[{RATE}])))',
+            ),
+            (
+                "p95 {{backend}}",
+                f'histogram_quantile(0.95, sum by (le, backend) (rate(ccgate_request_duration_seconds_bucket{{backend=~"$backend"}}[{RATE}])))',
+            ),
+        ],
+    ),
+    ("Backend health (1 up)", "none", [("{{backend}}", 'ccgate_backend_healthy{backend=~"$backend"}')]),
+    (
+        "Breaker (0 closed, 1 half-open, 2 open)",
+        "none",
+        [("{{backend}}", 'ccgate_backend_breaker_state{backend=~"$backend"}')],
+    ),
+    ("Policy reloads", "none", [("{{result}}", "sum by (result) (ccgate_policy_reloads_total)")]),
+]
+
+LOCAL_MODELS = [
+    (
+        "Time to first byte p50 / p95",
+        "s",
+        [
+            (
+                "p50 {{backend}}",
+                f'histogram_quantile(0.5, sum by (le, backend) (rate(ccgate_time_to_first_byte_seconds_bucket{{backend=~"$backend"}}[{RATE}])))',
+            ),
+            (
+                "p95 {{backend}}",
+                f'histogram_quantile(0.95, sum by (le, backend) (rate(ccgate_time_to_first_byte_seconds_bucket{{backend=~"$backend"}}[{RATE}])))',
+            ),
+        ],
+    ),
+    (
+        "Generation tokens/s",
+        "none",
+        [
+            ("llama-server {{instance}}", 'llamacpp:predicted_tokens_seconds{instance=~"$instance"}'),
+            (
+                "ccgate p50 {{backend}}",
+                f'histogram_quantile(0.5, sum by (le, backend) (rate(ccgate_output_tokens_per_second_bucket{{backend=~"$backend"}}[{RATE}])))',
+            ),
+        ],
+    ),
+    ("Prompt tokens/s", "none", [("{{instance}}", 'llamacpp:prompt_tokens_seconds{instance=~"$instance"}')]),
+    (
+        "Requests processing / deferred",
+        "none",
+        [
+            ("processing {{instance}}", 'llamacpp:requests_processing{instance=~"$instance"}'),
+            ("deferred {{instance}}", 'llamacpp:requests_deferred{instance=~"$instance"}'),
+        ],
+    ),
+    (
+        "Busy slots",
+        "none",
+        [
+            ("queue {{backend}}", 'ccgate_backend_queue_depth{backend=~"$backend"}'),
+            ("slots {{backend}}", 'ccgate_backend_slots{backend=~"$backend"}'),
+        ],
+    ),
+    (
+        "Prompt-cache hit ratio",
+        "percentunit",
+        [
+            (
+                "{{backend}}",
+                f'sum by (backend) (rate(ccgate_tokens_total{{kind="cached",backend=~"$backend"}}[{RATE}])) / '
+                f'sum by (backend) (rate(ccgate_tokens_total{{kind=~"cached|input",backend=~"$backend"}}[{RATE}]))',
+            )
+        ],
+    ),
+    (
+        "Tokens by kind",
+        "none",
+        [
+            (
+                "{{backend}} {{kind}}",
+                f'sum by (backend, kind) (rate(ccgate_tokens_total{{backend=~"$backend"}}[{RATE}]))',
+            )
+        ],
+    ),
+]
+
+
+def variable(name: str, query: str) -> dict:
+    return {
+        "name": name,
+        "type": "query",
+        "datasource": {"type": "prometheus", "uid": "${datasource}"},
+        "query": {"query": query, "refId": name},
+        "definition": query,
+        "includeAll": True,
+        "multi": True,
+        "allValue": ".*",
+        "current": {"selected": True, "text": "All", "value": "$__all"},
+        "refresh": 2,
+    }
+
+
+def dashboard(uid: str, title: str, panels: list, llama: bool) -> dict:
+    variables = [
+        {
+            "name": "datasource",
+            "type": "datasource",
+            "query": "prometheus",
+            "current": {"text": "Prometheus", "value": "prometheus"},
+        },
+        variable("backend", "label_values(ccgate_backend_healthy, backend)"),
+    ]
+    if llama:
+        variables.append(variable("instance", "label_values(llamacpp:requests_processing, instance)"))
+    return {
+        "uid": uid,
+        "title": title,
+        "tags": ["ccgate"],
+        "timezone": "browser",
+        "schemaVersion": 39,
+        "refresh": "10s",
+        "time": {"from": "now-1h", "to": "now"},
+        "templating": {"list": variables},
+        "panels": [
+            {
+                "id": i + 1,
+                "type": "timeseries",
+                "title": panel_title,
+                "datasource": {"type": "prometheus", "uid": "${datasource}"},
+                "gridPos": {"h": 8, "w": 12, "x": (i % 2) * 12, "y": (i // 2) * 8},
+                "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+                "targets": [
+                    {
+                        "refId": chr(65 + j),
+                        "expr": expr,
+                        "legendFormat": legend,
+                        "datasource": {"type": "prometheus", "uid": "${datasource}"},
+                    }
+                    for j, (legend, expr) in enumerate(targets)
+                ],
+            }
+            for i, (panel_title, unit, targets) in enumerate(panels)
+        ],
+    }
+
+
+def render() -> dict[str, str]:
+    boards = {
+        "gateway.json": dashboard("ccgate-gateway", "ccgate: gateway", GATEWAY, llama=False),
+        "local-models.json": dashboard("ccgate-local-models", "ccgate: local models", LOCAL_MODELS, llama=True),
+    }
+    return {name: json.dumps(board, indent=2) + "\n" for name, board in boards.items()}
+
+
+if __name__ == "__main__":
+    for name, text in render().items():
+        (HERE / name).write_text(text)
+        print(f"wrote {HERE / name}")

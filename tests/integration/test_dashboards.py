@@ -1,0 +1,125 @@
+"""The dashboards: generated JSON is what is committed, and every panel query returns data from a
+real Prometheus scraping ccgate and a real llama-server during a short scripted load."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from dashboards.generate import HERE, render
+from tests.harness.procs import Process, free_port, start_gateway
+from tests.integration.test_passthrough import ask
+
+
+def test_committed_dashboards_match_the_generator() -> None:
+    for name, text in render().items():
+        assert (HERE / name).read_text() == text, f"dashboards/{name} is stale: run python dashboards/generate.py"
+
+
+def queries() -> list[tuple[str, str, str]]:
+    out = []
+    for name in ("gateway.json", "local-models.json"):
+        for panel in json.loads((HERE / name).read_text())["panels"]:
+            for target in panel["targets"]:
+                out.append((name, panel["title"], target["expr"]))
+    return out
+
+
+def promql(expr: str) -> str:
+    return expr.replace("$__rate_interval", "30s").replace("$backend", ".*").replace("$instance", ".*")
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path, logdir: Path):  # type: ignore[no-untyped-def]
+    binary = shutil.which("prometheus")
+    if binary is None:
+        raise RuntimeError("prometheus is not installed: ./scripts/test installs Debian's package")
+
+    def start(targets: dict[str, str]) -> str:
+        port = free_port()
+        config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "scrape_configs": [
+                {"job_name": job, "static_configs": [{"targets": [target]}]} for job, target in targets.items()
+            ],
+        }
+        (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+        args = [
+            binary,
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ]
+        with (logdir / f"prometheus-{port}.log").open("ab") as log:
+            started.append(subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT))
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(url + "/-/ready", timeout=1).status_code == 200:
+                    return url
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("prometheus did not become ready")
+
+    started: list[subprocess.Popen[bytes]] = []
+    yield start
+    for proc in started:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_every_panel_query_returns_data(
+    prometheus, tmp_path: Path, logdir: Path, tool_llama: Process, text_llama: Process
+) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        yaml.safe_dump(
+            {
+                "backends": {
+                    "dead": {"kind": "llamacpp", "url": dead},
+                    "local": {"kind": "llamacpp", "url": tool_llama.url},
+                    "fallback": {"kind": "anthropic", "url": text_llama.url},
+                },
+                "rules": [
+                    {"name": "doomed", "when": {"model": "*doomed*"}, "to": ["dead"]},
+                    {"name": "default", "to": ["dead", "local", "fallback"]},
+                ],
+            }
+        )
+    )
+    gw = start_gateway(policy, logdir, {"CCGATE_RELOAD_INTERVAL": "0"})
+    url = prometheus({"ccgate": f"127.0.0.1:{gw.port}", "llama": f"127.0.0.1:{tool_llama.port}"})
+    try:
+        gw.proc.send_signal(signal.SIGHUP)  # type: ignore[union-attr]  # one policy reload
+        for i in range(8):  # a short scripted load spread over several scrapes
+            stream = i % 2 == 0
+            r = httpx.post(gw.url + "/v1/messages", json={**ask(), "stream": stream}, timeout=30)
+            assert r.status_code == 200
+            assert httpx.post(gw.url + "/v1/messages", json={**ask(), "model": "doomed"}, timeout=30).status_code == 529
+            time.sleep(0.4)
+        time.sleep(3)
+        check = subprocess.run(
+            ["promtool", "check", "metrics"], input=httpx.get(gw.url + "/metrics").text, capture_output=True, text=True
+        )
+        assert check.returncode == 0, check.stdout + check.stderr
+
+        empty = []
+        for board, title, expr in queries():
+            answer = httpx.get(url + "/api/v1/query", params={"query": promql(expr)}, timeout=10).json()
+            assert answer["status"] == "success", (board, title, answer)
+            if not answer["data"]["result"]:
+                empty.append(f"{board} / {title}: {expr}")
+        assert not empty, "panels without data:\n" + "\n".join(empty)
+    finally:
+        gw.stop()
