@@ -25,7 +25,11 @@ from tests.integration.test_passthrough import ask
 
 def fallback_policy(path: Path, broken: Process, text: Process) -> Path:
     backends = {"local": {"kind": "llamacpp", "url": broken.url}, "fallback": {"kind": "anthropic", "url": text.url}}
-    path.write_text(yaml.safe_dump({"backends": backends, "rules": [{"name": "default", "to": ["local", "fallback"]}]}))
+    rules = [
+        {"name": "doomed", "when": {"model": "*doomed*"}, "to": ["local"]},
+        {"name": "default", "to": ["local", "fallback"]},
+    ]
+    path.write_text(yaml.safe_dump({"backends": backends, "rules": rules}))
     return path
 
 
@@ -43,8 +47,13 @@ def test_spans_of_a_fallback(tmp_path: Path, start_llama_server, text_llama: Pro
         assert r.status_code == 200 and r.headers["x-ccgate-backend"] == "fallback"
         trace_id = r.headers["x-ccgate-trace-id"]
         assert len(trace_id) == 32
+        assert client.post("/v1/messages", json={**ask(), "model": "doomed"}).status_code == 500
 
     spans = exporter.get_finished_spans()
+    servers = [s for s in spans if s.kind == SpanKind.SERVER]
+    [failed_request] = [s for s in servers if s.status.status_code == StatusCode.ERROR]
+    assert failed_request.attributes["http.response.status_code"] == 500
+    spans = [s for s in spans if s.context.trace_id != failed_request.context.trace_id]
     server = [s for s in spans if s.kind == SpanKind.SERVER]
     assert len(server) == 1 and format(server[0].context.trace_id, "032x") == trace_id
     assert server[0].attributes["ccgate.backend"] == "fallback"
