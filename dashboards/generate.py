@@ -33,7 +33,12 @@ GATEWAY = [
     (
         "Fallbacks by reason",
         "reqps",
-        [("{{from_backend}}: {{reason}}", f"sum by (from_backend, reason) (rate(ccgate_fallbacks_total[{RATE}]))")],
+        [
+            (
+                "{{from_backend}} → {{to_backend}}: {{reason}}",
+                f"sum by (from_backend, to_backend, reason) (rate(ccgate_fallbacks_total[{RATE}]))",
+            )
+        ],
     ),
     (
         "Failed requests by outcome",

@@ -19,6 +19,7 @@ from router.backends.base import (
     BackendError,
     BackendHTTPError,
     BackendTimeout,
+    BackendToolCallError,
     BackendUnavailable,
     Incoming,
     Reply,
@@ -136,6 +137,8 @@ def _finisher(span: trace.Span, reply: Reply) -> Callable[[], None]:
         span.set_attribute("gen_ai.usage.input_tokens", usage.input + usage.cached)
         span.set_attribute("gen_ai.usage.output_tokens", usage.output)
         span.set_attribute("ccgate.usage.cached_tokens", usage.cached)
+        for outcome in reply.tool_calls:
+            span.add_event("ccgate.tool_call", {"ccgate.tool_call.outcome": outcome})
         span.end()
 
     return finish
@@ -147,6 +150,8 @@ def failure_kind(exc: BackendError) -> str:
         return "connect"
     if isinstance(exc, BackendTimeout):
         return "timeout"
+    if isinstance(exc, BackendToolCallError):
+        return "tool_call"
     if isinstance(exc, BackendHTTPError):
         if exc.error_type == "exceed_context_size_error":
             return "context"
@@ -157,7 +162,13 @@ def failure_kind(exc: BackendError) -> str:
 
 
 def _is_backend_fault(exc: BackendError) -> bool:
-    """Failures that say something about the backend (for its breaker), not about the request."""
+    """Failures that say something about the backend (for its breaker), not about the request.
+
+    A rejected tool call says the model cannot do this request's calls, not that the server is
+    down: it must not shut the backend off for requests without tools.
+    """
+    if isinstance(exc, BackendToolCallError):
+        return False
     return not isinstance(exc, BackendHTTPError) or exc.status >= 500
 
 

@@ -14,6 +14,7 @@ from router.backends.base import BackendHTTPError, Incoming, Probe, Reply
 from router.backends.http import UpstreamClient
 from router.backends.llama_probe import LlamaProbe
 from router.backends.stream import collect, streaming_reply
+from router.backends.tool_guarding import guard_body, guard_for, guarded
 from router.policy.schema import BackendConfig
 from router.protocol.errors import upstream_error_message, upstream_error_type
 from router.protocol.sse import SSEDecoder
@@ -51,24 +52,30 @@ class AnthropicWireBackend:
         body = self._body(incoming, stream=client_streams or self.streams_upstream)
         headers = self._headers(incoming.headers)
         path = self._path("/v1/messages", incoming)
+        guard = guard_for(self.config, incoming)
         if client_streams or self.streams_upstream:
             response, first = await self.http.stream(path, body, headers)
             if _is_error_event(first):
                 await response.aclose()
                 raise _error_from_event(self.name, first)
             returned = _returned_headers(response.headers)
+            transform, finish = guarded(guard)
             if not client_streams:
-                return Reply(
-                    status=200, content_type=JSON, body=await collect(self.http, response, first), headers=returned
-                )
-            return streaming_reply(self.http, response, first, headers=returned)
-        response = await self.http.post(path, body, headers)
-        return Reply(
-            status=response.status_code,
-            content_type=JSON,
-            body=response.content,
-            headers=_returned_headers(response.headers),
-        )
+                message = await collect(self.http, response, first, transform, finish)
+                reply = Reply(status=200, content_type=JSON, body=message, headers=returned)
+            else:
+                reply = await streaming_reply(self.http, response, first, transform, finish, headers=returned)
+        else:
+            response = await self.http.post(path, body, headers)
+            reply = Reply(
+                status=response.status_code,
+                content_type=JSON,
+                body=guard_body(self.name, guard, response.content),
+                headers=_returned_headers(response.headers),
+            )
+        if guard is not None:
+            reply.tool_calls = guard.outcomes
+        return reply
 
     async def count_tokens(self, incoming: Incoming) -> Reply:
         path = self._path("/v1/messages/count_tokens", incoming)

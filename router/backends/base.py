@@ -45,6 +45,17 @@ class BackendProtocolError(BackendError):
     status = 502
 
 
+class BackendToolCallError(BackendError):
+    """The model's tool call is unusable (unreadable, unknown tool, arguments against the schema)."""
+
+    status = 502
+
+    def __init__(self, backend: str, kind: str, message: str) -> None:
+        super().__init__(backend, f"unusable tool call ({kind}): {message}")
+        self.kind = kind
+        self.message = message
+
+
 class BackendHTTPError(BackendError):
     """The backend answered with an error status; its body is kept for the client."""
 
@@ -71,6 +82,7 @@ class Probe:
     slots: int | None = None
     n_ctx: int | None = None
     kv_cache: float | None = None
+    model: str | None = None  # what the server says it runs (llama-server: /props model_path)
 
 
 @dataclass(slots=True)
@@ -101,6 +113,7 @@ class Reply:
     close: Callable[[], Awaitable[None]] | None = None
     on_close: list[Callable[[], None]] = field(default_factory=list)  # run once, after `close`
     usage: Usage = field(default_factory=Usage)  # complete once the reply is closed
+    tool_calls: list[str] = field(default_factory=list)  # the guard's verdict per call (tool_guard)
     _closed: bool = False
 
     @property

@@ -17,7 +17,7 @@ class LlamaProbe:
 
     def __init__(self, http: UpstreamClient) -> None:
         self.http = http
-        self._props: tuple[int | None, int | None] | None = None
+        self._props: tuple[int | None, int | None, str | None] | None = None
         self._metrics = True  # until the server says it has none
 
     async def __call__(self) -> Probe:
@@ -31,24 +31,29 @@ class LlamaProbe:
             return Probe(False, f"/health answered HTTP {health.status_code}")
         if self._props is None:
             self._props = await self._read_props()
-        slots, n_ctx = self._props
+        slots, n_ctx, model = self._props
         processing, deferred = await self._load()
-        return Probe(True, "up", processing=processing, deferred=deferred, slots=slots, n_ctx=n_ctx)
+        return Probe(True, "up", processing=processing, deferred=deferred, slots=slots, n_ctx=n_ctx, model=model)
 
     async def _get(self, path: str) -> httpx.Response | None:
         with suppress(Exception):
             return await self.http.client.get(self.http.url(path), timeout=self.http.config.timeouts.connect)
         return None
 
-    async def _read_props(self) -> tuple[int | None, int | None]:
+    async def _read_props(self) -> tuple[int | None, int | None, str | None]:
         response = await self._get("/props")
         try:
             props = response.json() if response is not None and response.status_code == 200 else {}
             n_ctx = props.get("default_generation_settings", {}).get("n_ctx")
             slots = props.get("total_slots")
+            model = props.get("model_path") or props.get("model_alias")
         except (ValueError, AttributeError):
-            return None, None
-        return (slots if isinstance(slots, int) else None), (n_ctx if isinstance(n_ctx, int) else None)
+            return None, None, None
+        return (
+            slots if isinstance(slots, int) else None,
+            n_ctx if isinstance(n_ctx, int) else None,
+            model if isinstance(model, str) else None,
+        )
 
     async def _load(self) -> tuple[int | None, int | None]:
         if self._metrics:

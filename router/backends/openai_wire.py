@@ -11,12 +11,14 @@ from router.backends.base import BackendProtocolError, Incoming, Probe, Reply
 from router.backends.http import UpstreamClient
 from router.backends.llama_probe import LlamaProbe
 from router.backends.stream import collect, streaming_reply
+from router.backends.tool_guarding import guard_body, guard_for, guarded
 from router.policy.schema import BackendConfig
 from router.protocol.anthropic import MessagesRequest
 from router.protocol.estimate import estimate_input_tokens
 from router.protocol.from_openai import BadUpstreamResponse, StreamTranslator, to_anthropic_message
 from router.protocol.sse import Event, SSEDecoder
 from router.protocol.to_openai import to_openai_request
+from router.protocol.tool_guard import ToolCallGuard
 
 JSON = "application/json"
 CHAT = "/v1/chat/completions"
@@ -35,19 +37,28 @@ class OpenAIWireBackend:
         model = self.config.upstream_model(request.model)
         headers = {"content-type": JSON, **credentials(self.config, incoming.headers)}
         # llama-server gets non-streaming requests streamed too: see stream.collect.
+        guard = guard_for(self.config, incoming)
         if request.stream or self._llama is not None:
             streamed = request if request.stream else msgspec.structs.replace(request, stream=True)
             body = msgspec.json.encode(to_openai_request(streamed, model))
-            return await self._stream(body, headers, request.model, collect_all=not request.stream)
-        body = msgspec.json.encode(to_openai_request(request, model))
-        response = await self.http.post(CHAT, body, headers)
-        try:
-            message = to_anthropic_message(msgspec.json.decode(response.content), request.model)
-        except (msgspec.DecodeError, BadUpstreamResponse, AttributeError, TypeError) as exc:
-            raise BackendProtocolError(self.name, f"unusable chat completion: {exc}") from None
-        return Reply(status=200, content_type=JSON, body=msgspec.json.encode(message))
+            reply = await self._stream(body, headers, request.model, guard, collect_all=not request.stream)
+        else:
+            body = msgspec.json.encode(to_openai_request(request, model))
+            response = await self.http.post(CHAT, body, headers)
+            try:
+                message = to_anthropic_message(msgspec.json.decode(response.content), request.model)
+            except (msgspec.DecodeError, BadUpstreamResponse, AttributeError, TypeError) as exc:
+                raise BackendProtocolError(self.name, f"unusable chat completion: {exc}") from None
+            reply = Reply(
+                status=200, content_type=JSON, body=guard_body(self.name, guard, msgspec.json.encode(message))
+            )
+        if guard is not None:
+            reply.tool_calls = guard.outcomes
+        return reply
 
-    async def _stream(self, body: bytes, headers: dict[str, str], model: str, collect_all: bool = False) -> Reply:
+    async def _stream(
+        self, body: bytes, headers: dict[str, str], model: str, guard: ToolCallGuard | None, collect_all: bool = False
+    ) -> Reply:
         response, first = await self.http.stream(CHAT, body, headers)
         decoder = SSEDecoder()
         translator = StreamTranslator(model)
@@ -72,15 +83,11 @@ class OpenAIWireBackend:
         def finish() -> Iterable[bytes]:
             return handle(decoder.flush()) + translator.finish()
 
+        outer, outer_finish = guarded(guard, transform, finish)
         if collect_all:
-            message = await collect(self.http, response, first, transform=transform, finish=finish)
+            message = await collect(self.http, response, first, outer, outer_finish)
             return Reply(status=200, content_type=JSON, body=message)
-        try:
-            first_out = b"".join(transform(first))
-        except BackendProtocolError:
-            await response.aclose()
-            raise
-        return streaming_reply(self.http, response, first_out, transform=transform, finish=finish)
+        return await streaming_reply(self.http, response, first, outer, outer_finish)
 
     async def count_tokens(self, incoming: Incoming) -> Reply:
         """Chat Completions has no token counter: a character-based estimate, as documented."""

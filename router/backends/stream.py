@@ -8,18 +8,25 @@ from collections.abc import AsyncIterator, Callable, Iterable
 import httpx
 import msgspec
 
-from router.backends.base import BackendBroken, BackendProtocolError, BackendTimeout, Reply
+from router.backends.base import (
+    BackendBroken,
+    BackendProtocolError,
+    BackendTimeout,
+    BackendToolCallError,
+    Reply,
+)
 from router.backends.http import TotalTimeout, UpstreamClient, describe
 from router.protocol.aggregate import MessageAggregator
 from router.protocol.errors import anthropic_error_event
 from router.protocol.from_openai import BadUpstreamResponse
 from router.protocol.sse import SSEDecoder
+from router.protocol.tool_check import ToolCallError
 
 SSE = "text/event-stream"
 log = logging.getLogger("ccgate.stream")
 
 
-def streaming_reply(
+async def streaming_reply(
     client: UpstreamClient,
     response: httpx.Response,
     first: bytes,
@@ -27,23 +34,42 @@ def streaming_reply(
     finish: Callable[[], Iterable[bytes]] | None = None,
     headers: dict[str, str] | None = None,
 ) -> Reply:
-    """A Reply that relays the upstream's chunks (through `transform` when the dialect differs).
+    """A Reply that relays the upstream's chunks (through `transform` when they must change).
 
-    A failure after the first byte cannot move to another backend any more: it ends the stream
-    with an Anthropic `event: error`, and the upstream response is always closed, so a client
-    that hangs up frees the llama.cpp slot at once.
+    Upstream chunks are read until the transform gives something for the client (a tool-call
+    guard holds everything back until the first content): up to then every failure is still a
+    BackendError, and the request can move to another backend. A failure after that ends the
+    stream with an Anthropic `event: error`, and the upstream response is always closed, so a
+    client that hangs up frees the llama.cpp slot at once.
     """
+    chunks = client.rest(response)
+    ended = False
+    try:
+        out = b"".join(transform(first)) if transform else first
+        while not out and not ended:
+            chunk = await anext(chunks, None)
+            if chunk is None:
+                ended = True
+                out = b"".join(finish()) if finish else b""
+            else:
+                out = b"".join(transform(chunk)) if transform else chunk
+    except BaseException as exc:
+        await response.aclose()
+        _raise_before_output(client, exc)
+        raise
 
     async def rest() -> AsyncIterator[bytes]:
         try:
-            async for chunk in client.rest(response):
+            if ended:
+                return
+            async for chunk in chunks:
                 if transform is None:
                     yield chunk
                 else:
-                    for out in transform(chunk):
-                        yield out
-            for out in finish() if finish else ():
-                yield out
+                    for piece in transform(chunk):
+                        yield piece
+            for piece in finish() if finish else ():
+                yield piece
         except TotalTimeout:
             limit = client.config.timeouts.total
             yield anthropic_error_event(504, f"backend {client.name} did not finish within {limit:g}s", "timeout_error")
@@ -53,13 +79,30 @@ def streaming_reply(
             yield anthropic_error_event(502, f"backend {client.name} broke off the stream: {type(exc).__name__}")
         except BackendProtocolError as exc:
             yield anthropic_error_event(502, str(exc))
+        except ToolCallError as exc:
+            log.warning("backend %s: unusable tool call after output began: %s", client.name, exc.message)
+            yield anthropic_error_event(502, f"backend {client.name} returned an unusable tool call: {exc.message}")
         except Exception:
             log.exception("relaying the stream of backend %s failed", client.name)
             yield anthropic_error_event(500, f"gateway error while relaying backend {client.name}")
         finally:
             await response.aclose()
 
-    return Reply(status=200, content_type=SSE, first=first, rest=rest(), headers=headers or {}, close=response.aclose)
+    return Reply(status=200, content_type=SSE, first=out, rest=rest(), headers=headers or {}, close=response.aclose)
+
+
+def _raise_before_output(client: UpstreamClient, exc: BaseException) -> None:
+    """Turn a failure before anything reached the client into the BackendError dispatch acts on."""
+    if isinstance(exc, TotalTimeout):
+        raise BackendTimeout(client.name, f"did not finish within {client.config.timeouts.total:g}s") from None
+    if isinstance(exc, TimeoutError):
+        raise BackendTimeout(client.name, f"stalled for {client.config.timeouts.idle:g}s mid-answer") from None
+    if isinstance(exc, httpx.HTTPError):
+        raise BackendBroken(client.name, f"broke off mid-answer: {describe(exc)}") from None
+    if isinstance(exc, BadUpstreamResponse):
+        raise BackendProtocolError(client.name, str(exc)) from None
+    if isinstance(exc, ToolCallError):
+        raise BackendToolCallError(client.name, exc.kind, exc.message) from None
 
 
 async def collect(
@@ -92,13 +135,8 @@ async def collect(
         for event in decoder.flush():
             aggregator.feed(event)
         return msgspec.json.encode(aggregator.message())
-    except TotalTimeout:
-        raise BackendTimeout(client.name, f"did not finish within {client.config.timeouts.total:g}s") from None
-    except TimeoutError:
-        raise BackendTimeout(client.name, f"stalled for {client.config.timeouts.idle:g}s mid-answer") from None
-    except httpx.HTTPError as exc:
-        raise BackendBroken(client.name, f"broke off mid-answer: {describe(exc)}") from None
-    except BadUpstreamResponse as exc:
-        raise BackendProtocolError(client.name, str(exc)) from None
+    except BaseException as exc:
+        _raise_before_output(client, exc)
+        raise
     finally:
         await response.aclose()

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from router.policy.conditions import Condition, compile_when
 from router.policy.features import Features
+from router.policy.model_families import family_of, supports_tools
 from router.policy.schema import BackendConfig, Policy, Rule
 from router.policy.snapshot import BackendSnapshot
 from router.policy.transforms import Transform
@@ -80,8 +81,9 @@ class Engine:
         if window and features.tokens > window:
             return "context", f"context {_k(features.tokens)} > window {_k(window)}"
         wants = config.capabilities
-        if features.tool_count and not wants.tools:
-            return "capability", "no tool support"
+        if features.tool_count and not _takes_tools(wants.tools, state):
+            family = family_of(state.model)
+            return "capability", f"no tool support ({family.name})" if family else "no tool support"
         if features.images and not wants.images:
             return "capability", "no image support"
         if features.thinking and not wants.thinking:
@@ -89,6 +91,12 @@ class Engine:
         if is_busy(config, state):
             return "busy", f"busy {state.queue_depth}/{busy_limit(config, state)}"
         return None
+
+
+def _takes_tools(setting: bool | str, state: BackendSnapshot) -> bool:
+    if setting == "auto":
+        return supports_tools(state.model) is not False
+    return bool(setting)
 
 
 def _k(tokens: int) -> str:

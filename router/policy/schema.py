@@ -28,7 +28,9 @@ class Timeouts(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
 class Capabilities(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """What a backend can take; a request needing what it lacks skips it."""
 
-    tools: bool = True
+    # auto: what the model family table (policy/model_families.py) says of the model the
+    # backend reports running; a family it does not know counts as able.
+    tools: bool | Literal["auto"] = True
     images: bool = True
     thinking: bool = True
 
@@ -60,6 +62,9 @@ class BackendConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_
     context_window: int | None = None
     capabilities: Capabilities = Capabilities()
     breaker: Breaker = Breaker()
+    # Check every tool call of this backend's answers (repair, convert calls written as text,
+    # reject the rest); default on for local kinds (llamacpp, openai), off for the Anthropic API.
+    tool_guard: Literal["on", "off"] | None = None
 
     def upstream_model(self, requested: str) -> str:
         if self.model is None:
@@ -82,6 +87,10 @@ class BackendConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_
         return self.auth or ("auto" if self.kind == "anthropic" else "key")
 
     @property
+    def guards_tools(self) -> bool:
+        return (self.tool_guard or ("off" if self.kind == "anthropic" else "on")) == "on"
+
+    @property
     def wire_dialect(self) -> Dialect:
         return self.dialect or DEFAULT_DIALECT[self.kind]
 
@@ -93,8 +102,8 @@ class Rule(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True
     transform: Transform | None = None  # applied to the request before it goes to any target
 
 
-FailureKind = Literal["connect", "timeout", "5xx", "429", "529", "context", "broken"]
-ALL_FAILURES: tuple[FailureKind, ...] = ("connect", "timeout", "5xx", "429", "529", "context", "broken")
+FailureKind = Literal["connect", "timeout", "5xx", "429", "529", "context", "broken", "tool_call"]
+ALL_FAILURES: tuple[FailureKind, ...] = ("connect", "timeout", "5xx", "429", "529", "context", "broken", "tool_call")
 
 
 class Fallback(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -102,7 +111,8 @@ class Fallback(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
 
     connect: refused / unreachable; timeout: no first byte in time; 5xx, 429, 529: those
     answers; context: llama.cpp's exceed_context_size_error; broken: the backend took the
-    request and broke off, or answered something unusable.
+    request and broke off, or answered something unusable; tool_call: the tool guard rejected
+    a call (unreadable, unknown tool, arguments against the schema).
     """
 
     on: list[FailureKind] = msgspec.field(default_factory=lambda: list(ALL_FAILURES))

@@ -19,6 +19,7 @@ class BackendSnapshot:
     slots: int | None = None  # llama-server: parallel slots (-np)
     n_ctx: int | None = None  # llama-server: context size of one slot
     kv_cache: float | None = None  # llama-server: KV-cache use, 0..1
+    model: str | None = None  # llama-server: the model file it runs (for `tools: auto`)
     # Requests from other clients: what llama-server reported (processing + deferred) beyond
     # ours at that moment. Kept apart so a report a second old does not count ours twice.
     foreign: int = 0

@@ -119,6 +119,7 @@ class MemoryState:
             slots=probe.slots,
             n_ctx=probe.n_ctx,
             kv_cache=probe.kv_cache,
+            model=probe.model,
             foreign=max(0, reported - ours),
         )
 

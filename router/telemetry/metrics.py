@@ -46,8 +46,8 @@ class Metrics:
         )
         self.fallbacks = Counter(
             "ccgate_fallbacks",
-            "Backends passed over for a request, and why.",
-            ["from_backend", "reason"],
+            "Backends passed over for a request, why, and which backend answered instead (none: nobody).",
+            ["from_backend", "to_backend", "reason"],
             registry=r,
         )
         self.tokens = Counter(
@@ -61,6 +61,13 @@ class Metrics:
             "Generation speed of streamed answers: output tokens over the time from first to last byte.",
             ["backend"],
             buckets=(1, 2, 5, 10, 20, 35, 50, 75, 100, 150, 250, 500, 1000, 2500),
+            registry=r,
+        )
+        self.tool_calls = Counter(
+            "ccgate_tool_calls",
+            "Tool calls of guarded backends: passed (valid as sent), repaired (arguments or name fixed), "
+            "converted (written as text, turned into a call), failed (rejected: rerouted, or the stream ended).",
+            ["backend", "outcome"],
             registry=r,
         )
         self.decisions = Counter("ccgate_decisions", "Routing decisions by matched rule.", ["rule"], registry=r)

@@ -26,12 +26,12 @@ def answered(metrics: Metrics, outcome: Outcome, client: str, started: float) ->
     metrics.decisions.labels(outcome.rule).inc()
     metrics.requests.labels(outcome.rule, backend, "ok", client).inc()
     metrics.first_byte.labels(backend).observe(first)
-    for name, kind in outcome.passed:
-        metrics.fallbacks.labels(name, kind).inc()
+    _count_passed(metrics, outcome.passed, backend)
     reply = outcome.reply
     if not reply.streaming:
         metrics.duration.labels(backend, "false").observe(first)
         _count_tokens(metrics, backend, reply.usage)
+        _count_tool_calls(metrics, backend, reply.tool_calls)
         return
     first_at = time.perf_counter()
 
@@ -39,10 +39,23 @@ def answered(metrics: Metrics, outcome: Outcome, client: str, started: float) ->
         now = time.perf_counter()
         metrics.duration.labels(backend, "true").observe(now - started)
         _count_tokens(metrics, backend, reply.usage)
+        _count_tool_calls(metrics, backend, reply.tool_calls)
         if reply.usage.output > 1 and now > first_at:
             metrics.output_rate.labels(backend).observe(reply.usage.output / (now - first_at))
 
     reply.on_close.append(finished)
+
+
+def _count_passed(metrics: Metrics, passed: list[tuple[str, str]], answered_by: str) -> None:
+    for name, kind in passed:
+        metrics.fallbacks.labels(name, answered_by, kind).inc()
+        if kind == "tool_call":
+            metrics.tool_calls.labels(name, "failed").inc()
+
+
+def _count_tool_calls(metrics: Metrics, backend: str, outcomes: list[str]) -> None:
+    for outcome in outcomes:
+        metrics.tool_calls.labels(backend, outcome).inc()
 
 
 def _count_tokens(metrics: Metrics, backend: str, usage: Usage) -> None:
@@ -54,8 +67,7 @@ def _count_tokens(metrics: Metrics, backend: str, usage: Usage) -> None:
 def failed(metrics: Metrics, failure: DispatchFailed, client: str) -> None:
     metrics.decisions.labels(failure.rule).inc()
     metrics.requests.labels(failure.rule, "none", outcome_label(failure.status), client).inc()
-    for name, kind in failure.passed:
-        metrics.fallbacks.labels(name, kind).inc()
+    _count_passed(metrics, failure.passed, "none")
 
 
 def client_gone(metrics: Metrics, client: str) -> None:

@@ -35,6 +35,7 @@ def test_metrics_of_a_scripted_sequence(start_ccgate, tool_llama: Process, text_
         extra={
             "rules": [
                 {"name": "doomed", "when": {"model": "*doomed*"}, "to": ["dead"]},
+                {"name": "rescued", "when": {"model": "*rescued*"}, "to": ["dead", "fallback"]},
                 {"name": "default", "to": ["local", "fallback"]},
             ]
         },
@@ -46,6 +47,8 @@ def test_metrics_of_a_scripted_sequence(start_ccgate, tool_llama: Process, text_
         r.read()
     overloaded = httpx.post(gw.url + "/v1/messages", json={**ask(), "model": "doomed"}, headers=ua, timeout=30)
     assert overloaded.status_code == 529
+    rescued = httpx.post(gw.url + "/v1/messages", json={**ask(), "model": "rescued"}, headers=ua, timeout=30)
+    assert rescued.status_code == 200
 
     samples = scrape(gw)
     ok = value(samples, "ccgate_requests_total", rule="default", backend="local", outcome="ok", client="claude-cli")
@@ -56,7 +59,8 @@ def test_metrics_of_a_scripted_sequence(start_ccgate, tool_llama: Process, text_
         )
         == 1
     )
-    assert value(samples, "ccgate_fallbacks_total", from_backend="dead", reason="unhealthy") == 1
+    assert value(samples, "ccgate_fallbacks_total", from_backend="dead", to_backend="none", reason="unhealthy") == 1
+    assert value(samples, "ccgate_fallbacks_total", from_backend="dead", to_backend="fallback", reason="unhealthy") == 1
     assert value(samples, "ccgate_decisions_total", rule="default") == 2
     assert value(samples, "ccgate_time_to_first_byte_seconds_count", backend="local") == 2
     assert value(samples, "ccgate_request_duration_seconds_count", backend="local", stream="true") == 1
