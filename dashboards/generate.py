@@ -123,6 +123,16 @@ LOCAL_MODELS = [
         ],
     ),
     (
+        "Tool calls by outcome",
+        "reqps",
+        [
+            (
+                "{{backend}} {{outcome}}",
+                f'sum by (backend, outcome) (rate(ccgate_tool_calls_total{{backend=~"$backend"}}[{RATE}]))',
+            )
+        ],
+    ),
+    (
         "Tokens by kind",
         "none",
         [

@@ -38,12 +38,47 @@ def main(argv: list[str] | None = None) -> int:
     )
     explain.add_argument("--json", action="store_true", help="print the decision as JSON")
 
+    doctor = commands.add_parser(
+        "doctor", help="check that each backend is up and really does tool calling, with a fix for each failure"
+    )
+    doctor.add_argument("--config", type=Path, help="policy file (default: as for serve)")
+    doctor.add_argument("--backend", action="append", help="only this backend (repeatable)")
+    doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
+    doctor.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds per probe request (a cold CPU model is slow)"
+    )
+
     args = parser.parse_args(argv)
+    if args.command == "doctor":
+        return _doctor(args)
     if args.command == "check-policy":
         return _check_policy(args.file)
     if args.command == "explain":
         return _explain(args)
     return _serve(args)
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    """Exit 0 when every check passes (warnings allowed), 1 when one fails, 2 on bad usage."""
+    import asyncio
+    import json
+
+    from router.doctor.report import as_json, render, run
+
+    try:
+        policy = load_policy(Settings.from_env(config=args.config).policy_path)
+    except (PolicyError, ValueError, OSError) as exc:
+        print(f"ccgate doctor: {exc}", file=sys.stderr)
+        return 2
+    names = args.backend or list(policy.backends)
+    unknown = [name for name in names if name not in policy.backends]
+    if unknown:
+        known = ", ".join(policy.backends)
+        print(f"ccgate doctor: no backend named {', '.join(unknown)} (the policy has: {known})", file=sys.stderr)
+        return 2
+    reports = asyncio.run(run(policy, names, args.timeout))
+    print(json.dumps(as_json(reports), indent=2) if args.json else render(reports))
+    return 0 if all(report.ok for report in reports) else 1
 
 
 def _check_policy(path: Path) -> int:

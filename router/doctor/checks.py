@@ -1,0 +1,330 @@
+"""The checks doctor runs against one backend, each with a verdict and, when it fails, a fix."""
+
+from __future__ import annotations
+
+import json
+from contextlib import suppress
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import httpx
+
+from router.backends.anthropic_wire import credentials
+from router.backends.http import UpstreamClient, describe
+from router.doctor import probe_requests as req
+from router.doctor.answers import (
+    Answer,
+    error_answer,
+    read_anthropic,
+    read_anthropic_stream,
+    read_openai,
+    read_openai_stream,
+)
+from router.policy.model_families import family_of
+from router.policy.schema import BackendConfig
+from router.protocol.tool_check import ToolBox, ToolCallError
+from router.protocol.tool_text import extract
+
+Status = Literal["ok", "fail", "warn", "skip"]
+Dialect = Literal["anthropic", "openai"]
+PATHS: dict[Dialect, str] = {"anthropic": "/v1/messages", "openai": "/v1/chat/completions"}
+TEMPLATE_FIX = (
+    "start llama-server with --jinja and the chat template made for your model "
+    "(--chat-template-file model.jinja, or a GGUF whose embedded template renders tools)"
+)
+
+
+@dataclass(slots=True)
+class Check:
+    name: str
+    status: Status
+    detail: str
+    fix: str = ""
+
+
+@dataclass(slots=True)
+class Facts:
+    """What the backend said about itself."""
+
+    model: str | None = None
+    n_ctx: int | None = None
+    slots: int | None = None
+    template_tools: bool | None = None  # does its chat template render tools?
+    template: str = ""
+
+
+@dataclass(slots=True)
+class Report:
+    backend: str
+    kind: str
+    url: str
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(check.status != "fail" for check in self.checks)
+
+
+async def examine(name: str, config: BackendConfig, probe_timeout: float) -> Report:
+    report = Report(name, config.kind, _safe_url(config.url))
+    http = UpstreamClient(name, config)
+    try:
+        reachable = await _reachable(http, config, report)
+        if not reachable:
+            return report
+        facts = await _facts(http, config, report)
+        _judge_family(facts, report)
+        _judge_context(facts, report)
+        _judge_template(facts, report)
+        for dialect in _dialects(config):
+            dropped: bool | None = None
+            for stream in (False, True):
+                answer = await _probe(http, config, facts, dialect, stream, probe_timeout)
+                if not answer.error and not answer.calls and dropped is None:
+                    dropped = await _tools_dropped(http, config, facts, dialect, answer, probe_timeout)
+                report.checks.append(_judge_probe(dialect, stream, answer, facts, bool(dropped)))
+    finally:
+        await http.aclose()
+    return report
+
+
+def _dialects(config: BackendConfig) -> list[Dialect]:
+    if config.kind == "llamacpp":
+        return ["anthropic", "openai"]  # llama-server speaks both; ccgate uses `dialect`
+    return ["openai"] if config.kind == "openai" else ["anthropic"]
+
+
+async def _reachable(http: UpstreamClient, config: BackendConfig, report: Report) -> bool:
+    if config.kind == "anthropic" and not config.api_key:
+        report.checks.append(
+            Check(
+                "reachable",
+                "skip",
+                "no api_key: ccgate sends each client's own credentials here, so doctor cannot probe it",
+                "set api_key (e.g. ${ANTHROPIC_API_KEY}) to let doctor test this backend",
+            )
+        )
+        return False
+    path = "/health" if config.kind == "llamacpp" else config.health_path or "/v1/models"
+    headers = _headers(config)
+    try:
+        response = await http.client.get(http.url(path), headers=headers, timeout=config.timeouts.connect)
+    except httpx.HTTPError as exc:
+        fix = (
+            f"start it: llama-server -m your-model.gguf --jinja -c 65536 --port {_port(config.url)}"
+            if config.kind == "llamacpp"
+            else "check the url in the policy file and that the server is running"
+        )
+        report.checks.append(Check("reachable", "fail", f"{describe(exc)} ({path})", fix))
+        return False
+    if response.status_code == 503 and config.kind == "llamacpp":
+        report.checks.append(
+            Check("reachable", "fail", "llama-server is still loading the model", "wait, then run doctor again")
+        )
+        return False
+    if response.status_code in (401, 403):
+        report.checks.append(
+            Check("reachable", "fail", f"{path} refused the credentials (HTTP {response.status_code})", "check api_key")
+        )
+        return False
+    if response.status_code >= 500:
+        report.checks.append(Check("reachable", "fail", f"{path} answered HTTP {response.status_code}"))
+        return False
+    report.checks.append(Check("reachable", "ok", f"up ({path})"))
+    return True
+
+
+async def _facts(http: UpstreamClient, config: BackendConfig, report: Report) -> Facts:
+    facts = Facts()
+    if config.kind == "llamacpp":
+        props = await _get_json(http, config, "/props")
+        if isinstance(props, dict):
+            model = props.get("model_alias") or props.get("model_path")
+            facts.model = model if isinstance(model, str) else None
+            facts.n_ctx = (props.get("default_generation_settings") or {}).get("n_ctx")
+            facts.slots = props.get("total_slots")
+            facts.template = props.get("chat_template") or ""
+            caps = props.get("chat_template_caps")
+            if isinstance(caps, dict) and "supports_tools" in caps:
+                facts.template_tools = bool(caps["supports_tools"])
+            elif facts.template:
+                facts.template_tools = "tools" in facts.template
+    if facts.model is None:
+        listed = await _get_json(http, config, "/v1/models")
+        ids = (
+            [m.get("id") for m in (listed or {}).get("data", []) if isinstance(m, dict)]
+            if isinstance(listed, dict)
+            else []
+        )
+        facts.model = config.model_names[0] if config.model_names else (ids[0] if ids else None)
+    if facts.model:
+        size = f", {facts.slots} slot(s) × {facts.n_ctx} tokens" if facts.slots and facts.n_ctx else ""
+        report.checks.append(Check("model", "ok", f"{_short(facts.model)}{size}"))
+    else:
+        report.checks.append(Check("model", "skip", "the server does not say which model it runs"))
+    return facts
+
+
+def _judge_family(facts: Facts, report: Report) -> None:
+    family = family_of(facts.model)
+    if family is None:
+        report.checks.append(Check("model family", "skip", "not in ccgate's table: the probe calls below decide"))
+    elif family.tools:
+        report.checks.append(Check("model family", "ok", f"{family.name}: tool calling ({family.note})"))
+    else:
+        report.checks.append(Check("model family", "fail", f"{family.name}: no tool calling", family.note))
+
+
+def _judge_context(facts: Facts, report: Report) -> None:
+    n_ctx = facts.n_ctx
+    if not n_ctx:
+        return
+    per_slot = f"{n_ctx} tokens per slot" if facts.slots and facts.slots > 1 else f"{n_ctx} tokens"
+    if n_ctx < req.CLAUDE_CODE_PROMPT_TOKENS:
+        fix = "raise -c (it is shared by the -np slots: -c 65536 -np 1, or -c 131072 -np 2)"
+        report.checks.append(Check("context", "fail", f"context {n_ctx} < Claude Code's ~20k-token prompt", fix))
+    elif n_ctx < req.COMFORTABLE_CONTEXT:
+        fix = "raise -c so a conversation has room to grow (32k per slot or more)"
+        report.checks.append(Check("context", "warn", f"{per_slot}: Claude Code's prompt alone takes ~20k", fix))
+    else:
+        report.checks.append(Check("context", "ok", f"{per_slot} ≥ Claude Code's ~20k-token prompt"))
+
+
+def _judge_template(facts: Facts, report: Report) -> None:
+    if facts.template_tools is None:
+        return
+    if facts.template_tools:
+        report.checks.append(Check("chat template", "ok", "renders tools"))
+        return
+    generic = " (generic chatml)" if "<|im_start|>" in facts.template else ""
+    detail = f"this template ignores tools{generic}: the model never sees them"
+    report.checks.append(Check("chat template", "fail", detail, TEMPLATE_FIX))
+
+
+async def _probe(
+    http: UpstreamClient,
+    config: BackendConfig,
+    facts: Facts,
+    dialect: Dialect,
+    stream: bool,
+    probe_timeout: float,
+    tools: bool = True,
+) -> Answer:
+    model = config.upstream_model(facts.model or "claude-sonnet-4-5")
+    body = req.anthropic_body(model, stream, tools) if dialect == "anthropic" else req.openai_body(model, stream, tools)
+    headers = {"content-type": "application/json", **_headers(config)}
+    try:
+        response = await http.client.post(http.url(PATHS[dialect]), json=body, headers=headers, timeout=probe_timeout)
+    except httpx.TimeoutException:
+        return Answer(0, f"no answer within {probe_timeout:g}s")
+    except httpx.HTTPError as exc:
+        return Answer(0, describe(exc))
+    if response.status_code >= 400:
+        return error_answer(response.status_code, response.content)
+    if dialect == "anthropic":
+        return read_anthropic_stream(response.content) if stream else read_anthropic(response.content)
+    return read_openai_stream(response.content) if stream else read_openai(response.content)
+
+
+async def _tools_dropped(
+    http: UpstreamClient, config: BackendConfig, facts: Facts, dialect: Dialect, answer: Answer, probe_timeout: float
+) -> bool:
+    """Did the server leave the tools out of the prompt? Then the prompt is no longer with them."""
+    if answer.input_tokens is None:
+        return False
+    bare = await _probe(http, config, facts, dialect, False, probe_timeout, tools=False)
+    return bare.input_tokens is not None and abs(bare.input_tokens - answer.input_tokens) <= 2
+
+
+def _judge_probe(dialect: Dialect, stream: bool, answer: Answer, facts: Facts, dropped: bool) -> Check:
+    name = f"tool call {dialect}{' stream' if stream else ''}"
+    if answer.error:
+        return Check(name, "fail", f"{PATHS[dialect]}: {_clip(answer.error, 110)}", _fix_for_error(answer.error))
+    tools = ToolBox([req.READ_TOOL])
+    for call_name, arguments in answer.calls:
+        try:
+            checked = tools.check(call_name, arguments)
+        except ToolCallError as exc:
+            fix = "use a model that calls tools reliably (ccgate's tool guard rejects or reroutes these calls)"
+            return Check(name, "fail", f"malformed call: {exc.message}", fix)
+        if checked.repaired:
+            detail = f"call needed repair ({call_name}: {_clip(str(arguments), 60)}); ccgate's tool guard fixes it"
+            return Check(name, "warn", detail, "prefer a model or quantisation that emits clean JSON")
+    if answer.calls:
+        return Check(name, "ok", f"{answer.calls[0][0]}({_clip(_args(answer.calls[0][1]), 60)})")
+    found = None
+    with suppress(ToolCallError):  # a marker without a readable call: judged as prose below
+        found = extract(answer.text, tools.names)
+    if found is not None and found.calls:
+        detail = f"the call came back as text ({found.calls[0].format} format), not as a tool call"
+        note = "; ccgate's tool guard converts it on the fly (tool_guard: on)"
+        return Check(name, "fail", detail + note, TEMPLATE_FIX)
+    family = family_of(facts.model)
+    if family is not None and not family.tools:
+        fix = family.note
+    elif facts.template_tools is False:
+        fix = TEMPLATE_FIX
+    elif dropped:
+        return Check(
+            name,
+            "fail",
+            "no tool call returned: the endpoint dropped the tools parameter (same prompt size with and without them)",
+            "the server or a proxy in front of it ignores `tools`: enable tool support there (llama-server: --jinja)",
+        )
+    else:
+        fix = "use a model with tool calling (Qwen3-Coder, Devstral, gpt-oss, ...) and start llama-server with --jinja"
+    return Check(name, "fail", f"no tool call returned; the model wrote: {_clip(answer.text, 70)!r}", fix)
+
+
+def _fix_for_error(error: str) -> str:
+    lowered = error.lower()
+    if "jinja" in lowered:
+        return "start llama-server with --jinja"
+    if "grammar" in lowered:
+        return (
+            "the model's call broke llama-server's tool-call grammar (a malformed call): use a model with tool "
+            "calling and its own template (--chat-template-file); ccgate reroutes such requests to the fallback"
+        )
+    if "context" in lowered or "exceed" in lowered:
+        return "raise -c"
+    if "401" in lowered or "auth" in lowered or "api key" in lowered or "api_key" in lowered:
+        return "check api_key"
+    return ""
+
+
+async def _get_json(http: UpstreamClient, config: BackendConfig, path: str) -> Any:
+    try:
+        response = await http.client.get(http.url(path), headers=_headers(config), timeout=config.timeouts.connect)
+        return response.json() if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
+def _headers(config: BackendConfig) -> dict[str, str]:
+    headers = credentials(config, {})
+    if config.kind == "anthropic":
+        headers["anthropic-version"] = "2023-06-01"
+    return headers
+
+
+def _safe_url(url: str) -> str:
+    parsed = httpx.URL(url)
+    return str(parsed.copy_with(username=None, password=None)) if parsed.userinfo else url
+
+
+def _port(url: str) -> int:
+    parsed = httpx.URL(url)
+    return parsed.port or (443 if parsed.scheme == "https" else 80)
+
+
+def _short(model: str) -> str:
+    return model.replace("\\", "/").rsplit("/", 1)[-1]
+
+
+def _args(arguments: str | dict[str, Any]) -> str:
+    return arguments if isinstance(arguments, str) else json.dumps(arguments)
+
+
+def _clip(text: str, size: int = 160) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= size else text[: size - 1] + "…"
