@@ -110,11 +110,14 @@ def _wait(url: str, timeout: float = 30) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-def _start_gateway(server: str, upstream: str, policy_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+def _start_gateway(
+    server: str, upstream: str, policy_dir: Path, guard: str = "on"
+) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
-    policy = policy_dir / f"bench-{server}.yaml"
+    policy = policy_dir / f"bench-{server}-{guard}.yaml"
     policy.write_text(
-        f"backends:\n  local: {{kind: llamacpp, url: '{upstream}'}}\nrules:\n  - {{name: default, to: [local]}}\n"
+        f"backends:\n  local: {{kind: llamacpp, url: '{upstream}', tool_guard: {guard}}}\n"
+        "rules:\n  - {name: default, to: [local]}\n"
     )
     env = {**os.environ, "CCGATE_CONFIG": str(policy), "CCGATE_LOG_LEVEL": os.environ.get("CCGATE_LOG_LEVEL", "info")}
     if server == "uvicorn":
@@ -191,6 +194,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--servers", default="uvicorn", help="comma list: uvicorn, granian")
     parser.add_argument("--upstream", help="a real upstream URL instead of the built-in stub")
+    parser.add_argument("--tool-guard", default="on", help="comma list: on, off (the tool-call guard; default on)")
     args = parser.parse_args()
 
     capture = json.loads(FIXTURE.read_text())["body"]
@@ -209,10 +213,15 @@ def main() -> None:
 
     print(f"body: {len(bodies['stream']) / 1024:.0f} KB Claude Code request; upstream: {args.upstream or 'stub'}")
     print(
-        f"{'path':<22}{'mode':<8}{'p50 ms':>9}{'p99 ms':>9}{'added p50':>11}{'added p99':>11}{'req/s':>9}{'ratio':>7}"
+        f"{'path':<28}{'mode':<8}{'p50 ms':>9}{'p99 ms':>9}{'added p50':>11}{'added p99':>11}{'req/s':>9}{'ratio':>7}"
     )
     tmp = Path(tempfile.mkdtemp())
-    gateways = {s: _start_gateway(s, upstream, tmp) for s in args.servers.split(",")}
+    guards = args.tool_guard.split(",")
+    gateways = {
+        (s if len(guards) == 1 else f"{s} guard {g}"): _start_gateway(s, upstream, tmp, g)
+        for s in args.servers.split(",")
+        for g in guards
+    }
     try:
         for mode, body in bodies.items():
             direct = latency(upstream, body, args.requests, mode == "stream")
@@ -222,7 +231,7 @@ def main() -> None:
                 else None
             )
             print(
-                f"{'direct':<22}{mode:<8}{pct(direct, 0.5):9.2f}{pct(direct, 0.99):9.2f}{'':>11}{'':>11}"
+                f"{'direct':<28}{mode:<8}{pct(direct, 0.5):9.2f}{pct(direct, 0.99):9.2f}{'':>11}{'':>11}"
                 f"{(f'{direct_rps:9.0f}' if direct_rps else ''):>9}"
             )
             for server, (_, url) in gateways.items():
@@ -236,7 +245,7 @@ def main() -> None:
                 )
                 ratio = f"{rps / direct_rps:7.2f}" if rps and direct_rps else ""
                 print(
-                    f"{'ccgate/' + server:<22}{mode:<8}{pct(via, 0.5):9.2f}{pct(via, 0.99):9.2f}"
+                    f"{'ccgate/' + server:<28}{mode:<8}{pct(via, 0.5):9.2f}{pct(via, 0.99):9.2f}"
                     f"{added50:11.2f}{added99:11.2f}"
                     f"{(f'{rps:9.0f}' if rps else ''):>9}{ratio}"
                 )

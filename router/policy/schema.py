@@ -64,7 +64,8 @@ class BackendConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_
     breaker: Breaker = Breaker()
     # Check every tool call of this backend's answers (repair, convert calls written as text,
     # reject the rest); default on for local kinds (llamacpp, openai), off for the Anthropic API.
-    tool_guard: Literal["on", "off"] | None = None
+    # (YAML reads a bare on/off as true/false; both spellings are accepted.)
+    tool_guard: bool | Literal["on", "off"] | None = None
 
     def upstream_model(self, requested: str) -> str:
         if self.model is None:
@@ -88,7 +89,9 @@ class BackendConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_
 
     @property
     def guards_tools(self) -> bool:
-        return (self.tool_guard or ("off" if self.kind == "anthropic" else "on")) == "on"
+        if self.tool_guard is None:
+            return self.kind != "anthropic"
+        return self.tool_guard in (True, "on")
 
     @property
     def wire_dialect(self) -> Dialect:

@@ -30,6 +30,7 @@ class _Text:
     out: int | None = None  # output index once the block was started downstream
     pending: str = ""  # text not released yet
     sure: bool = False  # a call marker was seen: hold the rest until the block ends
+    rest: list[str] = field(default_factory=list)  # what came after that, joined once at the end
 
 
 @dataclass(slots=True)
@@ -143,9 +144,10 @@ class ToolCallGuard:
     def _text(self, text: str, out: list[bytes], payload: dict[str, Any] | None = None) -> None:
         block = self._block
         assert isinstance(block, _Text)
-        block.pending += text
         if block.sure:
+            block.rest.append(text)
             return
+        block.pending += text
         hold = hold_from(block.pending, at_block_start=block.out is None)
         if hold is None and payload is not None and block.pending == text and block.out == payload.get("index"):
             block.pending = ""
@@ -173,6 +175,7 @@ class ToolCallGuard:
         out.append(encode_event("content_block_delta", delta))
 
     def _end_text(self, block: _Text, out: list[bytes]) -> None:
+        block.pending += "".join(block.rest)
         found = extract(block.pending, self.tools.names) if block.pending else None
         if found is None:
             self._emit_text(block, block.pending, out)

@@ -135,6 +135,9 @@ def _fence_verdict(text: str, at: int) -> bool | None:
 
 def _partial_marker(text: str) -> int | None:
     """Start of a tail that is the beginning of a tag or a fence (`<tool_c`, "``")."""
+    window = text[-max(map(len, TAG_MARKERS)) :]
+    if "<" not in window and "[" not in window and "`" not in window:
+        return None  # the common case: no marker can be starting
     for size in range(min(len(text), max(map(len, TAG_MARKERS))), 0, -1):
         tail = text[-size:]
         if any(marker.startswith(tail) and marker != tail for marker in (*TAG_MARKERS, FENCE)):

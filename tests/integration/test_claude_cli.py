@@ -92,3 +92,35 @@ def test_claude_code_keeps_working_when_local_is_down(start_ccgate, text_llama: 
     assert done.returncode == 0, done.stderr + done.stdout[-2000:]
     result = json.loads(done.stdout)
     assert (result["subtype"], result["result"]) == ("success", "Hello from the scripted model.")
+
+
+@pytest.mark.cli
+def test_claude_code_runs_a_call_the_model_wrote_as_text(start_ccgate, start_llama_server, tmp_path: Path) -> None:
+    """llama-server with a template that ignores tools: the call arrives as text, the guard turns
+    it into a tool_use, and Claude Code really executes it. (The scripted model then calls again,
+    since this template never shows it the result's marker: two turns are enough.)"""
+    chatml = start_llama_server("tool", "-np", "1", "--chat-template", "chatml")
+    gw = start_ccgate({"local": {"kind": "llamacpp", "url": chatml.url}})
+    done = run_claude(gw, tmp_path, "--output-format", "stream-json", "--verbose", "--max-turns", "2")
+    messages = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    calls = [
+        block
+        for m in messages
+        if m["type"] == "assistant"
+        for block in m["message"]["content"]
+        if block["type"] == "tool_use"
+    ]
+    assert calls, done.stderr + done.stdout[-2000:]
+    assert (calls[0]["name"], calls[0]["input"]) == ("Read", {"file_path": "a.txt"})
+    results = [
+        block
+        for m in messages
+        if m["type"] == "user"
+        for block in m["message"]["content"]
+        if isinstance(block, dict) and block.get("type") == "tool_result"
+    ]
+    assert results and results[0]["tool_use_id"] == calls[0]["id"] and "hi" in json.dumps(results[0]["content"])
+    texts = [
+        b["text"] for m in messages if m["type"] == "assistant" for b in m["message"]["content"] if b["type"] == "text"
+    ]
+    assert not any("<tool_call>" in t for t in texts)

@@ -86,3 +86,22 @@ def test_errors_say_where_and_what(text: str, expected: str) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(PolicyError, match="cannot read policy file"):
         load_policy(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    ("value", "guarded"), [("on", True), ("off", False), ("'off'", False), ("true", True), ("false", False)]
+)
+def test_tool_guard_takes_yaml_on_off_as_written(value: str, guarded: bool) -> None:
+    text = (
+        f"backends:\n  l: {{kind: llamacpp, url: 'http://x', tool_guard: {value}}}\nrules:\n  - {{name: d, to: [l]}}\n"
+    )
+    assert parse_policy(text, "p.yaml", {}).backends["l"].guards_tools is guarded
+
+
+def test_tool_guard_defaults_on_for_local_kinds_only() -> None:
+    text = (
+        "backends:\n  l: {kind: llamacpp, url: 'http://x'}\n  c: {kind: anthropic, url: 'http://y'}\n"
+        "rules:\n  - {name: d, to: [l, c]}\n"
+    )
+    backends = parse_policy(text, "p.yaml", {}).backends
+    assert backends["l"].guards_tools and not backends["c"].guards_tools
