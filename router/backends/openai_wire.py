@@ -46,7 +46,8 @@ class OpenAIWireBackend:
             body = msgspec.json.encode(to_openai_request(request, model))
             response = await self.http.post(CHAT, body, headers)
             try:
-                message = to_anthropic_message(msgspec.json.decode(response.content), request.model)
+                decoded = msgspec.json.decode(response.content)
+                message = to_anthropic_message(decoded, request.model, keep_invalid=guard is not None)
             except (msgspec.DecodeError, BadUpstreamResponse, AttributeError, TypeError) as exc:
                 raise BackendProtocolError(self.name, f"unusable chat completion: {exc}") from None
             reply = Reply(

@@ -44,7 +44,9 @@ def stop_reason(finish_reason: str | None) -> str | None:
     return STOP_REASONS.get(finish_reason, "end_turn")
 
 
-def tool_input(arguments: str | dict[str, Any] | None, name: str) -> dict[str, Any]:
+def tool_input(arguments: str | dict[str, Any] | None, name: str, keep_invalid: bool = False) -> Any:
+    """A call's arguments as an object. `keep_invalid`: hand back text that is not a JSON object
+    as it is, for the tool-call guard to repair or reject."""
     if isinstance(arguments, dict):
         return arguments
     if not arguments:
@@ -52,13 +54,15 @@ def tool_input(arguments: str | dict[str, Any] | None, name: str) -> dict[str, A
     try:
         parsed = msgspec.json.decode(arguments)
     except msgspec.DecodeError:
+        if keep_invalid:
+            return arguments
         raise BadUpstreamResponse(f"backend returned invalid JSON arguments for tool {name!r}") from None
     if not isinstance(parsed, dict):
         raise BadUpstreamResponse(f"backend returned non-object arguments for tool {name!r}")
     return parsed
 
 
-def to_anthropic_message(response: dict[str, Any], model: str) -> dict[str, Any]:
+def to_anthropic_message(response: dict[str, Any], model: str, keep_invalid: bool = False) -> dict[str, Any]:
     choices = response.get("choices")
     if not isinstance(choices, list) or not choices:
         raise BadUpstreamResponse("backend response has no choices")
@@ -77,7 +81,7 @@ def to_anthropic_message(response: dict[str, Any], model: str) -> dict[str, Any]
                 "type": "tool_use",
                 "id": call.get("id") or "toolu_" + uuid.uuid4().hex[:24],
                 "name": name,
-                "input": tool_input(function.get("arguments"), name),
+                "input": tool_input(function.get("arguments"), name, keep_invalid),
             }
         )
     finish = choice.get("finish_reason")

@@ -43,6 +43,9 @@ TEXT_REPLY = "Hello from the scripted model."
 # fails on the rest of the token ("Unexpected empty grammar stack": HTTP 500, or an error event
 # first when streaming), the malformed-call failure seen with real local models.
 BROKEN_CALL = '<tool_call>\n{"name": "Read", "arguments": {"file_path": "a.txt"}}}\n</tool_call>'
+# Prose, then a call whose argument is misnamed (`path`, not `file_path`): with a template that
+# ignores tools, the prose reaches the client before the guard can judge the call.
+CHATTY_CALL = 'Let me check that file.\n<tool_call>\n{"name": "Read", "arguments": {"path": "a.txt"}}\n</tool_call>'
 LOOP_WORD = " loop"
 
 CHAT_TEMPLATE = """\
@@ -111,12 +114,13 @@ SCRIPTS: dict[str, Script] = {
     "tool": Script("tool", {**_reply(NEWLINE_BYTE, TOOL_CALL), **_reply(AFTER_TOOL, TOOL_FINAL)}),
     "text": Script("text", {**_reply(NEWLINE_BYTE, TEXT_REPLY), **_reply(AFTER_TOOL, TEXT_REPLY)}),
     "broken": Script("broken", _reply(NEWLINE_BYTE, BROKEN_CALL)),
+    "chatty": Script("chatty", _reply(NEWLINE_BYTE, CHATTY_CALL)),
     "loop": Script(
         "loop",
         {NEWLINE_BYTE: _piece(LOOP_WORD), AFTER_TOOL: _piece(LOOP_WORD), _piece(LOOP_WORD): _piece(LOOP_WORD)},
     ),
 }
-SCRIPT_PIECES = sorted({_piece(s) for s in (TOOL_CALL, TOOL_FINAL, TEXT_REPLY, BROKEN_CALL, LOOP_WORD)})
+SCRIPT_PIECES = sorted({_piece(s) for s in (TOOL_CALL, TOOL_FINAL, TEXT_REPLY, BROKEN_CALL, CHATTY_CALL, LOOP_WORD)})
 
 
 def _word_pieces() -> list[str]:

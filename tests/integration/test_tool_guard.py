@@ -7,6 +7,8 @@ local models are known for.
 
 from __future__ import annotations
 
+import json
+
 import anthropic
 import httpx
 import pytest
@@ -120,3 +122,29 @@ def test_a_rejected_call_with_nowhere_to_go_is_an_anthropic_error(start_ccgate, 
         and "'mode' is a required property" in error["error"]["message"]
     )
     assert httpx.get(gw.url + "/readyz").status_code == 200  # the breaker stays closed: it is the model, not the server
+
+
+def test_a_call_rejected_after_prose_went_out_ends_the_stream_with_an_error(
+    start_ccgate, start_llama_server, text_llama: Process
+) -> None:
+    """The `chatty` model writes a sentence, then a call with a misnamed argument. Streaming, the
+    sentence has reached the client before the call can be judged: no fallback is possible any
+    more, so the stream ends with an Anthropic error event. Not streaming, nothing was sent yet,
+    so the same answer moves to the fallback."""
+    chatty = start_llama_server("chatty", "-np", "1", "--chat-template", "chatml")
+    gw = start_ccgate(
+        {"local": {"kind": "llamacpp", "url": chatty.url}, "fallback": {"kind": "anthropic", "url": text_llama.url}}
+    )
+    with httpx.stream("POST", gw.url + "/v1/messages", json={**ask(), "stream": True}, timeout=30) as r:
+        assert r.status_code == 200 and r.headers["x-ccgate-backend"] == "local"
+        events = [line for line in r.iter_lines() if line.startswith(("event:", "data:"))]
+    text = "".join(json.loads(e[6:])["delta"]["text"] for e in events if e.startswith("data:") and "text_delta" in e)
+    assert text == "Let me check that file.\n"
+    assert events[-2] == "event: error"
+    error = json.loads(events[-1][6:])["error"]
+    assert "unusable tool call" in error["message"] and "file_path" in error["message"]
+    assert not any("tool_use" in e for e in events)
+
+    assert_fell_back(gw, stream=False, reason="unusable tool call")
+    samples = scrape(gw)
+    assert value(samples, "ccgate_tool_calls_total", backend="local", outcome="failed") == 2

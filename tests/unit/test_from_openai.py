@@ -149,3 +149,18 @@ def test_stream_finish_is_idempotent_and_empty_stream_is_valid() -> None:
 def test_stream_error_chunk_raises() -> None:
     with pytest.raises(BadUpstreamResponse, match="boom"):
         StreamTranslator("m").feed({"error": {"message": "boom", "code": 500}})
+
+
+def test_invalid_arguments_are_kept_for_the_guard_to_repair() -> None:
+    from router.protocol.tool_check import ToolBox
+    from router.protocol.tool_guard import guard_message
+
+    call = {"id": "c1", "type": "function", "function": {"name": "Read", "arguments": "{'file_path': 'a.txt',}"}}
+    response = {"choices": [{"message": {"role": "assistant", "tool_calls": [call]}, "finish_reason": "tool_calls"}]}
+    with pytest.raises(BadUpstreamResponse):
+        to_anthropic_message(response, "m")
+    message = to_anthropic_message(response, "m", keep_invalid=True)
+    tools = ToolBox([{"name": "Read", "input_schema": {"type": "object", "required": ["file_path"]}}])
+    outcomes: list[str] = []
+    guarded = guard_message(message, tools, outcomes)
+    assert guarded["content"][0]["input"] == {"file_path": "a.txt"} and outcomes == ["repaired"]
