@@ -65,6 +65,14 @@ GATEWAY = [
         "none",
         [("{{backend}}", 'ccgate_backend_breaker_state{backend=~"$backend"}')],
     ),
+    (
+        "Shared state: Redis up / errors per second",
+        "none",
+        [
+            ("redis up", "max(ccgate_state_redis_up)"),
+            ("errors/s", f"sum(rate(ccgate_state_redis_errors_total[{RATE}]))"),
+        ],
+    ),
     ("Policy reloads", "none", [("{{result}}", "sum by (result) (ccgate_policy_reloads_total)")]),
 ]
 
@@ -119,6 +127,17 @@ LOCAL_MODELS = [
                 "{{backend}}",
                 f'sum by (backend) (rate(ccgate_tokens_total{{kind="cached",backend=~"$backend"}}[{RATE}])) / '
                 f'sum by (backend) (rate(ccgate_tokens_total{{kind=~"cached|input",backend=~"$backend"}}[{RATE}]))',
+            )
+        ],
+    ),
+    (
+        "Prefix-affinity hit ratio (slot held part of the prompt)",
+        "percentunit",
+        [
+            (
+                "{{backend}}",
+                f'1 - sum by (backend) (rate(ccgate_prefix_requests_total{{result="miss",backend=~"$backend"}}[{RATE}])) / '
+                f'sum by (backend) (rate(ccgate_prefix_requests_total{{backend=~"$backend"}}[{RATE}]))',
             )
         ],
     ),

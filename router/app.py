@@ -13,11 +13,13 @@ from opentelemetry.sdk.trace import TracerProvider
 from router.api import admin, health, messages
 from router.api import metrics as api_metrics
 from router.api.errors import EXCEPTION_HANDLERS
-from router.gateway import Gateway
+from router.gateway import Gateway, safe_url
 from router.policy.loader import default_policy_path, load_policy
 from router.policy.schema import Policy
 from router.reloader import PolicyReloader
 from router.settings import Settings
+from router.state.redis_shared import RedisShared
+from router.state.shared import LocalShared
 from router.telemetry.metrics import Metrics
 from router.telemetry.tracing import provider_from_env, tracer_of
 
@@ -30,9 +32,11 @@ def create_app(
     settings = settings or Settings.from_env()
     policy = policy or load_policy(settings.policy_path)
     tracer_provider = tracer_provider or provider_from_env()
-    gateway = Gateway(policy, poll_interval=settings.health_interval, tracer=tracer_of(tracer_provider))
     metrics = Metrics()
-    metrics.watch_backends(gateway.store.snapshot)
+    shared = _shared_state(settings, policy, metrics)
+    gateway = Gateway(policy, poll_interval=settings.health_interval, tracer=tracer_of(tracer_provider), shared=shared)
+    metrics.watch_backends(gateway.snapshot)
+    gateway.on_prefix = lambda backend, reused: metrics.count_prefix(backend, reused)
 
     reloader = PolicyReloader(
         gateway, settings.policy_path or default_policy_path(), settings.reload_interval, metrics.reloads
@@ -44,6 +48,7 @@ def create_app(
         reloader.start()
         for line in gateway.describe():
             log.info(line)
+        log.info("state: %s", _describe_state(shared))
         try:
             yield
         finally:
@@ -71,3 +76,25 @@ def create_app(
         openapi_config=None,
         logging_config=None,
     )
+
+
+def _shared_state(settings: Settings, policy: Policy, metrics: Metrics) -> LocalShared:
+    """Redis when REDIS_URL (or the policy's state.redis_url) names one; else this process."""
+    url = settings.redis_url or policy.state.redis_url
+    if not url:
+        metrics.redis_up.set(0)
+        return LocalShared()
+    metrics.redis_up.set(1)
+    return RedisShared(
+        url,
+        prefix=policy.state.key_prefix,
+        on_error=metrics.redis_errors.inc,
+        on_state=lambda up: metrics.redis_up.set(1 if up else 0),
+    )
+
+
+def _describe_state(shared: LocalShared) -> str:
+    if isinstance(shared, RedisShared):
+        where = safe_url(str(shared.client.connection_pool.connection_kwargs.get("host", "redis")))
+        return f"shared in redis ({where}), replica {shared.replica}" + ("" if shared.up else " - REDIS DOWN")
+    return "in memory (one replica; set REDIS_URL to share it)"

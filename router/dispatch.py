@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from opentelemetry import trace
@@ -24,6 +24,7 @@ from router.backends.base import (
     Incoming,
     Reply,
 )
+from router.policy.affinity import NO_SLOT
 from router.policy.engine import Decision
 from router.policy.schema import ALL_FAILURES
 from router.state.store import StateStore
@@ -42,6 +43,8 @@ class Outcome:
     rule: str
     fallbacks: list[str] = field(default_factory=list)  # "backend: reason" of each candidate passed over
     passed: list[tuple[str, str]] = field(default_factory=list)  # (backend, kind) for metrics
+    slot: int = NO_SLOT  # the llama.cpp slot the request was pinned to
+    reused: int = 0  # prompt tokens that slot already held, as the prefix index saw it
 
 
 class DispatchFailed(Exception):
@@ -73,14 +76,19 @@ async def dispatch(
     operation: Operation,
     moves_on: frozenset[str] = frozenset(ALL_FAILURES),
     tracer: trace.Tracer | None = None,
+    track_slot: Callable[[str, int], Callable[[], None]] | None = None,
 ) -> Outcome:
+    """`track_slot(backend, slot)` counts a request in progress on a slot; call what it returns when done."""
     tracer = tracer or trace.NoOpTracer()
     passed_over = [f"{name}: {why}" for name, why in decision.skipped.items()]
     passed = list(decision.skip_kinds.items())
     failures: list[BackendError] = []
     for position, name in enumerate(decision.candidates, start=1):
         backend = backends[name]
-        end = store.begin(name)
+        choice = decision.slots.get(name)
+        slot = choice.slot if choice is not None else NO_SLOT
+        attempt = replace(incoming, slot=slot if slot != NO_SLOT else None)
+        end = _both(store.begin(name), track_slot(name, slot) if track_slot else None)
         span = tracer.start_span(
             f"{GEN_AI_OPERATION[operation]} {backend.config.upstream_model(incoming.request.model)}",
             kind=trace.SpanKind.CLIENT,
@@ -93,7 +101,7 @@ async def dispatch(
             },
         )
         try:
-            reply = await (backend.messages(incoming) if operation == "messages" else backend.count_tokens(incoming))
+            reply = await (backend.messages(attempt) if operation == "messages" else backend.count_tokens(attempt))
         except BackendError as exc:
             end()
             span.set_attribute("error.type", failure_kind(exc))
@@ -125,10 +133,24 @@ async def dispatch(
             else:
                 end()
                 finish()
-            return Outcome(reply, name, decision.rule, passed_over, passed)
+            if slot != NO_SLOT:
+                span.set_attribute("ccgate.llamacpp.slot", slot)
+            reused = choice.reused if choice is not None else 0
+            return Outcome(reply, name, decision.rule, passed_over, passed, slot, reused)
     failure = _failure(decision.rule, failures, passed_over)
     failure.passed = passed
     raise failure
+
+
+def _both(first: Callable[[], None], second: Callable[[], None] | None) -> Callable[[], None]:
+    if second is None:
+        return first
+
+    def end() -> None:
+        first()
+        second()
+
+    return end
 
 
 def _finisher(span: trace.Span, reply: Reply) -> Callable[[], None]:

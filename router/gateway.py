@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
-from dataclasses import dataclass
+import itertools
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -14,12 +15,17 @@ from opentelemetry import trace
 from router.backends.base import Backend, Incoming
 from router.backends.registry import build_backend, build_backends
 from router.dispatch import Operation, Outcome, dispatch
+from router.policy.affinity import PrefixView
 from router.policy.engine import Engine
-from router.policy.features import features_of
+from router.policy.features import Features, features_of
+from router.policy.prefix import BLOCK, block_hashes, prompt_bytes
 from router.policy.schema import Policy
+from router.policy.snapshot import BackendSnapshot
 from router.policy.transforms import Transform, apply
 from router.protocol.anthropic import validate
+from router.protocol.estimate import BYTES_PER_TOKEN
 from router.state.poller import Poller
+from router.state.shared import LocalShared, SharedView
 from router.state.store import BreakerSettings, MemoryState
 
 RETIRE_AFTER = 900.0  # seconds a replaced backend's connections stay open for requests still on it
@@ -35,13 +41,22 @@ class Routing:
 
 
 class Gateway:
-    def __init__(self, policy: Policy, poll_interval: float = 1.0, tracer: trace.Tracer | None = None) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        poll_interval: float = 1.0,
+        tracer: trace.Tracer | None = None,
+        shared: LocalShared | None = None,
+    ) -> None:
         self.tracer = tracer or trace.NoOpTracer()
         backends = build_backends(policy)
         self._routing = Routing(policy, Engine(policy), backends)
         self.store = MemoryState(backends, _breakers(policy))
+        self.shared = shared or LocalShared()
         self.poller = Poller(backends, self.store, interval=poll_interval)
         self._background: set[asyncio.Task[None]] = set()
+        self._sequence = itertools.count()
+        self.on_prefix: Callable[[str, int], None] = lambda backend, reused: None  # metrics hook
 
     @property
     def policy(self) -> Policy:
@@ -56,11 +71,13 @@ class Gateway:
         return self._routing.backends
 
     async def start(self) -> None:
+        await self.shared.start()
         await self.poller.poll_once()
         self.poller.start()
 
     async def stop(self) -> None:
         await self.poller.stop()
+        await self.shared.stop()
         for task in self._background:
             task.cancel()
         for backend in self.backends.values():
@@ -69,8 +86,15 @@ class Gateway:
     async def route(self, incoming: Incoming, operation: Operation) -> Outcome:
         routing = self._routing  # a reload mid-request does not change this request's world
         features = features_of(incoming.request, incoming.raw, incoming.headers, len(incoming.body))
+        hashes = block_hashes(incoming.raw) if operation == "messages" else []
         with self.tracer.start_as_current_span("ccgate.route") as span:
-            decision = routing.engine.decide(features, self.store.snapshot())
+            if operation == "messages":
+                view = await self.shared.view(hashes, routing.backends)
+            else:
+                view = SharedView(self.shared.local_view(()))
+            snapshot = _with_other_replicas(self.store.snapshot(), view.others)
+            features = _with_known_prefix(features, view.prefix, incoming.raw)
+            decision = routing.engine.decide(features, snapshot, view.prefix, next(self._sequence))
             if span.is_recording():
                 span.set_attributes(
                     {
@@ -83,7 +107,27 @@ class Gateway:
         if decision.transform is not None:
             incoming = transformed(incoming, decision.transform)
         moves_on = frozenset(routing.policy.fallback.on)
-        return await dispatch(decision, routing.backends, self.store, incoming, operation, moves_on, self.tracer)
+        outcome = await dispatch(
+            decision, routing.backends, self.store, incoming, operation, moves_on, self.tracer, self.shared.begin
+        )
+        if operation == "messages":
+            self._learn_on_close(outcome, hashes, prompt_bytes(incoming.raw))
+        return outcome
+
+    def _learn_on_close(self, outcome: Outcome, hashes: list[str], total_bytes: int) -> None:
+        """Once the answer is complete, record which backend and slot now hold this prompt."""
+        reply, backend, slot = outcome.reply, outcome.backend, outcome.slot
+        self.on_prefix(backend, outcome.reused)
+
+        def learn() -> None:
+            tokens = reply.usage.input + reply.usage.cached
+            if tokens and reply.status == 200:
+                self.shared.remember(hashes, backend, slot, tokens, total_bytes)
+
+        if reply.streaming:
+            reply.on_close.append(learn)
+        else:
+            learn()
 
     def reload(self, policy: Policy) -> None:
         """Swap in a new policy at once. Backends whose config did not change keep their
@@ -109,10 +153,17 @@ class Gateway:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
+    def snapshot(self) -> dict[str, BackendSnapshot]:
+        """Backend state with the other replicas' load as last read (for metrics and readiness)."""
+        return _with_other_replicas(self.store.snapshot(), self.shared.others)
+
     def describe(self) -> list[str]:
         """Start-up lines a person reads: where each rule sends requests and what is up."""
         snapshot = self.store.snapshot()
-        lines = [f"rule {r.name}: {' -> '.join(r.to)}" for r in self.policy.rules]
+        lines = [
+            f"rule {r.name}: {' -> '.join(g[0] if len(g) == 1 else '(' + ' | '.join(g) + ')' for g in r.groups)}"
+            for r in self.policy.rules
+        ]
         for name, backend in self.backends.items():
             config = backend.config
             status = snapshot[name]
@@ -131,6 +182,28 @@ class Gateway:
     def ready(self) -> bool:
         """Ready when at least one backend looks healthy."""
         return any(s.healthy for s in self.store.snapshot().values())
+
+
+def _with_other_replicas(snapshot: dict[str, BackendSnapshot], others: dict[str, int]) -> dict[str, BackendSnapshot]:
+    """Other replicas' requests count as foreign load: at least what they say they have in flight
+    (llama-server's own report, polled, may be older)."""
+    if not others:
+        return snapshot
+    return {
+        name: replace(state, foreign=max(state.foreign, others.get(name, 0))) if others.get(name) else state
+        for name, state in snapshot.items()
+    }
+
+
+def _with_known_prefix(features: Features, prefix: PrefixView, raw: dict[str, Any]) -> Features:
+    """The known part of the prompt at its measured token count, the rest estimated."""
+    found = prefix.longest()
+    if found is None:
+        return features
+    index, entry = found
+    known_bytes = (index + 1) * BLOCK
+    rest = max(0, prompt_bytes(raw) - known_bytes)
+    return replace(features, tokens=entry.tokens + round(rest / BYTES_PER_TOKEN))
 
 
 def safe_url(url: str) -> str:

@@ -20,6 +20,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_level: str = "info"
     log_format: str = "auto"  # json | text | auto (json when stderr is not a terminal)
     reload_interval: float = 1.0  # seconds between checks of the policy file; 0: only on SIGHUP
+    redis_url: str | None = None  # REDIS_URL: share state with other replicas; None: in memory
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -34,6 +35,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             ("log_level", "CCGATE_LOG_LEVEL"),
             ("log_format", "CCGATE_LOG_FORMAT"),
             ("reload_interval", "CCGATE_RELOAD_INTERVAL"),
+            ("redis_url", "REDIS_URL"),
         ):
             if env.get(var):
                 values[field] = env[var]

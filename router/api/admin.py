@@ -15,4 +15,4 @@ async def admin_explain(request: Request) -> dict:
     raw = decode_body(await request.body())
     parsed = validate(raw, MessagesRequest)
     gateway: Gateway = request.app.state.gateway
-    return explain(gateway.engine, features_of(parsed, raw, request.headers), gateway.store.snapshot())
+    return explain(gateway.engine, features_of(parsed, raw, request.headers), gateway.snapshot())

@@ -38,7 +38,7 @@ async def readyz(request: Request) -> Response[dict]:
             "queue_depth": s.queue_depth,
             "slots": s.slots,
         }
-        for name, s in gateway.store.snapshot().items()
+        for name, s in gateway.snapshot().items()
     }
     ready = gateway.ready()
     return Response(

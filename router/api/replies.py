@@ -49,6 +49,8 @@ async def _disconnected(request: Request) -> None:
 
 def route_headers(outcome: Outcome) -> dict[str, str]:
     headers = {"x-ccgate-route": outcome.rule, "x-ccgate-backend": outcome.backend}
+    if outcome.slot >= 0:
+        headers["x-ccgate-slot"] = str(outcome.slot)
     if outcome.fallbacks:
         headers["x-ccgate-fallback-reason"] = header_safe("; ".join(outcome.fallbacks))
     return headers

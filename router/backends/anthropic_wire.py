@@ -15,6 +15,7 @@ from router.backends.http import UpstreamClient
 from router.backends.llama_probe import LlamaProbe
 from router.backends.stream import collect, streaming_reply
 from router.backends.tool_guarding import guard_body, guard_for, guarded
+from router.policy.prefix import without_billing_header
 from router.policy.schema import BackendConfig
 from router.protocol.errors import upstream_error_message, upstream_error_type
 from router.protocol.sse import SSEDecoder
@@ -49,7 +50,7 @@ class AnthropicWireBackend:
 
     async def messages(self, incoming: Incoming) -> Reply:
         client_streams = bool(incoming.raw.get("stream"))
-        body = self._body(incoming, stream=client_streams or self.streams_upstream)
+        body = self._body(incoming, stream=client_streams or self.streams_upstream, messages=True)
         headers = self._headers(incoming.headers)
         path = self._path("/v1/messages", incoming)
         guard = guard_for(self.config, incoming)
@@ -101,8 +102,8 @@ class AnthropicWireBackend:
         # `?beta=true` means something to the Anthropic API; llama-server has no use for it.
         return f"{path}?{incoming.query}" if incoming.query and self.forwards_client_headers else path
 
-    def _body(self, incoming: Incoming, stream: bool | None = None) -> bytes:
-        changes: dict[str, object] = {}
+    def _body(self, incoming: Incoming, stream: bool | None = None, messages: bool = False) -> bytes:
+        changes: dict[str, object] = self._local_changes(incoming, messages)
         requested = str(incoming.raw.get("model", ""))
         upstream = self.config.upstream_model(requested)
         if upstream != requested:
@@ -110,6 +111,9 @@ class AnthropicWireBackend:
         if stream is not None and bool(incoming.raw.get("stream")) != stream:
             changes["stream"] = stream
         return msgspec.json.encode({**incoming.raw, **changes}) if changes else incoming.body
+
+    def _local_changes(self, incoming: Incoming, messages: bool) -> dict[str, object]:
+        return {}
 
     def _headers(self, client: Mapping[str, str]) -> dict[str, str]:
         headers = {"content-type": JSON}
@@ -135,6 +139,22 @@ class LlamaCppBackend(AnthropicWireBackend):
 
     async def probe(self) -> Probe:
         return await self._probe()
+
+    def _local_changes(self, incoming: Incoming, messages: bool) -> dict[str, object]:
+        return llama_changes(incoming.raw.get("system"), incoming.slot if messages else None)
+
+
+def llama_changes(system: object, slot: int | None) -> dict[str, object]:
+    """What a llama-server request gets: no billing block (a per-session value at the very start
+    of the prompt, it would void the slot's KV cache every time), and the slot to run on."""
+    changes: dict[str, object] = {}
+    stripped = without_billing_header(system)
+    if stripped != system:
+        changes["system"] = stripped
+    if slot is not None:
+        changes["id_slot"] = slot
+        changes["cache_prompt"] = True
+    return changes
 
 
 def credentials(config: BackendConfig, client: Mapping[str, str]) -> dict[str, str]:

@@ -94,6 +94,7 @@ class Incoming:
     body: bytes  # the body as received, forwarded untouched when nothing must change
     headers: Mapping[str, str]
     query: str = ""
+    slot: int | None = None  # the llama.cpp slot to run on (id_slot), chosen by prefix affinity
 
 
 @dataclass(slots=True)

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import msgspec
 
-from router.backends.anthropic_wire import credentials
+from router.backends.anthropic_wire import credentials, llama_changes
 from router.backends.base import BackendProtocolError, Incoming, Probe, Reply
 from router.backends.http import UpstreamClient
 from router.backends.llama_probe import LlamaProbe
@@ -38,12 +38,17 @@ class OpenAIWireBackend:
         headers = {"content-type": JSON, **credentials(self.config, incoming.headers)}
         # llama-server gets non-streaming requests streamed too: see stream.collect.
         guard = guard_for(self.config, incoming)
+        local: dict[str, object] = {}
+        if self.config.kind == "llamacpp":
+            local = llama_changes(request.system, incoming.slot)
+            if "system" in local:
+                request = msgspec.structs.replace(request, system=local.pop("system"))
         if request.stream or self._llama is not None:
             streamed = request if request.stream else msgspec.structs.replace(request, stream=True)
-            body = msgspec.json.encode(to_openai_request(streamed, model))
+            body = msgspec.json.encode({**to_openai_request(streamed, model), **local})
             reply = await self._stream(body, headers, request.model, guard, collect_all=not request.stream)
         else:
-            body = msgspec.json.encode(to_openai_request(request, model))
+            body = msgspec.json.encode({**to_openai_request(request, model), **local})
             response = await self.http.post(CHAT, body, headers)
             try:
                 decoded = msgspec.json.decode(response.content)

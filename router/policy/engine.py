@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from router.policy.affinity import PrefixView, SlotChoice, slot_choices
 from router.policy.conditions import Condition, compile_when
 from router.policy.features import Features
 from router.policy.model_families import family_of, supports_tools
@@ -27,6 +28,7 @@ class Decision:
     skipped: dict[str, str] = field(default_factory=dict)  # backend → why it was passed over
     transform: Transform | None = None
     skip_kinds: dict[str, str] = field(default_factory=dict)  # backend → busy, unhealthy, ... (a metric label)
+    slots: dict[str, SlotChoice] = field(default_factory=dict)  # llama.cpp slot to pin, per candidate
 
 
 def busy_limit(config: BackendConfig, state: BackendSnapshot) -> int | None:
@@ -52,23 +54,47 @@ class Engine:
             (rule, compile_when(rule.when, f"$.rules[{i}].when", names, busy)) for i, rule in enumerate(policy.rules)
         ]
 
-    def decide(self, features: Features, state: Mapping[str, BackendSnapshot]) -> Decision:
+    def decide(
+        self,
+        features: Features,
+        state: Mapping[str, BackendSnapshot],
+        prefix: PrefixView | None = None,
+        sequence: int = 0,
+    ) -> Decision:
+        """`prefix`: what the prefix index knows of this prompt; `sequence`: a request counter
+        for round-robin pools."""
         for rule, condition in self._rules:
             if condition(features, state):
-                return self._filter(rule, features, state)
+                return self._filter(rule, features, state, prefix or PrefixView(), sequence)
         return Decision("(no rule matched)", (), {})
 
-    def _filter(self, rule: Rule, features: Features, state: Mapping[str, BackendSnapshot]) -> Decision:
+    def _filter(
+        self,
+        rule: Rule,
+        features: Features,
+        state: Mapping[str, BackendSnapshot],
+        prefix: PrefixView,
+        sequence: int,
+    ) -> Decision:
         candidates: list[str] = []
         skipped: dict[str, str] = {}
         kinds: dict[str, str] = {}
-        for name in rule.to:
-            why = self._skip_reason(self.policy.backends[name], state.get(name, BackendSnapshot()), features)
-            if why:
-                kinds[name], skipped[name] = why
-            else:
-                candidates.append(name)
-        return Decision(rule.name, tuple(candidates), skipped, rule.transform, kinds)
+        slots: dict[str, SlotChoice] = {}
+        for group in rule.groups:
+            eligible: list[str] = []
+            for name in group:
+                why = self._skip_reason(self.policy.backends[name], state.get(name, BackendSnapshot()), features)
+                if why:
+                    kinds[name], skipped[name] = why
+                else:
+                    eligible.append(name)
+            for name in eligible if rule.pick == "affinity" else ():
+                if self.policy.backends[name].kind == "llamacpp":
+                    slots[name] = slot_choices(prefix, name, state.get(name, BackendSnapshot()).slots)[0]
+            if len(eligible) > 1:
+                eligible = _pick(rule.pick, eligible, state, slots, sequence)
+            candidates += eligible
+        return Decision(rule.name, tuple(candidates), skipped, rule.transform, kinds, slots)
 
     @staticmethod
     def _skip_reason(config: BackendConfig, state: BackendSnapshot, features: Features) -> tuple[str, str] | None:
@@ -91,6 +117,27 @@ class Engine:
         if is_busy(config, state):
             return "busy", f"busy {state.queue_depth}/{busy_limit(config, state)}"
         return None
+
+
+def _pick(
+    how: str, names: list[str], state: Mapping[str, BackendSnapshot], slots: Mapping[str, SlotChoice], sequence: int
+) -> list[str]:
+    """A pool's members in the order to try them."""
+    if how == "round_robin":
+        turn = sequence % len(names)
+        return names[turn:] + names[:turn]
+
+    def load(name: str) -> int:
+        return state.get(name, BackendSnapshot()).queue_depth
+
+    if how == "least_busy":
+        return sorted(names, key=load)  # stable: ties keep the policy's order
+
+    def affinity(name: str) -> tuple[bool, int, int]:
+        choice = slots.get(name)
+        return (choice.busy, -choice.score, load(name)) if choice else (False, 0, load(name))
+
+    return sorted(names, key=affinity)
 
 
 def _takes_tools(setting: bool | str, state: BackendSnapshot) -> bool:

@@ -13,7 +13,7 @@ from router.policy.snapshot import BackendSnapshot
 def explain(engine: Engine, features: Features, state: Mapping[str, BackendSnapshot]) -> dict[str, Any]:
     decision = engine.decide(features, state)
     rule = next((r for r in engine.policy.rules if r.name == decision.rule), None)
-    targets = list(rule.to) if rule else []
+    targets = rule.targets if rule else []
     return {
         "rule": decision.rule,
         "backend": decision.candidates[0] if decision.candidates else None,

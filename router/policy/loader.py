@@ -110,7 +110,13 @@ def _check_references(policy: Policy, source: str, node: yaml.Node | None) -> No
             raise PolicyError(
                 f"{source}:{_line_of(node, f'$.rules[{i}].to')}: rules[{i}].to: name at least one backend"
             )
-        for j, name in enumerate(rule.to):
+        where = f"{source}:{_line_of(node, f'$.rules[{i}].to')}: rules[{i}].to"
+        if any(not group for group in rule.groups):
+            raise PolicyError(f"{where}: an empty pool: name at least one backend in it")
+        twice = sorted({n for n in rule.targets if rule.targets.count(n) > 1})
+        if twice:
+            raise PolicyError(f"{where}: {', '.join(twice)} listed twice")
+        for j, name in enumerate(rule.targets):
             if name not in policy.backends:
                 known = ", ".join(sorted(policy.backends)) or "none"
                 line = _line_of(node, f"$.rules[{i}].to[{j}]")

@@ -98,11 +98,28 @@ class BackendConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_
         return self.dialect or DEFAULT_DIALECT[self.kind]
 
 
+Pick = Literal["affinity", "least_busy", "round_robin"]
+
+
 class Rule(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     name: str
-    to: list[str]
+    # Targets in order; a nested list is a pool of equals whose order `pick` decides per request:
+    # `to: [[llama_a, llama_b], cloud]`.
+    to: list[str | list[str]]
     when: dict[str, Any] | None = None  # compiled by policy/conditions.py; absent: always
     transform: Transform | None = None  # applied to the request before it goes to any target
+    # affinity: the backend and llama.cpp slot holding the longest prefix of the prompt, else
+    # the least busy; least_busy: fewest requests in progress; round_robin: in turn.
+    pick: Pick = "affinity"
+
+    @property
+    def targets(self) -> list[str]:
+        """Every target name, pools flattened, in order."""
+        return [name for item in self.to for name in ([item] if isinstance(item, str) else item)]
+
+    @property
+    def groups(self) -> list[list[str]]:
+        return [[item] if isinstance(item, str) else list(item) for item in self.to]
 
 
 FailureKind = Literal["connect", "timeout", "5xx", "429", "529", "context", "broken", "tool_call"]
@@ -121,7 +138,15 @@ class Fallback(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     on: list[FailureKind] = msgspec.field(default_factory=lambda: list(ALL_FAILURES))
 
 
+class State(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Where replicas share state. REDIS_URL in the environment wins over `redis_url` here."""
+
+    redis_url: str | None = None
+    key_prefix: str = "ccgate:"
+
+
 class Policy(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     backends: dict[str, BackendConfig]
     rules: list[Rule]
     fallback: Fallback = Fallback()
+    state: State = State()

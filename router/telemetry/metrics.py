@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -70,8 +70,31 @@ class Metrics:
             ["backend", "outcome"],
             registry=r,
         )
+        self.prefix = Counter(
+            "ccgate_prefix_requests",
+            "Requests by whether the chosen backend/slot already held part of the prompt (prefix index).",
+            ["backend", "result"],
+            registry=r,
+        )
+        self.prefix_tokens = Counter(
+            "ccgate_prefix_reused_tokens",
+            "Prompt tokens the chosen slot already held, by the prefix index: processing saved.",
+            ["backend"],
+            registry=r,
+        )
+        self.redis_errors = Counter(
+            "ccgate_state_redis_errors", "Failed Redis operations (routing then uses local state).", registry=r
+        )
+        self.redis_up = Gauge(
+            "ccgate_state_redis_up", "1 while shared state in Redis works; 0 when local only.", registry=r
+        )
         self.decisions = Counter("ccgate_decisions", "Routing decisions by matched rule.", ["rule"], registry=r)
         self.reloads = Counter("ccgate_policy_reloads", "Policy reloads by result.", ["result"], registry=r)
+
+    def count_prefix(self, backend: str, reused: int) -> None:
+        self.prefix.labels(backend, "hit" if reused else "miss").inc()
+        if reused:
+            self.prefix_tokens.labels(backend).inc(reused)
 
     def watch_backends(self, snapshot: Callable[[], Mapping[str, BackendSnapshot]]) -> None:
         """Export live backend state, read at scrape time."""

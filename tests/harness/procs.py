@@ -110,11 +110,11 @@ def start_gateway(policy: Path, logdir: Path, env: dict[str, str] | None = None)
     return Process(f"ccgate-{port}", args, port, logdir / f"ccgate-{port}.log", env).start("/healthz")
 
 
-def start_redis(logdir: Path) -> Process:
+def start_redis(logdir: Path, port: int | None = None) -> Process:
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is not installed and REDIS_URL is not reachable: run ./scripts/test")
-    port = free_port()
+    port = port or free_port()
     args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     proc = Process(f"redis-{port}", args, port, logdir / f"redis-{port}.log")
     with proc.log.open("ab") as out:

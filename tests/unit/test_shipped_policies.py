@@ -67,3 +67,17 @@ def test_privacy_local_only_never_leaves_and_is_529_when_busy() -> None:
 def test_default_policy_falls_back_when_local_is_busy() -> None:
     e = engine("default.yaml")
     assert e.decide(feats(), {"local": BackendSnapshot(slots=1, foreign=1)}).candidates == ("fallback",)
+
+
+def test_local_pool_prefers_the_server_holding_the_prompt_and_spills_to_the_cloud() -> None:
+    from router.state.shared import LocalShared
+
+    e = engine("local-pool.yaml")
+    shared = LocalShared(clock=iter(range(100)).__next__)
+    hashes = ("p0", "p1", "p2")
+    shared.remember(hashes, "llama_b", 1, 3000, 3 * 2048)
+    idle = {"llama_a": BackendSnapshot(slots=2), "llama_b": BackendSnapshot(slots=2)}
+    decision = e.decide(feats(), idle, shared.local_view(hashes))
+    assert decision.candidates == ("llama_b", "llama_a", "cloud") and decision.slots["llama_b"].slot == 1
+    full = {"llama_a": BackendSnapshot(slots=2, in_flight=2), "llama_b": BackendSnapshot(slots=2, in_flight=2)}
+    assert e.decide(feats(), full, shared.local_view(hashes)).candidates == ("cloud",)

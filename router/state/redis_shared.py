@@ -1,0 +1,284 @@
+"""Shared state in Redis, so every replica routes with the same prefix index and load.
+
+Keys (prefix `ccgate:` by default):
+- `px:<block hash>` → "backend\\tslot\\ttokens\\tat", with a TTL: who last processed the prompt
+  up to that block;
+- `slots` (hash) "backend\\tslot" → "tail\\ttokens\\tat": what each llama.cpp slot holds;
+- `inflight` (hash) "replica\\tbackend\\tslot" → requests that replica has in progress there;
+- `alive` (hash) replica → the time its heartbeat runs out.
+
+In-flight counts are per-replica hash fields under a heartbeat rather than shared INCR/DECR
+counters or per-request leases: a replica writes its own whole counts (idempotent, so a lost
+write heals at the next one), a replica that dies simply stops renewing `alive` and its fields
+stop counting after HEARTBEAT_TTL, and reading every replica's load is one HGETALL. A routing
+decision costs one round trip: a pipeline of MGET (the request's block hashes) and three HGETALLs.
+
+When Redis fails, the replica logs it once, counts it (`ccgate_state_redis_errors_total`), and
+routes on its local twin (the same index, kept in this process) until a heartbeat finds Redis
+again; it then rewrites its in-flight counts and the index entries it learnt meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import suppress
+
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+from router.policy.affinity import Entry, PrefixView, SlotState
+from router.state.shared import INDEX_TTL, LocalShared, SharedView, entries_of
+
+log = logging.getLogger("ccgate.state")
+
+HEARTBEAT = 1.0  # seconds between heartbeats (and reconnection attempts)
+HEARTBEAT_TTL = 5.0  # a replica silent this long no longer counts
+REPLAY_CAP = 2_000  # index writes kept while Redis is away, replayed when it returns
+
+
+class RedisShared(LocalShared):
+    def __init__(
+        self,
+        url: str,
+        prefix: str = "ccgate:",
+        on_error: Callable[[], None] = lambda: None,
+        on_state: Callable[[bool], None] = lambda up: None,
+    ) -> None:
+        super().__init__()
+        self.client = redis.Redis.from_url(
+            url, socket_timeout=0.5, socket_connect_timeout=0.5, health_check_interval=0, decode_responses=True
+        )
+        self.prefix = prefix
+        self.replica = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.up = True
+        self._on_error = on_error
+        self._on_state = on_state
+        self._dirty = asyncio.Event()
+        self._replay: list[tuple[Sequence[str], str, int, int, int]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._written: set[str] = set()  # this replica's inflight fields in Redis
+        self.changed = self._dirty.set
+
+    async def start(self) -> None:
+        try:
+            await self.client.ping()
+        except (RedisError, OSError) as exc:
+            self._failed(exc)
+        self._tasks = [asyncio.create_task(self._heartbeat()), asyncio.create_task(self._publisher())]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with suppress(asyncio.CancelledError):
+                await task
+        if self.up:  # leave no counts behind
+            with suppress(RedisError, OSError):
+                pipe = self.client.pipeline(transaction=False)
+                if self._written:
+                    pipe.hdel(self._key("inflight"), *self._written)
+                pipe.hdel(self._key("alive"), self.replica)
+                await pipe.execute()
+        with suppress(RedisError, OSError):
+            await self.client.aclose()
+
+    async def view(self, hashes: Sequence[str], backends: Iterable[str]) -> SharedView:
+        local = self.local_view(hashes)
+        if not self.up:
+            return SharedView(local)
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            if hashes:
+                pipe.mget([self._key("px:" + h) for h in hashes])
+            pipe.hgetall(self._key("slots"))
+            pipe.hgetall(self._key("inflight"))
+            pipe.hgetall(self._key("alive"))
+            results = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self._failed(exc)
+            return SharedView(local)
+        raw_entries = results[0] if hashes else []
+        slots_raw, inflight_raw, alive_raw = results[-3:]
+        entries = tuple(_entry(v) for v in raw_entries)
+        slots = {}
+        for field, value in slots_raw.items():
+            key, state = _slot_key(field), _slot(value)
+            if key is not None and state is not None:
+                slots[key] = state
+        busy = self.busy_counts()
+        others, elsewhere = self._other_replicas(inflight_raw, alive_raw)
+        for key, count in elsewhere.items():
+            busy[key] = busy.get(key, 0) + count
+        return SharedView(PrefixView(tuple(hashes), entries, slots, busy), others)
+
+    def _other_replicas(
+        self, inflight: dict[str, str], alive: dict[str, str]
+    ) -> tuple[dict[str, int], dict[tuple[str, int], int]]:
+        """Live replicas' requests in progress, per backend and per slot (this replica left out)."""
+        now = time.time()
+        live = {replica for replica, until in alive.items() if _float(until) > now}
+        per_backend: dict[str, int] = {}
+        per_slot: dict[tuple[str, int], int] = {}
+        for field, value in inflight.items():
+            parts = field.split("\t")
+            if len(parts) != 3 or parts[0] == self.replica or parts[0] not in live:
+                continue
+            count = int(_float(value))
+            backend, slot = parts[1], int(_float(parts[2]))
+            per_backend[backend] = per_backend.get(backend, 0) + count
+            per_slot[(backend, slot)] = per_slot.get((backend, slot), 0) + count
+        self.others = per_backend
+        return per_backend, per_slot
+
+    def remember(self, hashes: Sequence[str], backend: str, slot: int, tokens: int, total_bytes: int) -> None:
+        super().remember(hashes, backend, slot, tokens, total_bytes)
+        if not hashes:
+            return
+        if not self.up:
+            if len(self._replay) < REPLAY_CAP:
+                self._replay.append((hashes, backend, slot, tokens, total_bytes))
+            return
+        task = asyncio.get_running_loop().create_task(self._write(hashes, backend, slot, tokens, total_bytes))
+        self._tasks.append(task)
+        task.add_done_callback(self._tasks.remove)
+
+    async def _write(self, hashes: Sequence[str], backend: str, slot: int, tokens: int, total_bytes: int) -> None:
+        now = time.time()
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for h, entry in entries_of(hashes, backend, slot, tokens, total_bytes, now):
+                value = f"{entry.backend}\t{entry.slot}\t{entry.tokens}\t{entry.at}"
+                pipe.set(self._key("px:" + h), value, ex=int(INDEX_TTL))
+            pipe.hset(self._key("slots"), f"{backend}\t{slot}", f"{hashes[-1]}\t{tokens}\t{now}")
+            await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self._failed(exc)
+            if len(self._replay) < REPLAY_CAP:
+                self._replay.append((hashes, backend, slot, tokens, total_bytes))
+
+    async def _publisher(self) -> None:
+        """Write this replica's in-flight counts whenever they change (coalesced)."""
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            if self.up:
+                await self._publish()
+
+    async def _publish(self) -> None:
+        counts = {f"{self.replica}\t{b}\t{s}": n for (b, s), n in self.busy_counts().items()}
+        gone = self._written - set(counts)
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            if counts:
+                pipe.hset(self._key("inflight"), mapping=counts)
+            if gone:
+                pipe.hdel(self._key("inflight"), *gone)
+            pipe.hset(self._key("alive"), self.replica, str(time.time() + HEARTBEAT_TTL))
+            await pipe.execute()
+            self._written = set(counts)
+        except (RedisError, OSError) as exc:
+            self._failed(exc)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT)
+            if not self.up:
+                try:
+                    # Connections from before the outage point at a dead server: start afresh.
+                    await self.client.connection_pool.disconnect()
+                    await self.client.ping()
+                except (RedisError, OSError):
+                    continue
+                await self._back()
+            await self._publish()
+            await self._sweep()
+
+    async def _back(self) -> None:
+        self.up = True
+        self._on_state(True)
+        self._written = set()
+        replay, self._replay = self._replay, []
+        log.warning("redis is back: sharing state again (%d index writes replayed)", len(replay))
+        for args in replay:
+            await self._write(*args)
+
+    async def _sweep(self) -> None:
+        """Read the other replicas' load (for /metrics and readiness between requests) and drop
+        the fields of replicas whose heartbeat ran out: they died without cleaning up."""
+        if not self.up:
+            return
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hgetall(self._key("inflight"))
+            pipe.hgetall(self._key("alive"))
+            inflight, alive = await pipe.execute()
+            self._other_replicas(inflight, alive)
+            now = time.time()
+            dead = {r for r, until in alive.items() if _float(until) < now - HEARTBEAT_TTL}
+            if not dead:
+                return
+            stale = [f for f in inflight if f.split("\t", 1)[0] in dead]
+            pipe = self.client.pipeline(transaction=False)
+            if stale:
+                pipe.hdel(self._key("inflight"), *stale)
+            pipe.hdel(self._key("alive"), *dead)
+            await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self._failed(exc)
+
+    def _failed(self, exc: BaseException) -> None:
+        self._on_error()
+        self.others = {}  # unknown now: count only what llama-server reports
+        if self.up:
+            self.up = False
+            self._on_state(False)
+            log.warning(
+                "redis unavailable (%s): routing on this replica's own state until it returns",
+                type(exc).__name__,
+            )
+
+    def _key(self, name: str) -> str:
+        return self.prefix + name
+
+
+def _entry(value: str | None) -> Entry | None:
+    if not value:
+        return None
+    parts = value.split("\t")
+    if len(parts) != 4:
+        return None
+    try:
+        return Entry(parts[0], int(parts[1]), int(parts[2]), float(parts[3]))
+    except ValueError:
+        return None
+
+
+def _slot(value: str) -> SlotState | None:
+    parts = value.split("\t")
+    if len(parts) != 3:
+        return None
+    try:
+        return SlotState(parts[0], int(parts[1]), float(parts[2]))
+    except ValueError:
+        return None
+
+
+def _slot_key(field: str) -> tuple[str, int] | None:
+    backend, _, slot = field.rpartition("\t")
+    try:
+        return (backend, int(slot)) if backend else None
+    except ValueError:
+        return None
+
+
+def _float(value: str | None) -> float:
+    try:
+        return float(value or 0)
+    except ValueError:
+        return 0.0

@@ -1,0 +1,99 @@
+"""State replicas share: the prefix index, and requests in progress per backend and slot.
+
+`LocalShared` keeps it in this process (the default: `ccgate serve` needs no services);
+`RedisShared` (state/redis_shared.py) puts it in Redis for every replica and falls back to its
+local twin while Redis is away.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from router.policy.affinity import Entry, PrefixView, SlotState
+from router.policy.prefix import BLOCK
+
+INDEX_TTL = 3600.0  # seconds an index entry lives unused: KV caches rarely outlive it
+INDEX_CAP = 200_000  # entries kept in memory (~40 per Claude Code prompt)
+
+
+@dataclass(frozen=True, slots=True)
+class SharedView:
+    prefix: PrefixView
+    others: dict[str, int] = field(default_factory=dict)  # other replicas' requests in progress, per backend
+
+
+class LocalShared:
+    """One process: the index in memory (LRU with TTL), in-flight counts of this replica only."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._entries: OrderedDict[str, Entry] = OrderedDict()
+        self._slots: dict[tuple[str, int], SlotState] = {}
+        self._busy: dict[tuple[str, int], int] = {}
+        self.changed: Callable[[], None] = lambda: None  # called when in-flight counts change
+        self.others: dict[str, int] = {}  # other replicas' requests in progress, as last read
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def view(self, hashes: Sequence[str], backends: Iterable[str]) -> SharedView:
+        return SharedView(self.local_view(hashes))
+
+    def local_view(self, hashes: Sequence[str]) -> PrefixView:
+        now = self._clock()
+        entries: list[Entry | None] = []
+        for h in hashes:
+            entry = self._entries.get(h)
+            if entry is not None and now - entry.at > INDEX_TTL:
+                del self._entries[h]
+                entry = None
+            entries.append(entry)
+        return PrefixView(tuple(hashes), tuple(entries), dict(self._slots), dict(self._busy))
+
+    def remember(self, hashes: Sequence[str], backend: str, slot: int, tokens: int, total_bytes: int) -> None:
+        """A backend processed this prompt on this slot: record who holds each of its blocks."""
+        now = self._clock()  # one time for the blocks and the slot: equal times tie them together
+        for entry_hash, entry in entries_of(hashes, backend, slot, tokens, total_bytes, now):
+            self._entries[entry_hash] = entry
+            self._entries.move_to_end(entry_hash)
+        while len(self._entries) > INDEX_CAP:
+            self._entries.popitem(last=False)
+        if hashes:
+            self._slots[(backend, slot)] = SlotState(hashes[-1], tokens, now)
+
+    def begin(self, backend: str, slot: int) -> Callable[[], None]:
+        key = (backend, slot)
+        self._busy[key] = self._busy.get(key, 0) + 1
+        self.changed()
+        done = False
+
+        def end() -> None:
+            nonlocal done
+            if not done:
+                done = True
+                self._busy[key] -= 1
+                if not self._busy[key]:
+                    del self._busy[key]
+                self.changed()
+
+        return end
+
+    def busy_counts(self) -> dict[tuple[str, int], int]:
+        return dict(self._busy)
+
+
+def entries_of(
+    hashes: Sequence[str], backend: str, slot: int, tokens: int, total_bytes: int, at: float
+) -> list[tuple[str, Entry]]:
+    """Each block's entry, its token count prorated from the prompt's total by position."""
+    out = []
+    for i, h in enumerate(hashes):
+        share = min(1.0, (i + 1) * BLOCK / total_bytes) if total_bytes else 1.0
+        out.append((h, Entry(backend, slot, round(tokens * share), at)))
+    return out
