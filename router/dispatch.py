@@ -24,7 +24,7 @@ from router.backends.base import (
     Incoming,
     Reply,
 )
-from router.policy.affinity import NO_SLOT
+from router.policy.affinity import NO_SLOT, SlotState
 from router.policy.engine import Decision
 from router.policy.schema import ALL_FAILURES
 from router.state.store import StateStore
@@ -45,6 +45,7 @@ class Outcome:
     passed: list[tuple[str, str]] = field(default_factory=list)  # (backend, kind) for metrics
     slot: int = NO_SLOT  # the llama.cpp slot the request was pinned to
     reused: int = 0  # prompt tokens that slot already held, as the prefix index saw it
+    held: SlotState | None = None  # what the slot held before, as the prefix index saw it
 
 
 class DispatchFailed(Exception):
@@ -136,7 +137,8 @@ async def dispatch(
             if slot != NO_SLOT:
                 span.set_attribute("ccgate.llamacpp.slot", slot)
             reused = choice.reused if choice is not None else 0
-            return Outcome(reply, name, decision.rule, passed_over, passed, slot, reused)
+            held = choice.held if choice is not None else None
+            return Outcome(reply, name, decision.rule, passed_over, passed, slot, reused, held)
     failure = _failure(decision.rule, failures, passed_over)
     failure.passed = passed
     raise failure

@@ -18,7 +18,7 @@ from router.dispatch import Operation, Outcome, dispatch
 from router.policy.affinity import PrefixView
 from router.policy.engine import Engine
 from router.policy.features import Features, features_of
-from router.policy.prefix import BLOCK, block_hashes, prompt_bytes
+from router.policy.prefix import BLOCK, hashed
 from router.policy.schema import Policy
 from router.policy.snapshot import BackendSnapshot
 from router.policy.transforms import Transform, apply
@@ -86,14 +86,14 @@ class Gateway:
     async def route(self, incoming: Incoming, operation: Operation) -> Outcome:
         routing = self._routing  # a reload mid-request does not change this request's world
         features = features_of(incoming.request, incoming.raw, incoming.headers, len(incoming.body))
-        hashes = block_hashes(incoming.raw) if operation == "messages" else []
+        hashes, total_bytes = hashed(incoming.raw) if operation == "messages" else ([], 0)
         with self.tracer.start_as_current_span("ccgate.route") as span:
             if operation == "messages":
                 view = await self.shared.view(hashes, routing.backends)
             else:
                 view = SharedView(self.shared.local_view(()))
             snapshot = _with_other_replicas(self.store.snapshot(), view.others)
-            features = _with_known_prefix(features, view.prefix, incoming.raw)
+            features = _with_known_prefix(features, view.prefix, total_bytes)
             decision = routing.engine.decide(features, snapshot, view.prefix, next(self._sequence))
             if span.is_recording():
                 span.set_attributes(
@@ -111,7 +111,7 @@ class Gateway:
             decision, routing.backends, self.store, incoming, operation, moves_on, self.tracer, self.shared.begin
         )
         if operation == "messages":
-            self._learn_on_close(outcome, hashes, prompt_bytes(incoming.raw))
+            self._learn_on_close(outcome, hashes, total_bytes)
         return outcome
 
     def _learn_on_close(self, outcome: Outcome, hashes: list[str], total_bytes: int) -> None:
@@ -119,10 +119,12 @@ class Gateway:
         reply, backend, slot = outcome.reply, outcome.backend, outcome.slot
         self.on_prefix(backend, outcome.reused)
 
+        previous = outcome.held
+
         def learn() -> None:
             tokens = reply.usage.input + reply.usage.cached
             if tokens and reply.status == 200:
-                self.shared.remember(hashes, backend, slot, tokens, total_bytes)
+                self.shared.remember(hashes, backend, slot, tokens, total_bytes, previous)
 
         if reply.streaming:
             reply.on_close.append(learn)
@@ -195,14 +197,14 @@ def _with_other_replicas(snapshot: dict[str, BackendSnapshot], others: dict[str,
     }
 
 
-def _with_known_prefix(features: Features, prefix: PrefixView, raw: dict[str, Any]) -> Features:
+def _with_known_prefix(features: Features, prefix: PrefixView, total_bytes: int) -> Features:
     """The known part of the prompt at its measured token count, the rest estimated."""
     found = prefix.longest()
     if found is None:
         return features
     index, entry = found
     known_bytes = (index + 1) * BLOCK
-    rest = max(0, prompt_bytes(raw) - known_bytes)
+    rest = max(0, total_bytes - known_bytes)
     return replace(features, tokens=entry.tokens + round(rest / BYTES_PER_TOKEN))
 
 

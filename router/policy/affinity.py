@@ -28,11 +28,15 @@ class Entry:
 
 @dataclass(frozen=True, slots=True)
 class SlotState:
-    """What a slot holds: the last whole block of its last prompt, and that prompt's tokens."""
+    """What a slot holds: the last whole block of its last prompt, and that prompt's tokens.
+
+    `since`: when its current conversation began there; later prompts only extended it, so
+    every block this slot wrote since then is still in its cache."""
 
     tail: str
     tokens: int
     at: float
+    since: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +64,7 @@ class SlotChoice:
     reused: int  # tokens of this prompt the slot already holds
     evicted: int  # tokens of another conversation it would lose
     busy: bool
+    held: SlotState | None = None  # what the slot holds now
 
     @property
     def score(self) -> int:
@@ -83,9 +88,9 @@ def _choice(view: PrefixView, backend: str, slot: int, position: Mapping[str, in
     at = position.get(state.tail)
     if at is not None:  # the slot's whole prompt is a prefix of this one
         entry = view.entries[at] if at < len(view.entries) else None
-        return SlotChoice(backend, slot, entry.tokens if entry else state.tokens, 0, busy)
+        return SlotChoice(backend, slot, entry.tokens if entry else state.tokens, 0, busy, state)
     for i in range(len(view.entries) - 1, -1, -1):
         entry = view.entries[i]
-        if entry is not None and (entry.backend, entry.slot) == (backend, slot) and entry.at == state.at:
-            return SlotChoice(backend, slot, entry.tokens, max(0, state.tokens - entry.tokens), busy)
-    return SlotChoice(backend, slot, 0, state.tokens, busy)
+        if entry is not None and (entry.backend, entry.slot) == (backend, slot) and entry.at >= state.since:
+            return SlotChoice(backend, slot, entry.tokens, max(0, state.tokens - entry.tokens), busy, state)
+    return SlotChoice(backend, slot, 0, state.tokens, busy, state)

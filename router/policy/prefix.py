@@ -27,6 +27,11 @@ def canonical(raw: Mapping[str, Any]) -> bytes:
 
 def block_hashes(raw: Mapping[str, Any]) -> list[str]:
     """Hex hashes of the canonical prompt's whole blocks, each chained on the one before."""
+    return hashed(raw)[0]
+
+
+def hashed(raw: Mapping[str, Any]) -> tuple[list[str], int]:
+    """The block hashes and the canonical prompt's length in bytes, from one serialisation."""
     data = canonical(raw)
     hashes: list[str] = []
     previous = b""
@@ -34,11 +39,7 @@ def block_hashes(raw: Mapping[str, Any]) -> list[str]:
         digest = hashlib.blake2b(previous + data[start : start + BLOCK], digest_size=12).digest()
         hashes.append(digest.hex())
         previous = digest
-    return hashes
-
-
-def prompt_bytes(raw: Mapping[str, Any]) -> int:
-    return len(canonical(raw))
+    return hashes, len(data)
 
 
 def without_billing_header(system: Any) -> Any:

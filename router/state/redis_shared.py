@@ -33,7 +33,7 @@ import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from router.policy.affinity import Entry, PrefixView, SlotState
-from router.state.shared import INDEX_TTL, LocalShared, SharedView, entries_of
+from router.state.shared import INDEX_TTL, LocalShared, SharedView
 
 log = logging.getLogger("ccgate.state")
 
@@ -60,7 +60,7 @@ class RedisShared(LocalShared):
         self._on_error = on_error
         self._on_state = on_state
         self._dirty = asyncio.Event()
-        self._replay: list[tuple[Sequence[str], str, int, int, int]] = []
+        self._replay: list[tuple[list[tuple[str, Entry]], str, int, SlotState]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._written: set[str] = set()  # this replica's inflight fields in Redis
         self.changed = self._dirty.set
@@ -136,31 +136,41 @@ class RedisShared(LocalShared):
         self.others = per_backend
         return per_backend, per_slot
 
-    def remember(self, hashes: Sequence[str], backend: str, slot: int, tokens: int, total_bytes: int) -> None:
-        super().remember(hashes, backend, slot, tokens, total_bytes)
-        if not hashes:
-            return
+    def remember(
+        self,
+        hashes: Sequence[str],
+        backend: str,
+        slot: int,
+        tokens: int,
+        total_bytes: int,
+        previous: SlotState | None = None,
+    ) -> tuple[list[tuple[str, Entry]], SlotState | None]:
+        written, state = super().remember(hashes, backend, slot, tokens, total_bytes, previous)
+        if state is None:
+            return written, state
+        write = (written, backend, slot, state)
         if not self.up:
             if len(self._replay) < REPLAY_CAP:
-                self._replay.append((hashes, backend, slot, tokens, total_bytes))
-            return
-        task = asyncio.get_running_loop().create_task(self._write(hashes, backend, slot, tokens, total_bytes))
+                self._replay.append(write)
+            return written, state
+        task = asyncio.get_running_loop().create_task(self._write(*write))
         self._tasks.append(task)
         task.add_done_callback(self._tasks.remove)
+        return written, state
 
-    async def _write(self, hashes: Sequence[str], backend: str, slot: int, tokens: int, total_bytes: int) -> None:
-        now = time.time()
+    async def _write(self, written: list[tuple[str, Entry]], backend: str, slot: int, state: SlotState) -> None:
         try:
             pipe = self.client.pipeline(transaction=False)
-            for h, entry in entries_of(hashes, backend, slot, tokens, total_bytes, now):
+            for h, entry in written:
                 value = f"{entry.backend}\t{entry.slot}\t{entry.tokens}\t{entry.at}"
                 pipe.set(self._key("px:" + h), value, ex=int(INDEX_TTL))
-            pipe.hset(self._key("slots"), f"{backend}\t{slot}", f"{hashes[-1]}\t{tokens}\t{now}")
+            slot_value = f"{state.tail}\t{state.tokens}\t{state.at}\t{state.since}"
+            pipe.hset(self._key("slots"), f"{backend}\t{slot}", slot_value)
             await pipe.execute()
         except (RedisError, OSError) as exc:
             self._failed(exc)
             if len(self._replay) < REPLAY_CAP:
-                self._replay.append((hashes, backend, slot, tokens, total_bytes))
+                self._replay.append((written, backend, slot, state))
 
     async def _publisher(self) -> None:
         """Write this replica's in-flight counts whenever they change (coalesced)."""
@@ -261,10 +271,10 @@ def _entry(value: str | None) -> Entry | None:
 
 def _slot(value: str) -> SlotState | None:
     parts = value.split("\t")
-    if len(parts) != 3:
+    if len(parts) != 4:
         return None
     try:
-        return SlotState(parts[0], int(parts[1]), float(parts[2]))
+        return SlotState(parts[0], int(parts[1]), float(parts[2]), float(parts[3]))
     except ValueError:
         return None
 

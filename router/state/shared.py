@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 
 from router.policy.affinity import Entry, PrefixView, SlotState
@@ -56,16 +57,32 @@ class LocalShared:
             entries.append(entry)
         return PrefixView(tuple(hashes), tuple(entries), dict(self._slots), dict(self._busy))
 
-    def remember(self, hashes: Sequence[str], backend: str, slot: int, tokens: int, total_bytes: int) -> None:
-        """A backend processed this prompt on this slot: record who holds each of its blocks."""
-        now = self._clock()  # one time for the blocks and the slot: equal times tie them together
-        for entry_hash, entry in entries_of(hashes, backend, slot, tokens, total_bytes, now):
+    def remember(
+        self,
+        hashes: Sequence[str],
+        backend: str,
+        slot: int,
+        tokens: int,
+        total_bytes: int,
+        previous: SlotState | None = None,
+    ) -> tuple[list[tuple[str, Entry]], SlotState | None]:
+        """A backend processed this prompt on this slot: record who holds each of its blocks.
+
+        `previous`: what the slot held before, as the routing decision saw it. When this prompt
+        only extends it, the blocks it already had are still right and only the new ones are
+        written. Returns what was written (for a shared store to write too)."""
+        if not hashes:
+            return [], None
+        now = self._clock()
+        start, since = extension(hashes, previous, now)
+        written = entries_of(hashes, backend, slot, tokens, total_bytes, now)[start:]
+        for entry_hash, entry in written:
             self._entries[entry_hash] = entry
             self._entries.move_to_end(entry_hash)
         while len(self._entries) > INDEX_CAP:
             self._entries.popitem(last=False)
-        if hashes:
-            self._slots[(backend, slot)] = SlotState(hashes[-1], tokens, now)
+        state = self._slots[(backend, slot)] = SlotState(hashes[-1], tokens, now, since)
+        return written, state
 
     def begin(self, backend: str, slot: int) -> Callable[[], None]:
         key = (backend, slot)
@@ -86,6 +103,15 @@ class LocalShared:
 
     def busy_counts(self) -> dict[tuple[str, int], int]:
         return dict(self._busy)
+
+
+def extension(hashes: Sequence[str], previous: SlotState | None, now: float) -> tuple[int, float]:
+    """(first block to write, when the slot's conversation began). A prompt that extends what the
+    slot held writes only its new blocks, unless the old ones are halfway to expiring."""
+    if previous is not None and now - previous.since < INDEX_TTL / 2:
+        with suppress(ValueError):
+            return hashes.index(previous.tail) + 1, previous.since
+    return 0, now
 
 
 def entries_of(

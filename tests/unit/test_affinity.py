@@ -98,3 +98,16 @@ def test_least_busy_and_round_robin() -> None:
     assert engine("least_busy").decide(feats(), loaded).candidates == ("b", "a", "cloud")
     rr = engine("round_robin")
     assert [rr.decide(feats(), IDLE, sequence=n).candidates[0] for n in range(4)] == ["a", "b", "a", "b"]
+
+
+def test_a_growing_conversation_writes_only_its_new_blocks() -> None:
+    shared = LocalShared(clock=iter(range(100)).__next__)
+    written, state = shared.remember(HASHES[:4], "a", 0, 4000, 4 * 2048)
+    assert len(written) == 4
+    written, state = shared.remember(HASHES[:7], "a", 0, 7000, 7 * 2048, previous=state)
+    assert [h for h, _ in written] == list(HASHES[4:7])
+    best = slot_choices(shared.local_view(HASHES), "a", 2)[0]
+    assert (best.slot, best.reused, best.evicted) == (0, 7000, 0)
+    # Another conversation sharing the first two blocks still sees what the slot holds of it.
+    other = slot_choices(shared.local_view((*HASHES[:2], "z2")), "a", 2)
+    assert next(c for c in other if c.slot == 0).reused == 2000
