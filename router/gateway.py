@@ -53,6 +53,7 @@ class Gateway:
         self._routing = Routing(policy, Engine(policy), backends)
         self.store = MemoryState(backends, _breakers(policy))
         self.shared = shared or LocalShared()
+        self.store.on_breaker = self.shared.breaker
         self.poller = Poller(backends, self.store, interval=poll_interval)
         self._background: set[asyncio.Task[None]] = set()
         self._sequence = itertools.count()
@@ -92,7 +93,7 @@ class Gateway:
                 view = await self.shared.view(hashes, routing.backends)
             else:
                 view = SharedView(self.shared.local_view(()))
-            snapshot = _with_other_replicas(self.store.snapshot(), view.others)
+            snapshot = _with_other_replicas(self.store.snapshot(), view.others, self.shared.breakers)
             features = _with_known_prefix(features, view.prefix, total_bytes)
             decision = routing.engine.decide(features, snapshot, view.prefix, next(self._sequence))
             if span.is_recording():
@@ -157,7 +158,7 @@ class Gateway:
 
     def snapshot(self) -> dict[str, BackendSnapshot]:
         """Backend state with the other replicas' load as last read (for metrics and readiness)."""
-        return _with_other_replicas(self.store.snapshot(), self.shared.others)
+        return _with_other_replicas(self.store.snapshot(), self.shared.others, self.shared.breakers)
 
     def describe(self) -> list[str]:
         """Start-up lines a person reads: where each rule sends requests and what is up."""
@@ -186,15 +187,21 @@ class Gateway:
         return any(s.healthy for s in self.store.snapshot().values())
 
 
-def _with_other_replicas(snapshot: dict[str, BackendSnapshot], others: dict[str, int]) -> dict[str, BackendSnapshot]:
+def _with_other_replicas(
+    snapshot: dict[str, BackendSnapshot], others: dict[str, int], breakers: dict[str, float]
+) -> dict[str, BackendSnapshot]:
     """Other replicas' requests count as foreign load: at least what they say they have in flight
-    (llama-server's own report, polled, may be older)."""
-    if not others:
+    (llama-server's own report, polled, may be older). A breaker another replica opened is open."""
+    if not others and not breakers:
         return snapshot
-    return {
-        name: replace(state, foreign=max(state.foreign, others.get(name, 0))) if others.get(name) else state
-        for name, state in snapshot.items()
-    }
+    out = {}
+    for name, state in snapshot.items():
+        if others.get(name):
+            state = replace(state, foreign=max(state.foreign, others[name]))
+        if name in breakers and state.breaker == "closed":
+            state = replace(state, breaker="open")
+        out[name] = state
+    return out
 
 
 def _with_known_prefix(features: Features, prefix: PrefixView, total_bytes: int) -> Features:

@@ -77,6 +77,8 @@ async def _handle(
                 "model": incoming.request.model,
                 "rule": outcome.rule,
                 "backend": outcome.backend,
+                "slot": outcome.slot if outcome.slot >= 0 else None,
+                "reused_tokens": outcome.reused,
                 "status": outcome.reply.status,
                 "stream": outcome.reply.streaming,
                 "ms": round(elapsed_ms, 1),

@@ -5,7 +5,8 @@ Keys (prefix `ccgate:` by default):
   up to that block;
 - `slots` (hash) "backend\\tslot" → "tail\\ttokens\\tat": what each llama.cpp slot holds;
 - `inflight` (hash) "replica\\tbackend\\tslot" → requests that replica has in progress there;
-- `alive` (hash) replica → the time its heartbeat runs out.
+- `alive` (hash) replica → the time its heartbeat runs out;
+- `breakers` (hash) backend → until when a replica's breaker for it is open.
 
 In-flight counts are per-replica hash fields under a heartbeat rather than shared INCR/DECR
 counters or per-request leases: a replica writes its own whole counts (idempotent, so a lost
@@ -97,6 +98,7 @@ class RedisShared(LocalShared):
             if hashes:
                 pipe.mget([self._key("px:" + h) for h in hashes])
             pipe.hgetall(self._key("slots"))
+            pipe.hgetall(self._key("breakers"))
             pipe.hgetall(self._key("inflight"))
             pipe.hgetall(self._key("alive"))
             results = await pipe.execute()
@@ -104,7 +106,8 @@ class RedisShared(LocalShared):
             self._failed(exc)
             return SharedView(local)
         raw_entries = results[0] if hashes else []
-        slots_raw, inflight_raw, alive_raw = results[-3:]
+        slots_raw, breakers_raw, inflight_raw, alive_raw = results[-4:]
+        self.breakers = _open_breakers(breakers_raw)
         entries = tuple(_entry(v) for v in raw_entries)
         slots = {}
         for field, value in slots_raw.items():
@@ -172,6 +175,22 @@ class RedisShared(LocalShared):
             if len(self._replay) < REPLAY_CAP:
                 self._replay.append((written, backend, slot, state))
 
+    def breaker(self, backend: str, cooldown: float | None) -> None:
+        if not self.up:
+            return
+        task = asyncio.get_running_loop().create_task(self._write_breaker(backend, cooldown))
+        self._tasks.append(task)
+        task.add_done_callback(self._tasks.remove)
+
+    async def _write_breaker(self, backend: str, cooldown: float | None) -> None:
+        try:
+            if cooldown is None:
+                await self.client.hdel(self._key("breakers"), backend)
+            else:
+                await self.client.hset(self._key("breakers"), backend, str(time.time() + cooldown))
+        except (RedisError, OSError) as exc:
+            self._failed(exc)
+
     async def _publisher(self) -> None:
         """Write this replica's in-flight counts whenever they change (coalesced)."""
         while True:
@@ -227,8 +246,10 @@ class RedisShared(LocalShared):
             pipe = self.client.pipeline(transaction=False)
             pipe.hgetall(self._key("inflight"))
             pipe.hgetall(self._key("alive"))
-            inflight, alive = await pipe.execute()
+            pipe.hgetall(self._key("breakers"))
+            inflight, alive, breakers = await pipe.execute()
             self._other_replicas(inflight, alive)
+            self.breakers = _open_breakers(breakers)
             now = time.time()
             dead = {r for r, until in alive.items() if _float(until) < now - HEARTBEAT_TTL}
             if not dead:
@@ -245,6 +266,7 @@ class RedisShared(LocalShared):
     def _failed(self, exc: BaseException) -> None:
         self._on_error()
         self.others = {}  # unknown now: count only what llama-server reports
+        self.breakers = {}
         if self.up:
             self.up = False
             self._on_state(False)
@@ -255,6 +277,11 @@ class RedisShared(LocalShared):
 
     def _key(self, name: str) -> str:
         return self.prefix + name
+
+
+def _open_breakers(raw: dict[str, str]) -> dict[str, float]:
+    now = time.time()
+    return {backend: until for backend, value in raw.items() if (until := _float(value)) > now}
 
 
 def _entry(value: str | None) -> Entry | None:

@@ -36,6 +36,7 @@ class LocalShared:
         self._busy: dict[tuple[str, int], int] = {}
         self.changed: Callable[[], None] = lambda: None  # called when in-flight counts change
         self.others: dict[str, int] = {}  # other replicas' requests in progress, as last read
+        self.breakers: dict[str, float] = {}  # backend → until when another replica's breaker is open
 
     async def start(self) -> None:
         return None
@@ -83,6 +84,10 @@ class LocalShared:
             self._entries.popitem(last=False)
         state = self._slots[(backend, slot)] = SlotState(hashes[-1], tokens, now, since)
         return written, state
+
+    def breaker(self, backend: str, cooldown: float | None) -> None:
+        """This replica's breaker for `backend` opened (for `cooldown` seconds) or closed (None)."""
+        return None
 
     def begin(self, backend: str, slot: int) -> Callable[[], None]:
         key = (backend, slot)

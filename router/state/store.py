@@ -68,6 +68,8 @@ class MemoryState:
         self._breakers: dict[str, _Breaker] = {}
         self._settings: dict[str, BreakerSettings] = {}
         self._clock = clock
+        # Told when a breaker opens (backend, seconds it stays open) or closes, to share it.
+        self.on_breaker: Callable[[str, float | None], None] = lambda backend, cooldown: None
         self.configure(backends, breakers or {})
 
     def configure(
@@ -147,6 +149,7 @@ class MemoryState:
         breaker = self._breakers[backend]
         if breaker.opened_at is not None:
             log.info("breaker of backend %s closed", backend)
+            self.on_breaker(backend, None)
         breaker.failures, breaker.opened_at = 0, None
 
     def failed(self, backend: str, reason: str, unreachable: bool = False) -> None:
@@ -159,6 +162,7 @@ class MemoryState:
                     "breaker of backend %s opened after %d failures (last: %s)", backend, breaker.failures, reason
                 )
             breaker.opened_at = self._clock()
+            self.on_breaker(backend, settings.cooldown)
         if unreachable:
             self.observe(backend, Probe(False, reason))
 

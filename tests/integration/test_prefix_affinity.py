@@ -110,3 +110,22 @@ def wait_for(condition, seconds: float) -> bool:
             return True
         time.sleep(0.2)
     return False
+
+
+def test_a_breaker_one_replica_opened_is_open_for_all(
+    start_ccgate, start_llama_server, text_llama: Process, redis_url: str
+) -> None:
+    broken = start_llama_server("broken", "-np", "1")
+    backends = {
+        "local": {"kind": "llamacpp", "url": broken.url, "breaker": {"failures": 2, "cooldown": 30}},
+        "fallback": {"kind": "anthropic", "url": text_llama.url},
+    }
+    extra = {"state": {"key_prefix": f"test-{secrets.token_hex(4)}:"}}
+    first = start_ccgate(backends, env={"REDIS_URL": redis_url}, extra=extra)
+    second = start_ccgate(backends, env={"REDIS_URL": redis_url}, extra=extra)
+    for _ in range(2):  # two 500s from the broken model: the first replica opens its breaker
+        r = httpx.post(first.url + "/v1/messages", json=ask(), timeout=30)
+        assert r.headers["x-ccgate-backend"] == "fallback" and "HTTP 500" in r.headers["x-ccgate-fallback-reason"]
+    assert wait_for(lambda: value(scrape(second), "ccgate_backend_breaker_state", backend="local") == 2, 5)
+    r = httpx.post(second.url + "/v1/messages", json=ask(), timeout=30)
+    assert r.headers["x-ccgate-fallback-reason"] == "local: breaker open"
