@@ -66,6 +66,16 @@ GATEWAY = [
         [("{{backend}}", 'ccgate_backend_breaker_state{backend=~"$backend"}')],
     ),
     (
+        "Tool calls by outcome",
+        "reqps",
+        [
+            (
+                "{{backend}} {{outcome}}",
+                f"sum by (backend, outcome) (rate(ccgate_tool_calls_total[{RATE}]))",
+            )
+        ],
+    ),
+    (
         "Shared state: Redis up / errors per second",
         "none",
         [
@@ -138,16 +148,6 @@ LOCAL_MODELS = [
                 "{{backend}}",
                 f'1 - sum by (backend) (rate(ccgate_prefix_requests_total{{result="miss",backend=~"$backend"}}[{RATE}])) / '
                 f'sum by (backend) (rate(ccgate_prefix_requests_total{{backend=~"$backend"}}[{RATE}]))',
-            )
-        ],
-    ),
-    (
-        "Tool calls by outcome",
-        "reqps",
-        [
-            (
-                "{{backend}} {{outcome}}",
-                f'sum by (backend, outcome) (rate(ccgate_tool_calls_total{{backend=~"$backend"}}[{RATE}]))',
             )
         ],
     ),

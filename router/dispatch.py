@@ -161,6 +161,10 @@ def _finisher(span: trace.Span, reply: Reply) -> Callable[[], None]:
         span.set_attribute("gen_ai.usage.input_tokens", usage.input + usage.cached)
         span.set_attribute("gen_ai.usage.output_tokens", usage.output)
         span.set_attribute("ccgate.usage.cached_tokens", usage.cached)
+        if usage.model:
+            span.set_attribute("gen_ai.response.model", usage.model)
+        if usage.stop_reason:
+            span.set_attribute("gen_ai.response.finish_reasons", [usage.stop_reason])
         for outcome in reply.tool_calls:
             span.add_event("ccgate.tool_call", {"ccgate.tool_call.outcome": outcome})
         span.end()

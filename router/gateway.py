@@ -25,7 +25,7 @@ from router.policy.transforms import Transform, apply
 from router.protocol.anthropic import validate
 from router.protocol.estimate import BYTES_PER_TOKEN
 from router.state.poller import Poller
-from router.state.shared import LocalShared, SharedView
+from router.state.shared import LocalShared
 from router.state.store import BreakerSettings, MemoryState
 
 RETIRE_AFTER = 900.0  # seconds a replaced backend's connections stay open for requests still on it
@@ -87,14 +87,14 @@ class Gateway:
     async def route(self, incoming: Incoming, operation: Operation) -> Outcome:
         routing = self._routing  # a reload mid-request does not change this request's world
         features = features_of(incoming.request, incoming.raw, incoming.headers, len(incoming.body))
-        hashes, total_bytes = hashed(incoming.raw) if operation == "messages" else ([], 0)
+        hashes, total_bytes = hashed(incoming.raw)
         with self.tracer.start_as_current_span("ccgate.route") as span:
-            if operation == "messages":
-                view = await self.shared.view(hashes, routing.backends)
-            else:
-                view = SharedView(self.shared.local_view(()))
+            view = await self.shared.view(hashes, routing.backends)
             snapshot = _with_other_replicas(self.store.snapshot(), view.others, self.shared.breakers)
-            features = _with_known_prefix(features, view.prefix, total_bytes)
+            known = _with_known_prefix(features, view.prefix, total_bytes)
+            if known is not features:
+                incoming = replace(incoming, known_tokens=known.tokens)
+            features = known
             decision = routing.engine.decide(features, snapshot, view.prefix, next(self._sequence))
             if span.is_recording():
                 span.set_attributes(

@@ -95,6 +95,9 @@ class Incoming:
     headers: Mapping[str, str]
     query: str = ""
     slot: int | None = None  # the llama.cpp slot to run on (id_slot), chosen by prefix affinity
+    # The prompt's tokens as measured for its known prefix (prefix index) plus an estimate of
+    # the rest; for backends without a token counter of their own.
+    known_tokens: int | None = None
 
 
 @dataclass(slots=True)

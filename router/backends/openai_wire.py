@@ -96,8 +96,9 @@ class OpenAIWireBackend:
         return await streaming_reply(self.http, response, first, outer, outer_finish)
 
     async def count_tokens(self, incoming: Incoming) -> Reply:
-        """Chat Completions has no token counter: a character-based estimate, as documented."""
-        count = estimate_input_tokens(incoming.raw)
+        """Chat Completions has no token counter: the known prefix's measured count plus an
+        estimate of the rest, else a byte-based estimate, as documented."""
+        count = incoming.known_tokens or estimate_input_tokens(incoming.raw)
         return Reply(status=200, content_type=JSON, body=msgspec.json.encode({"input_tokens": count}))
 
     async def probe(self) -> Probe:

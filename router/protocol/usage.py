@@ -16,6 +16,16 @@ class Usage:
     input: int = 0
     output: int = 0
     cached: int = 0
+    model: str | None = None  # the model that answered, as the backend names it
+    stop_reason: str | None = None
+
+    def take(self, message: dict) -> None:
+        """What a message (or message_start's) says: its model, stop reason and usage."""
+        if isinstance(message.get("model"), str):
+            self.model = message["model"]
+        if isinstance(message.get("stop_reason"), str):
+            self.stop_reason = message["stop_reason"]
+        self.update(message.get("usage"))
 
     def update(self, usage: object) -> None:
         if not isinstance(usage, dict):
@@ -40,9 +50,16 @@ class UsageTap:
                 data = msgspec.json.decode(event.data)
             except msgspec.DecodeError:
                 continue
-            if isinstance(data, dict):
-                message = data.get("message")
-                self.usage.update(message.get("usage") if isinstance(message, dict) else data.get("usage"))
+            if not isinstance(data, dict):
+                continue
+            message = data.get("message")
+            if isinstance(message, dict):
+                self.usage.take(message)
+            else:
+                delta = data.get("delta")
+                if isinstance(delta, dict) and isinstance(delta.get("stop_reason"), str):
+                    self.usage.stop_reason = delta["stop_reason"]
+                self.usage.update(data.get("usage"))
 
 
 def usage_of_message(body: bytes) -> Usage:
@@ -52,7 +69,7 @@ def usage_of_message(body: bytes) -> Usage:
     except msgspec.DecodeError:
         return usage
     if isinstance(message, dict):
-        usage.update(message.get("usage"))
+        usage.take(message)
     return usage
 
 

@@ -129,3 +129,16 @@ def test_a_breaker_one_replica_opened_is_open_for_all(
     assert wait_for(lambda: value(scrape(second), "ccgate_backend_breaker_state", backend="local") == 2, 5)
     r = httpx.post(second.url + "/v1/messages", json=ask(), timeout=30)
     assert r.headers["x-ccgate-fallback-reason"] == "local: breaker open"
+
+
+def test_count_tokens_uses_the_measured_count_of_a_known_prefix(start_ccgate, text_llama: Process) -> None:
+    """An OpenAI-dialect backend has no token counter: once a prompt's prefix was processed, its
+    measured count replaces the byte estimate for that part."""
+    gw = start_ccgate({"local": {"kind": "openai", "url": text_llama.url + "/v1"}})
+    first, second = conversation(f"count-{secrets.token_hex(2)}", 2)
+    exact = httpx.post(text_llama.url + "/v1/messages/count_tokens", json=second, timeout=60).json()["input_tokens"]
+    guessed = httpx.post(gw.url + "/v1/messages/count_tokens", json=second, timeout=60).json()["input_tokens"]
+    assert httpx.post(gw.url + "/v1/messages", json=first, timeout=300).status_code == 200
+    informed = httpx.post(gw.url + "/v1/messages/count_tokens", json=second, timeout=60).json()["input_tokens"]
+    assert abs(informed - exact) < abs(guessed - exact)
+    assert abs(informed - exact) / exact < 0.05, (informed, exact, guessed)

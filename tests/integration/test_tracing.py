@@ -70,6 +70,8 @@ def test_spans_of_a_fallback(tmp_path: Path, start_llama_server, text_llama: Pro
     assert answered.attributes["gen_ai.request.model"] == "claude-opus-4-8"
     assert answered.attributes["gen_ai.usage.output_tokens"] == 2
     assert answered.attributes["gen_ai.usage.input_tokens"] > 10
+    assert answered.attributes["gen_ai.response.model"].endswith("text.gguf")  # what llama-server says it ran
+    assert list(answered.attributes["gen_ai.response.finish_reasons"]) == ["end_turn"]
     assert [e.name for e in answered.events] == ["first_byte"]
     assert not any("read a.txt" in str(dict(s.attributes or {})) for s in spans)  # no prompt text
 
