@@ -24,7 +24,7 @@ from router.backends.base import (
     Incoming,
     Reply,
 )
-from router.policy.affinity import NO_SLOT, SlotState
+from router.policy.affinity import NO_SLOT, SlotChoice
 from router.policy.engine import Decision
 from router.policy.schema import ALL_FAILURES
 from router.state.store import StateStore
@@ -43,9 +43,11 @@ class Outcome:
     rule: str
     fallbacks: list[str] = field(default_factory=list)  # "backend: reason" of each candidate passed over
     passed: list[tuple[str, str]] = field(default_factory=list)  # (backend, kind) for metrics
-    slot: int = NO_SLOT  # the llama.cpp slot the request was pinned to
-    reused: int = 0  # prompt tokens that slot already held, as the prefix index saw it
-    held: SlotState | None = None  # what the slot held before, as the prefix index saw it
+    choice: SlotChoice | None = None  # the llama.cpp slot it was pinned to, as the prefix index saw it
+
+    @property
+    def slot(self) -> int:
+        return self.choice.slot if self.choice is not None else NO_SLOT
 
 
 class DispatchFailed(Exception):
@@ -136,9 +138,7 @@ async def dispatch(
                 finish()
             if slot != NO_SLOT:
                 span.set_attribute("ccgate.llamacpp.slot", slot)
-            reused = choice.reused if choice is not None else 0
-            held = choice.held if choice is not None else None
-            return Outcome(reply, name, decision.rule, passed_over, passed, slot, reused, held)
+            return Outcome(reply, name, decision.rule, passed_over, passed, choice)
     failure = _failure(decision.rule, failures, passed_over)
     failure.passed = passed
     raise failure

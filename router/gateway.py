@@ -15,10 +15,10 @@ from opentelemetry import trace
 from router.backends.base import Backend, Incoming
 from router.backends.registry import build_backend, build_backends
 from router.dispatch import Operation, Outcome, dispatch
-from router.policy.affinity import PrefixView
+from router.policy.affinity import known_prompt_tokens
 from router.policy.engine import Engine
-from router.policy.features import Features, features_of
-from router.policy.prefix import BLOCK, hashed
+from router.policy.features import features_of
+from router.policy.prefix import hashed
 from router.policy.schema import Policy
 from router.policy.snapshot import BackendSnapshot
 from router.policy.transforms import Transform, apply
@@ -89,12 +89,12 @@ class Gateway:
         features = features_of(incoming.request, incoming.raw, incoming.headers, len(incoming.body))
         hashes, total_bytes = hashed(incoming.raw)
         with self.tracer.start_as_current_span("ccgate.route") as span:
-            view = await self.shared.view(hashes, routing.backends)
+            view = await self.shared.view(hashes)
             snapshot = _with_other_replicas(self.store.snapshot(), view.others, self.shared.breakers)
-            known = _with_known_prefix(features, view.prefix, total_bytes)
-            if known is not features:
-                incoming = replace(incoming, known_tokens=known.tokens)
-            features = known
+            known = known_prompt_tokens(view.prefix, total_bytes, BYTES_PER_TOKEN)
+            if known is not None:
+                incoming = replace(incoming, known_tokens=known)
+                features = replace(features, tokens=known)
             decision = routing.engine.decide(features, snapshot, view.prefix, next(self._sequence))
             if span.is_recording():
                 span.set_attributes(
@@ -117,10 +117,9 @@ class Gateway:
 
     def _learn_on_close(self, outcome: Outcome, hashes: list[str], total_bytes: int) -> None:
         """Once the answer is complete, record which backend and slot now hold this prompt."""
-        reply, backend, slot = outcome.reply, outcome.backend, outcome.slot
-        self.on_prefix(backend, outcome.reused)
-
-        previous = outcome.held
+        reply, backend, slot, choice = outcome.reply, outcome.backend, outcome.slot, outcome.choice
+        self.on_prefix(backend, choice.reused if choice else 0)
+        previous = choice.held if choice else None
 
         def learn() -> None:
             tokens = reply.usage.input + reply.usage.cached
@@ -202,17 +201,6 @@ def _with_other_replicas(
             state = replace(state, breaker="open")
         out[name] = state
     return out
-
-
-def _with_known_prefix(features: Features, prefix: PrefixView, total_bytes: int) -> Features:
-    """The known part of the prompt at its measured token count, the rest estimated."""
-    found = prefix.longest()
-    if found is None:
-        return features
-    index, entry = found
-    known_bytes = (index + 1) * BLOCK
-    rest = max(0, total_bytes - known_bytes)
-    return replace(features, tokens=entry.tokens + round(rest / BYTES_PER_TOKEN))
 
 
 def safe_url(url: str) -> str:

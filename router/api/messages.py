@@ -78,7 +78,7 @@ async def _handle(
                 "rule": outcome.rule,
                 "backend": outcome.backend,
                 "slot": outcome.slot if outcome.slot >= 0 else None,
-                "reused_tokens": outcome.reused,
+                "reused_tokens": outcome.choice.reused if outcome.choice else 0,
                 "status": outcome.reply.status,
                 "stream": outcome.reply.streaming,
                 "ms": round(elapsed_ms, 1),

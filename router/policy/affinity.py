@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from router.policy.prefix import BLOCK
+
 NO_SLOT = -1  # a backend without slots (not llama.cpp): the backend itself is the cache
 
 
@@ -55,6 +57,16 @@ class PrefixView:
             if entry is not None:
                 return i, entry
         return None
+
+
+def known_prompt_tokens(view: PrefixView, total_bytes: int, bytes_per_token: float) -> int | None:
+    """The prompt's tokens: the longest known prefix at its measured count, the rest estimated."""
+    found = view.longest()
+    if found is None:
+        return None
+    index, entry = found
+    rest = max(0, total_bytes - (index + 1) * BLOCK)
+    return entry.tokens + round(rest / bytes_per_token)
 
 
 @dataclass(frozen=True, slots=True)

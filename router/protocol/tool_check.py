@@ -53,15 +53,8 @@ class ToolBox:
     def names(self) -> frozenset[str]:
         return frozenset(self.schemas)
 
-    def resolve(self, name: str) -> str | None:
-        """The offered tool a model meant: exact, else the one that matches ignoring case."""
-        if name in self.schemas:
-            return name
-        folded = [known for known in self.schemas if known.casefold() == name.strip().casefold()]
-        return folded[0] if len(folded) == 1 else None
-
     def check(self, name: str, arguments: str | Mapping[str, Any] | None) -> CheckedCall:
-        known = self.resolve(name)
+        known = resolve_name(name, self.schemas)
         if known is None:
             offered = ", ".join(sorted(self.schemas)[:12])
             raise ToolCallError(
@@ -98,21 +91,36 @@ class ToolBox:
             raise ToolCallError("schema", f"{name}: {error.message}{at}")
 
 
-def parse_arguments(text: str) -> tuple[Any, bool]:
-    """Decode JSON arguments; (value, repaired). An empty string is an empty object."""
-    if not text.strip():
-        return {}, False
+def resolve_name(name: str, names: Iterable[str]) -> str | None:
+    """The offered tool a model meant: exact, else the one that matches ignoring case."""
+    known = list(names)
+    if name in known:
+        return name
+    folded = [k for k in known if k.casefold() == name.strip().casefold()]
+    return folded[0] if len(folded) == 1 else None
+
+
+def decode_lenient(text: str) -> tuple[Any, bool] | None:
+    """JSON, repaired with json-repair if it must be: (value, repaired); None when hopeless."""
     try:
         return msgspec.json.decode(text), False
     except msgspec.DecodeError:
         pass
     try:
         value = json_repair.repair_json(text, return_objects=True, skip_json_loads=True)
-    except Exception as exc:  # noqa: BLE001 - json-repair raises assorted errors on hopeless input
-        raise ToolCallError("unparsable", f"arguments are not JSON and cannot be repaired: {exc}") from None
-    if value == "" or value is None:
-        raise ToolCallError("unparsable", f"arguments are not JSON: {text[:80]!r}")
-    return value, True
+    except Exception:  # noqa: BLE001 - json-repair raises assorted errors on hopeless input
+        return None
+    return None if value == "" or value is None else (value, True)
+
+
+def parse_arguments(text: str) -> tuple[Any, bool]:
+    """Decode JSON arguments; (value, repaired). An empty string is an empty object."""
+    if not text.strip():
+        return {}, False
+    decoded = decode_lenient(text)
+    if decoded is None:
+        raise ToolCallError("unparsable", f"arguments are not JSON and cannot be repaired: {text[:80]!r}")
+    return decoded
 
 
 def coerce_strings(value: dict[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:

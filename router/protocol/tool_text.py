@@ -22,10 +22,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-import json_repair
-import msgspec
-
-from router.protocol.tool_check import ToolCallError
+from router.protocol.tool_check import ToolCallError, decode_lenient, resolve_name
 
 TAG_MARKERS = ("<tool_call>", "<function=", "[TOOL_CALLS]", "<|python_tag|>")
 FENCE = "```"
@@ -302,20 +299,13 @@ def _literal(node: ast.expr) -> Any:
 
 
 def _known(name: str, tools: Collection[str]) -> bool:
-    return name in tools or any(t.casefold() == name.casefold() for t in tools)
+    return resolve_name(name, tools) is not None
 
 
 def _decode(text: str) -> tuple[Any, bool]:
-    """(JSON value, whether it had to be repaired); None when nothing object-like comes out."""
-    try:
-        return msgspec.json.decode(text), False
-    except msgspec.DecodeError:
-        pass
-    try:
-        value = json_repair.repair_json(text, return_objects=True, skip_json_loads=True)
-    except Exception:  # noqa: BLE001 - hopeless input
-        return None, False
-    return (value, True) if isinstance(value, dict | list) else (None, False)
+    """(JSON value, whether it had to be repaired); (None, False) when nothing object-like comes out."""
+    decoded = decode_lenient(text)
+    return decoded if decoded is not None and isinstance(decoded[0], dict | list) else (None, False)
 
 
 def _json_prefix(text: str, pos: int) -> tuple[str, int]:

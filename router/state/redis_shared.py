@@ -12,7 +12,7 @@ In-flight counts are per-replica hash fields under a heartbeat rather than share
 counters or per-request leases: a replica writes its own whole counts (idempotent, so a lost
 write heals at the next one), a replica that dies simply stops renewing `alive` and its fields
 stop counting after HEARTBEAT_TTL, and reading every replica's load is one HGETALL. A routing
-decision costs one round trip: a pipeline of MGET (the request's block hashes) and three HGETALLs.
+decision costs one round trip: a pipeline of MGET (the request's block hashes) and four HGETALLs.
 
 When Redis fails, the replica logs it once, counts it (`ccgate_state_redis_errors_total`), and
 routes on its local twin (the same index, kept in this process) until a heartbeat finds Redis
@@ -27,7 +27,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 
 import redis.asyncio as redis
@@ -89,7 +89,7 @@ class RedisShared(LocalShared):
         with suppress(RedisError, OSError):
             await self.client.aclose()
 
-    async def view(self, hashes: Sequence[str], backends: Iterable[str]) -> SharedView:
+    async def view(self, hashes: Sequence[str]) -> SharedView:
         local = self.local_view(hashes)
         if not self.up:
             return SharedView(local)
@@ -231,7 +231,6 @@ class RedisShared(LocalShared):
     async def _back(self) -> None:
         self.up = True
         self._on_state(True)
-        self._written = set()
         replay, self._replay = self._replay, []
         log.warning("redis is back: sharing state again (%d index writes replayed)", len(replay))
         for args in replay:

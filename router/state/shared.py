@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 
@@ -44,7 +44,7 @@ class LocalShared:
     async def stop(self) -> None:
         return None
 
-    async def view(self, hashes: Sequence[str], backends: Iterable[str]) -> SharedView:
+    async def view(self, hashes: Sequence[str]) -> SharedView:
         return SharedView(self.local_view(hashes))
 
     def local_view(self, hashes: Sequence[str]) -> PrefixView:

@@ -32,6 +32,17 @@ def run_claude(gateway: Process, tmp_path: Path, *args: str) -> subprocess.Compl
     )
 
 
+def blocks(messages: list[dict], role: str, kind: str) -> list[dict]:
+    """Content blocks of one kind in the CLI's stream-json messages of one type."""
+    return [
+        block
+        for m in messages
+        if m["type"] == role
+        for block in m["message"]["content"]
+        if isinstance(block, dict) and block.get("type") == kind
+    ]
+
+
 @pytest.fixture(params=["llamacpp", "openai"])
 def any_dialect_gateway(request: pytest.FixtureRequest, gateway: Process, tool_llama: Process, start_ccgate) -> Process:
     """Passthrough to llama-server's /v1/messages, and the translator to its /v1/chat/completions."""
@@ -46,21 +57,9 @@ def test_claude_code_reads_a_file_through_ccgate(any_dialect_gateway: Process, t
     assert done.returncode == 0, done.stderr + done.stdout[-2000:]
     messages = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
 
-    calls = [
-        block
-        for m in messages
-        if m["type"] == "assistant"
-        for block in m["message"]["content"]
-        if block["type"] == "tool_use"
-    ]
+    calls = blocks(messages, "assistant", "tool_use")
     assert [(c["name"], c["input"]) for c in calls] == [("Read", {"file_path": "a.txt"})]
-    results = [
-        block
-        for m in messages
-        if m["type"] == "user"
-        for block in m["message"]["content"]
-        if isinstance(block, dict) and block.get("type") == "tool_result"
-    ]
+    results = blocks(messages, "user", "tool_result")
     assert results and results[0]["tool_use_id"] == calls[0]["id"]
     assert "hi" in json.dumps(results[0]["content"])  # the CLI really read the file
 
@@ -103,24 +102,9 @@ def test_claude_code_runs_a_call_the_model_wrote_as_text(start_ccgate, start_lla
     gw = start_ccgate({"local": {"kind": "llamacpp", "url": chatml.url}})
     done = run_claude(gw, tmp_path, "--output-format", "stream-json", "--verbose", "--max-turns", "2")
     messages = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    calls = [
-        block
-        for m in messages
-        if m["type"] == "assistant"
-        for block in m["message"]["content"]
-        if block["type"] == "tool_use"
-    ]
+    calls = blocks(messages, "assistant", "tool_use")
     assert calls, done.stderr + done.stdout[-2000:]
     assert (calls[0]["name"], calls[0]["input"]) == ("Read", {"file_path": "a.txt"})
-    results = [
-        block
-        for m in messages
-        if m["type"] == "user"
-        for block in m["message"]["content"]
-        if isinstance(block, dict) and block.get("type") == "tool_result"
-    ]
+    results = blocks(messages, "user", "tool_result")
     assert results and results[0]["tool_use_id"] == calls[0]["id"] and "hi" in json.dumps(results[0]["content"])
-    texts = [
-        b["text"] for m in messages if m["type"] == "assistant" for b in m["message"]["content"] if b["type"] == "text"
-    ]
-    assert not any("<tool_call>" in t for t in texts)
+    assert not any("<tool_call>" in b["text"] for b in blocks(messages, "assistant", "text"))

@@ -12,15 +12,11 @@ from router.state.shared import LocalShared
 HASHES = tuple(f"h{i}" for i in range(10))
 
 
-def view_after(shared: LocalShared, hashes: tuple[str, ...]) -> PrefixView:
-    return shared.local_view(hashes)
-
-
 def test_the_slot_holding_the_conversation_wins() -> None:
     shared = LocalShared(clock=iter(range(100)).__next__)
     shared.remember(HASHES[:6], "a", 1, 6000, 6 * 2048)  # turn 1 of this conversation on a/1
     shared.remember(("x0", "x1", "x2"), "a", 0, 3000, 3 * 2048)  # someone else on a/0
-    best = slot_choices(view_after(shared, HASHES), "a", 2)[0]
+    best = slot_choices(shared.local_view(HASHES), "a", 2)[0]
     assert (best.slot, best.reused, best.evicted) == (1, 6000, 0)
 
 
@@ -28,7 +24,7 @@ def test_a_new_conversation_takes_an_empty_slot_not_someone_elses() -> None:
     shared = LocalShared(clock=iter(range(100)).__next__)
     shared.remember(("c0", "c1", "s1-a", "s1-b"), "a", 0, 4000, 4 * 2048)  # c0, c1: a common system prompt
     new = ("c0", "c1", "s2-a")
-    choices = slot_choices(view_after(shared, new), "a", 2)
+    choices = slot_choices(shared.local_view(new), "a", 2)
     assert choices[0].slot == 1 and choices[0].score == 0
     assert choices[1].slot == 0 and choices[1].reused == 2000 and choices[1].evicted == 2000
 
@@ -37,16 +33,16 @@ def test_a_busy_slot_comes_last() -> None:
     shared = LocalShared(clock=iter(range(100)).__next__)
     shared.remember(HASHES, "a", 0, 9000, 10 * 2048)
     end = shared.begin("a", 0)
-    assert slot_choices(view_after(shared, HASHES), "a", 2)[0].slot == 1
+    assert slot_choices(shared.local_view(HASHES), "a", 2)[0].slot == 1
     end()
-    assert slot_choices(view_after(shared, HASHES), "a", 2)[0].slot == 0
+    assert slot_choices(shared.local_view(HASHES), "a", 2)[0].slot == 0
 
 
 def test_the_least_recently_used_slot_is_evicted_first() -> None:
     shared = LocalShared(clock=iter(range(100)).__next__)
     shared.remember(("o0",), "a", 0, 1000, 2048)
     shared.remember(("p0",), "a", 1, 1000, 2048)
-    assert slot_choices(view_after(shared, ("n0",)), "a", 2)[0].slot == 0
+    assert slot_choices(shared.local_view(("n0",)), "a", 2)[0].slot == 0
 
 
 POOL = """

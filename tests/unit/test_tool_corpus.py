@@ -158,74 +158,41 @@ def test_prose_streams_before_the_call_is_complete() -> None:
     assert not any("tool_use" in e.data for e in released)
 
 
+def tool_use_events(*argument_pieces: str) -> list[bytes]:
+    """A structured Read call streamed as llama-server sends one, arguments in these pieces."""
+    block = {"type": "tool_use", "id": "toolu_x", "name": "Read", "input": {}}
+    events = [encode_event("content_block_start", {"type": "content_block_start", "index": 0, "content_block": block})]
+    for piece in argument_pieces:
+        delta = {"type": "input_json_delta", "partial_json": piece}
+        events.append(encode_event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta}))
+    return [*events, encode_event("content_block_stop", {"type": "content_block_stop", "index": 0})]
+
+
+MESSAGE_START = encode_event("message_start", {"type": "message_start", "message": message_of("")})
+MESSAGE_STOP = encode_event("message_stop", {"type": "message_stop"})
+
+
 def test_valid_structured_calls_pass_byte_for_byte() -> None:
-    tools = ToolBox(claude_code_tools())
-    start = {
-        "type": "content_block_start",
-        "index": 0,
-        "content_block": {"type": "tool_use", "id": "toolu_x", "name": "Read", "input": {}},
-    }
+    stop = {"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 9}}
     raw = b"".join(
         [
-            encode_event("message_start", {"type": "message_start", "message": message_of("")}),
-            encode_event("content_block_start", start),
-            encode_event(
-                "content_block_delta",
-                {
-                    "type": "content_block_delta",
-                    "index": 0,
-                    "delta": {"type": "input_json_delta", "partial_json": '{"file_path"'},
-                },
-            ),
-            encode_event(
-                "content_block_delta",
-                {
-                    "type": "content_block_delta",
-                    "index": 0,
-                    "delta": {"type": "input_json_delta", "partial_json": ': "a.txt"}'},
-                },
-            ),
-            encode_event("content_block_stop", {"type": "content_block_stop", "index": 0}),
-            encode_event(
-                "message_delta",
-                {"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 9}},
-            ),
-            encode_event("message_stop", {"type": "message_stop"}),
+            MESSAGE_START,
+            *tool_use_events('{"file_path"', ': "a.txt"}'),
+            encode_event("message_delta", stop),
+            MESSAGE_STOP,
         ]
     )
-    guard = ToolCallGuard(tools)
+    guard = ToolCallGuard(ToolBox(claude_code_tools()))
     assert b"".join(guard.feed(raw) + guard.finish()) == raw
     assert guard.outcomes == ["passed"]
 
 
 def test_a_structured_call_with_bad_arguments_is_repaired() -> None:
-    start = {
-        "type": "content_block_start",
-        "index": 0,
-        "content_block": {"type": "tool_use", "id": "toolu_x", "name": "Read", "input": {}},
-    }
-    raw = b"".join(
-        [
-            encode_event("content_block_start", start),
-            encode_event(
-                "content_block_delta",
-                {
-                    "type": "content_block_delta",
-                    "index": 0,
-                    "delta": {"type": "input_json_delta", "partial_json": "{'file_path': 'a.txt', 'limit': '3',}"},
-                },
-            ),
-            encode_event("content_block_stop", {"type": "content_block_stop", "index": 0}),
-        ]
-    )
     guard = ToolCallGuard(ToolBox(claude_code_tools()))
+    out = guard.feed(MESSAGE_START + b"".join(tool_use_events("{'file_path': 'a.txt', 'limit': '3',}")) + MESSAGE_STOP)
     aggregator = MessageAggregator()
-    aggregator.feed(
-        SSEDecoder().feed(encode_event("message_start", {"type": "message_start", "message": message_of("")}))[0]
-    )
-    for event in SSEDecoder().feed(b"".join(guard.feed(raw) + guard.finish())):
+    for event in SSEDecoder().feed(b"".join(out + guard.finish())):
         aggregator.feed(event)
-    aggregator.feed(SSEDecoder().feed(encode_event("message_stop", {"type": "message_stop"}))[0])
     assert aggregator.message()["content"] == [
         {"type": "tool_use", "id": "toolu_x", "name": "Read", "input": {"file_path": "a.txt", "limit": 3}}
     ]
