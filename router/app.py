@@ -36,6 +36,8 @@ def create_app(
     shared = _shared_state(settings, policy, metrics)
     gateway = Gateway(policy, poll_interval=settings.health_interval, tracer=tracer_of(tracer_provider), shared=shared)
     metrics.watch_backends(gateway.snapshot)
+    metrics.start_at_zero(policy)
+    gateway.on_policy = metrics.start_at_zero
     gateway.on_prefix = lambda backend, reused: metrics.count_prefix(backend, reused)
 
     reloader = PolicyReloader(

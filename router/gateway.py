@@ -29,6 +29,7 @@ from router.state.shared import LocalShared
 from router.state.store import BreakerSettings, MemoryState
 
 RETIRE_AFTER = 900.0  # seconds a replaced backend's connections stay open for requests still on it
+PASSIVE_HOLD_UNPOLLED = 10.0  # seconds an unreachable backend is skipped when no poller re-checks it
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,13 +52,21 @@ class Gateway:
         self.tracer = tracer or trace.NoOpTracer()
         backends = build_backends(policy)
         self._routing = Routing(policy, Engine(policy), backends)
-        self.store = MemoryState(backends, _breakers(policy))
+        # A probe saying "up" right after a request could not connect does not overrule it for a
+        # few polls; with polling off nothing re-checks, so the mark lapses after a while.
+        self.store = MemoryState(
+            backends,
+            _breakers(policy),
+            passive_window=max(1.0, poll_interval),
+            passive_hold=None if poll_interval > 0 else PASSIVE_HOLD_UNPOLLED,
+        )
         self.shared = shared or LocalShared()
         self.store.on_breaker = self.shared.breaker
         self.poller = Poller(backends, self.store, interval=poll_interval)
         self._background: set[asyncio.Task[None]] = set()
         self._sequence = itertools.count()
         self.on_prefix: Callable[[str, int], None] = lambda backend, reused: None  # metrics hook
+        self.on_policy: Callable[[Policy], None] = lambda policy: None  # told of each policy put in force
 
     @property
     def policy(self) -> Policy:
@@ -73,7 +82,7 @@ class Gateway:
 
     async def start(self) -> None:
         await self.shared.start()
-        await self.poller.poll_once()
+        await self.poller.poll_once(everyone=True)
         self.poller.start()
 
     async def stop(self) -> None:
@@ -142,9 +151,10 @@ class Gateway:
         changed = [n for n, b in backends.items() if old.backends.get(n) is not b]
         self.store.configure(backends, _breakers(policy), changed)
         self._routing = Routing(policy, Engine(policy), backends)
+        self.on_policy(policy)
         self.poller.backends = backends
         if changed:
-            self._spawn(self.poller.poll_once())
+            self._spawn(self.poller.poll_once(everyone=True))
         kept_ids = {id(b) for b in backends.values()}
         for backend in old.backends.values():
             if id(backend) not in kept_ids:
@@ -170,6 +180,8 @@ class Gateway:
             config = backend.config
             status = snapshot[name]
             state = (status.detail or "up") if status.healthy else f"DOWN ({status.detail})"
+            if status.breaker_detail:
+                state += f"; {status.breaker_detail}"
             auth = {
                 "auto": "own key, else the client's" if config.api_key else "the client's own credentials",
                 "key": "own key" if config.api_key else "no credentials",
@@ -182,8 +194,8 @@ class Gateway:
         return lines
 
     def ready(self) -> bool:
-        """Ready when at least one backend looks healthy."""
-        return any(s.healthy for s in self.store.snapshot().values())
+        """Ready when at least one backend can take requests: reachable, its breaker not open."""
+        return any(s.available for s in self.snapshot().values())
 
 
 def _with_other_replicas(
@@ -198,7 +210,7 @@ def _with_other_replicas(
         if others.get(name):
             state = replace(state, foreign=max(state.foreign, others[name]))
         if name in breakers and state.breaker == "closed":
-            state = replace(state, breaker="open")
+            state = replace(state, breaker="open", breaker_detail="breaker open (opened by another replica)")
         out[name] = state
     return out
 

@@ -11,11 +11,59 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from tests.harness import scripted_model
+from tests.harness import procs, scripted_model
 from tests.harness.procs import Process, start_gateway, start_llama, start_redis
 
 StartLlama = Callable[..., Process]
 StartGateway = Callable[..., Process]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Every process a test started must be stopped by the time the session ends, even after a
+    failure: a left-over ccgate or llama-server holds ports and CPU long after the run."""
+    left = procs.leftovers()
+    orphans = _children_of(os.getpid())
+    if not left and not orphans:
+        return
+    for proc in left:
+        proc.kill()
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    lines = [f"{p.name} (pid {p.proc.pid if p.proc else '?'}): {' '.join(p.args[:3])} ..." for p in left]
+    lines += [f"pid {pid}: {cmd}" for pid, cmd in orphans.items() if all(p.proc and p.proc.pid != pid for p in left)]
+    if reporter is not None:
+        reporter.write_line("processes left running by the tests (now killed):", red=True)
+        for line in lines:
+            reporter.write_line("  " + line, red=True)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _children_of(pid: int) -> dict[int, str]:
+    """Live child processes of `pid` (Linux /proc), whoever started them."""
+    found: dict[int, str] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except (OSError, IndexError):
+            continue
+        state, ppid = fields[0], int(fields[1])
+        if ppid == pid and state != "Z":
+            found[int(stat.parent.name)] = cmdline[:160]
+    return found
+
+
+@pytest.fixture
+def owned() -> Iterator[Callable[[Process], Process]]:
+    """`owned(start_gateway(...))`: the process is stopped when the test ends, pass or fail."""
+    started: list[Process] = []
+
+    def own(proc: Process) -> Process:
+        started.append(proc)
+        return proc
+
+    yield own
+    for proc in reversed(started):
+        proc.stop()
 
 
 @pytest.fixture(scope="session")

@@ -33,8 +33,10 @@ async def readyz(request: Request) -> Response[dict]:
     backends = {
         name: {
             "healthy": s.healthy,
+            "available": s.available,
             "detail": s.detail,
             "breaker": s.breaker,
+            "breaker_detail": s.breaker_detail,
             "queue_depth": s.queue_depth,
             "slots": s.slots,
         }

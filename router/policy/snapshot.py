@@ -13,6 +13,7 @@ class BackendSnapshot:
     healthy: bool = True
     detail: str = ""
     breaker: Breaker = "closed"
+    breaker_detail: str = ""  # "breaker open since 12:03:04 after 3 failures (last: ...)"
     in_flight: int = 0  # this gateway's own requests in progress on the backend
     processing: int | None = None  # llama-server: requests being generated (/slots, /metrics)
     deferred: int | None = None  # llama-server: requests waiting for a slot (/metrics)
@@ -23,6 +24,11 @@ class BackendSnapshot:
     # Requests from other clients: what llama-server reported (processing + deferred) beyond
     # ours at that moment. Kept apart so a report a second old does not count ours twice.
     foreign: int = 0
+
+    @property
+    def available(self) -> bool:
+        """Can take requests now: reachable, and its breaker not open (half-open lets one try)."""
+        return self.healthy and self.breaker != "open"
 
     @property
     def queue_depth(self) -> int:

@@ -20,9 +20,14 @@ class Poller:
         self.interval = interval
         self._task: asyncio.Task[None] | None = None
 
-    async def poll_once(self) -> None:
-        results = await asyncio.gather(*(b.probe() for b in self.backends.values()), return_exceptions=True)
-        for name, result in zip(self.backends, results, strict=True):
+    async def poll_once(self, everyone: bool = False) -> None:
+        """`everyone`: check even backends that are only checked when suspect (at start-up, so
+        the first lines a person reads tell the truth about each)."""
+        backends = dict(self.backends)
+        results = await asyncio.gather(
+            *(b.probe(suspect=everyone or self.store.suspect(n)) for n, b in backends.items()), return_exceptions=True
+        )
+        for name, result in zip(backends, results, strict=True):
             if isinstance(result, BaseException):
                 log.warning("probing backend %s failed: %r", name, result)
                 result = Probe(False, f"probe failed: {type(result).__name__}")

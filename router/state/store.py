@@ -1,7 +1,12 @@
 """The state interface the gateway writes to and the engine reads from (via snapshots).
 
-One implementation lives here, in memory, for a single process; the [prefix-cache] issue adds
-a Redis one behind the same methods so that replicas share in-flight counts and breakers.
+Health is known two ways, as Envoy's outlier detection does it. Active: the poller's probes
+(llama-server's /health, a configured `health_path`). Passive: what real requests showed. A
+request that could not reach its backend (refused, DNS, TLS, connect timeout) marks it
+unreachable at once, and that stands until a request or an active check shows otherwise: a
+backend nobody probes (the Anthropic API) is re-checked only while it is down, cheaply (see
+Backend.probe's `suspect`), and a probe that says "up" within `passive_window` seconds of a
+failed request does not overrule it. A streak of other failures opens the breaker.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ class StateStore(Protocol):
 
     def observe(self, backend: str, probe: Probe) -> None: ...
 
+    def suspect(self, backend: str) -> bool: ...
+
     def configure(
         self, backends: Iterable[str], breakers: dict[str, BreakerSettings], changed: Iterable[str] = ()
     ) -> None: ...
@@ -49,7 +56,22 @@ class StateStore(Protocol):
 @dataclass(slots=True)
 class _Breaker:
     failures: int = 0
-    opened_at: float | None = None
+    opened_at: float | None = None  # monotonic
+    opened_wall: float = 0.0  # for people: "open since 12:03:04"
+    last: str = ""  # the last failure's reason
+
+
+@dataclass(frozen=True, slots=True)
+class _Unreachable:
+    """A real request could not reach the backend."""
+
+    at: float  # monotonic, of the latest failure
+    since: float  # wall clock, of the first failure of this outage
+    reason: str
+
+
+def clock_time(wall: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(wall))
 
 
 class MemoryState:
@@ -60,8 +82,19 @@ class MemoryState:
         backends: Iterable[str],
         breakers: dict[str, BreakerSettings] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        passive_window: float = 3.0,
+        passive_hold: float | None = None,
     ) -> None:
+        """`passive_window`: seconds during which a probe saying "up" does not overrule a request
+        that could not connect. `passive_hold`: seconds an unreachable mark stands with nothing to
+        confirm it (polling off); None: until a request or an active check shows otherwise."""
         self._probes: dict[str, BackendSnapshot] = {}
+        self._unreachable: dict[str, _Unreachable] = {}
+        self._down_since: dict[str, float] = {}  # wall clock since when checks find it down
+        self._wall = wall
+        self.passive_window = passive_window
+        self.passive_hold = passive_hold
         self._in_flight: dict[tuple[str, int], int] = {}
         self._generation: dict[str, int] = {}
         self._learned_ctx: dict[str, int] = {}
@@ -79,6 +112,8 @@ class MemoryState:
         its config `changed` (another server now): then probes and breaker start afresh."""
         for name in changed:
             self._probes.pop(name, None)
+            self._unreachable.pop(name, None)
+            self._down_since.pop(name, None)
             self._learned_ctx.pop(name, None)
             self._breakers.pop(name, None)
             if name in self._generation:  # requests still on the old server count against it, not the new
@@ -92,30 +127,67 @@ class MemoryState:
         self._current = names
 
     def snapshot(self) -> dict[str, BackendSnapshot]:
-        return {
-            name: replace(
-                self._probes[name],
-                in_flight=self._in_flight.get((name, self._generation[name]), 0),
-                n_ctx=self._probes[name].n_ctx or self._learned_ctx.get(name),
-                breaker=self._breaker_state(name),
+        return {name: self._snapshot(name) for name in self._current}
+
+    def _snapshot(self, name: str) -> BackendSnapshot:
+        probed = self._probes[name]
+        state = replace(
+            probed,
+            in_flight=self._in_flight.get((name, self._generation[name]), 0),
+            n_ctx=probed.n_ctx or self._learned_ctx.get(name),
+            breaker=self._breaker_state(name),
+        )
+        down = self._current_outage(name)
+        if down is not None:
+            state = replace(state, healthy=False, detail=self._down_detail(down))
+        if state.breaker != "closed":
+            breaker = self._breakers[name]
+            state = replace(
+                state,
+                breaker_detail=f"breaker {state.breaker.replace('_', '-')} since {clock_time(breaker.opened_wall)} "
+                f"after {breaker.failures} failure{'s' if breaker.failures != 1 else ''} (last: {breaker.last})",
             )
-            for name in self._current
-        }
+        return state
+
+    def suspect(self, backend: str) -> bool:
+        """Down, by a real request or the last check: worth an active check even without a probe."""
+        return self._current_outage(backend) is not None or not self._probes[backend].healthy
+
+    def _current_outage(self, backend: str) -> _Unreachable | None:
+        down = self._unreachable.get(backend)
+        if down is not None and self.passive_hold is not None and self._clock() - down.at >= self.passive_hold:
+            del self._unreachable[backend]  # nothing re-checks it: let requests try again
+            return None
+        return down
+
+    @staticmethod
+    def _down_detail(down: _Unreachable) -> str:
+        return f"unreachable since {clock_time(down.since)}: {down.reason}"
 
     def observe(self, backend: str, probe: Probe) -> None:
-        before = self._probes[backend]
+        before = self._snapshot(backend)
+        down = self._current_outage(backend)
+        if down is not None and probe.checked:
+            if not probe.healthy:
+                # the probe agrees; its words are the newer ones
+                self._unreachable[backend] = replace(down, reason=probe.detail or down.reason)
+            elif self._clock() - down.at >= self.passive_window:
+                del self._unreachable[backend]
         reported = (probe.processing or 0) + (probe.deferred or 0)
         ours = self._in_flight.get((backend, self._generation[backend]), 0)
-        if before.healthy != probe.healthy:
-            log.info(
-                "backend %s is %s%s",
-                backend,
-                "up" if probe.healthy else "down",
-                f" ({probe.detail})" if probe.detail else "",
-            )
+        last = self._probes[backend]
+        # a probe that checked nothing leaves what the last check found
+        healthy, detail = (
+            (probe.healthy, probe.detail) if probe.checked else (last.healthy, last.detail or probe.detail)
+        )
+        if probe.checked and not healthy:
+            since = self._down_since.setdefault(backend, self._wall())
+            detail = f"down since {clock_time(since)}: {probe.detail}"
+        elif probe.checked:
+            self._down_since.pop(backend, None)
         self._probes[backend] = BackendSnapshot(
-            healthy=probe.healthy,
-            detail=probe.detail,
+            healthy=healthy,
+            detail=detail,
             processing=probe.processing,
             deferred=probe.deferred,
             slots=probe.slots,
@@ -124,6 +196,15 @@ class MemoryState:
             model=probe.model,
             foreign=max(0, reported - ours),
         )
+        self._log_change(backend, before)
+
+    def _log_change(self, backend: str, before: BackendSnapshot) -> None:
+        after = self._snapshot(backend)
+        if before.healthy != after.healthy:
+            if after.healthy:
+                log.info("backend %s is up%s", backend, f" ({after.detail})" if after.detail else "")
+            else:
+                log.warning("backend %s is down (%s)", backend, after.detail or "no reason given")
 
     def begin(self, backend: str) -> Callable[[], None]:
         key = (backend, self._generation[backend])
@@ -146,25 +227,36 @@ class MemoryState:
         self._learned_ctx[backend] = n_ctx
 
     def succeeded(self, backend: str) -> None:
+        """A real request got its answer: whatever a failure said before, the backend works."""
+        before = self._snapshot(backend)
         breaker = self._breakers[backend]
         if breaker.opened_at is not None:
             log.info("breaker of backend %s closed", backend)
             self.on_breaker(backend, None)
-        breaker.failures, breaker.opened_at = 0, None
+        breaker.failures, breaker.opened_at, breaker.last = 0, None, ""
+        if self._unreachable.pop(backend, None) is not None:
+            self._log_change(backend, before)
 
     def failed(self, backend: str, reason: str, unreachable: bool = False) -> None:
+        """A real request failed at the backend; `unreachable`: it could not even connect."""
+        before = self._snapshot(backend)
         breaker = self._breakers[backend]
         breaker.failures += 1
+        breaker.last = reason
         settings = self._settings.get(backend, BreakerSettings())
         if breaker.failures >= settings.failures or breaker.opened_at is not None:
             if breaker.opened_at is None:
                 log.warning(
                     "breaker of backend %s opened after %d failures (last: %s)", backend, breaker.failures, reason
                 )
+                breaker.opened_wall = self._wall()
             breaker.opened_at = self._clock()
             self.on_breaker(backend, settings.cooldown)
         if unreachable:
-            self.observe(backend, Probe(False, reason))
+            down = self._unreachable.get(backend)
+            since = down.since if down is not None else self._wall()
+            self._unreachable[backend] = _Unreachable(self._clock(), since, reason)
+            self._log_change(backend, before)
 
     def _breaker_state(self, name: str) -> str:
         opened = self._breakers[name].opened_at

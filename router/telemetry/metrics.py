@@ -13,11 +13,21 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from router.policy.features import CLIENT_KINDS
+from router.policy.schema import Policy
 from router.policy.snapshot import BackendSnapshot
 
 # LLM latencies: 10 ms (a cached prompt) to minutes (a cold 20k-token prompt on a CPU).
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320, 640)
 BREAKER_VALUES = {"closed": 0, "half_open": 1, "open": 2}
+
+# Label values known in advance, so a healthy day's panels show 0 rather than No data.
+CLIENTS = tuple(dict.fromkeys([kind for _, kind in CLIENT_KINDS] + ["other"]))
+DISPATCH_FAILURES = ("overloaded", "timeout", "upstream_error", "rejected")  # a rule matched, nobody answered
+EDGE_FAILURES = ("invalid", "client_gone", "error")  # refused at the door, client left, gateway fault
+SKIP_REASONS = ("unhealthy", "breaker", "context", "capability", "busy")
+ATTEMPT_FAILURES = ("connect", "timeout", "5xx", "4xx", "429", "529", "context", "broken", "tool_call")
+TOOL_CALL_OUTCOMES = ("passed", "repaired", "converted", "failed", "unchecked")
 
 
 class Metrics:
@@ -66,7 +76,8 @@ class Metrics:
         self.tool_calls = Counter(
             "ccgate_tool_calls",
             "Tool calls of guarded backends: passed (valid as sent), repaired (arguments or name fixed), "
-            "converted (written as text, turned into a call), failed (rejected: rerouted, or the stream ended).",
+            "converted (written as text, turned into a call), failed (rejected: rerouted, or the stream ended), "
+            "unchecked (passed as sent: the tool's schema cannot be used, e.g. a $ref to elsewhere).",
             ["backend", "outcome"],
             registry=r,
         )
@@ -90,6 +101,28 @@ class Metrics:
         )
         self.decisions = Counter("ccgate_decisions", "Routing decisions by matched rule.", ["rule"], registry=r)
         self.reloads = Counter("ccgate_policy_reloads", "Policy reloads by result.", ["result"], registry=r)
+
+    def start_at_zero(self, policy: Policy) -> None:
+        """Create the series whose label values the policy fixes (called again on reload)."""
+        for client in CLIENTS:
+            for outcome in EDGE_FAILURES:
+                self.requests.labels("none", "none", outcome, client)
+            for rule in policy.rules:
+                for outcome in DISPATCH_FAILURES:
+                    self.requests.labels(rule.name, "none", outcome, client)
+        for result in ("ok", "rejected"):
+            self.reloads.labels(result)
+        for rule in policy.rules:
+            self.decisions.labels(rule.name)
+            targets = rule.targets
+            for i, name in enumerate(targets):
+                for to in (*targets[i + 1 :], "none"):
+                    for reason in (*SKIP_REASONS, *ATTEMPT_FAILURES):
+                        self.fallbacks.labels(name, to, reason)
+        for name, config in policy.backends.items():
+            if config.guards_tools:
+                for outcome in TOOL_CALL_OUTCOMES:
+                    self.tool_calls.labels(name, outcome)
 
     def count_prefix(self, backend: str, reused: int) -> None:
         self.prefix.labels(backend, "hit" if reused else "miss").inc()
@@ -115,7 +148,9 @@ class _BackendState(Collector):
                 "ccgate_backend_queue_depth", "Requests on the backend: ours plus other clients'.", labels=["backend"]
             ),
             "healthy": GaugeMetricFamily(
-                "ccgate_backend_healthy", "1 when the last probe found it up.", labels=["backend"]
+                "ccgate_backend_healthy",
+                "1 when it can take requests: reachable by its last probe or request, and its breaker not open.",
+                labels=["backend"],
             ),
             "breaker": GaugeMetricFamily(
                 "ccgate_backend_breaker_state", "0 closed, 1 half-open, 2 open.", labels=["backend"]
@@ -125,7 +160,7 @@ class _BackendState(Collector):
         for name, s in state.items():
             families["in_flight"].add_metric([name], s.in_flight)
             families["queue"].add_metric([name], s.queue_depth)
-            families["healthy"].add_metric([name], 1 if s.healthy else 0)
+            families["healthy"].add_metric([name], 1 if s.available else 0)
             families["breaker"].add_metric([name], BREAKER_VALUES[s.breaker])
             if s.slots is not None:
                 families["slots"].add_metric([name], s.slots)

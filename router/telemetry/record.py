@@ -72,3 +72,8 @@ def failed(metrics: Metrics, failure: DispatchFailed, client: str) -> None:
 
 def client_gone(metrics: Metrics, client: str) -> None:
     metrics.requests.labels("none", "none", "client_gone", client).inc()
+
+
+def refused(metrics: Metrics, status: int, client: str) -> None:
+    """Refused before any routing: an invalid body (400, 413), or a fault of the gateway's own (5xx)."""
+    metrics.requests.labels("none", "none", "error" if status >= 500 else "invalid", client).inc()

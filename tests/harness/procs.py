@@ -1,4 +1,8 @@
-"""Start and stop the real servers the tests talk to: llama-server, ccgate, redis-server."""
+"""Start and stop the real servers the tests talk to: llama-server, ccgate, redis-server.
+
+Every process started here is remembered, so that the session can check at its end that none
+is left running (tests/conftest.py), whatever a failing test did not get to stop.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from pathlib import Path
 import httpx
 
 CACHE = Path(os.environ.get("CCGATE_CACHE", Path.home() / ".cache" / "ccgate"))
+STARTED: list[Process] = []  # every process this test session started, in order
 
 
 def free_port() -> int:
@@ -55,11 +60,22 @@ class Process:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, ready_path: str, timeout: float = 60.0) -> Process:
+    def launch(self) -> Process:
+        """Start it and remember it; the caller waits for it to be ready."""
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 self.args, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **self.env}, start_new_session=True
             )
+        STARTED.append(self)
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, ready_path: str, timeout: float = 120.0) -> Process:
+        self.launch()
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -94,6 +110,11 @@ class Process:
             return ""
 
 
+def leftovers() -> list[Process]:
+    """Processes the session started that are still running."""
+    return [p for p in STARTED if p.running]
+
+
 def start_llama(model: Path, logdir: Path, *flags: str, jinja: bool = True) -> Process:
     port = free_port()
     args = [llama_server_binary(), "-m", str(model), "--host", "127.0.0.1", "--port", str(port), "-t", "1"]
@@ -116,10 +137,8 @@ def start_redis(logdir: Path, port: int | None = None) -> Process:
         raise RuntimeError("redis-server is not installed and REDIS_URL is not reachable: run ./scripts/test")
     port = port or free_port()
     args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    proc = Process(f"redis-{port}", args, port, logdir / f"redis-{port}.log")
-    with proc.log.open("ab") as out:
-        proc.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 10
+    proc = Process(f"redis-{port}", args, port, logdir / f"redis-{port}.log").launch()
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):

@@ -7,7 +7,6 @@ import json
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
@@ -16,6 +15,7 @@ import yaml
 
 from dashboards.generate import HERE, render
 from tests.harness.procs import Process, free_port, start_gateway
+from tests.harness.wait import wait_until
 from tests.integration.test_passthrough import ask
 
 
@@ -38,7 +38,7 @@ def promql(expr: str) -> str:
 
 
 @pytest.fixture
-def prometheus(tmp_path: Path, logdir: Path):  # type: ignore[no-untyped-def]
+def prometheus(tmp_path: Path, logdir: Path, owned):  # type: ignore[no-untyped-def]
     binary = shutil.which("prometheus")
     if binary is None:
         raise RuntimeError("prometheus is not installed: ./scripts/test installs Debian's package")
@@ -58,28 +58,14 @@ def prometheus(tmp_path: Path, logdir: Path):  # type: ignore[no-untyped-def]
             f"--storage.tsdb.path={tmp_path / 'tsdb'}",
             f"--web.listen-address=127.0.0.1:{port}",
         ]
-        with (logdir / f"prometheus-{port}.log").open("ab") as log:
-            started.append(subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT))
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url + "/-/ready", timeout=1).status_code == 200:
-                    return url
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError("prometheus did not become ready")
+        proc = owned(Process(f"prometheus-{port}", args, port, logdir / f"prometheus-{port}.log"))
+        return proc.start("/-/ready").url
 
-    started: list[subprocess.Popen[bytes]] = []
-    yield start
-    for proc in started:
-        proc.terminate()
-        proc.wait(timeout=10)
+    return start
 
 
 def test_every_panel_query_returns_data(
-    prometheus, tmp_path: Path, logdir: Path, tool_llama: Process, text_llama: Process
+    prometheus, owned, tmp_path: Path, logdir: Path, tool_llama: Process, text_llama: Process
 ) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     policy = tmp_path / "policy.yaml"
@@ -98,28 +84,41 @@ def test_every_panel_query_returns_data(
             }
         )
     )
-    gw = start_gateway(policy, logdir, {"CCGATE_RELOAD_INTERVAL": "0"})
+    gw = owned(start_gateway(policy, logdir, {"CCGATE_RELOAD_INTERVAL": "0"}))
     url = prometheus({"ccgate": f"127.0.0.1:{gw.port}", "llama": f"127.0.0.1:{tool_llama.port}"})
-    try:
-        gw.proc.send_signal(signal.SIGHUP)  # type: ignore[union-attr]  # one policy reload
-        for i in range(8):  # a short scripted load spread over several scrapes
-            stream = i % 2 == 0
-            r = httpx.post(gw.url + "/v1/messages", json={**ask(), "stream": stream}, timeout=30)
-            assert r.status_code == 200
-            assert httpx.post(gw.url + "/v1/messages", json={**ask(), "model": "doomed"}, timeout=30).status_code == 529
-            time.sleep(0.4)
-        time.sleep(3)
-        check = subprocess.run(
-            ["promtool", "check", "metrics"], input=httpx.get(gw.url + "/metrics").text, capture_output=True, text=True
-        )
-        assert check.returncode == 0, check.stdout + check.stderr
+    gw.proc.send_signal(signal.SIGHUP)  # type: ignore[union-attr]  # one policy reload
+    scrapes = 0
+    for i in range(8):  # a short scripted load spread over several scrapes
+        stream = i % 2 == 0
+        r = httpx.post(gw.url + "/v1/messages", json={**ask(), "stream": stream}, timeout=30)
+        assert r.status_code == 200
+        assert httpx.post(gw.url + "/v1/messages", json={**ask(), "model": "doomed"}, timeout=30).status_code == 529
+        scrapes = scraped_since(url, scrapes)
+    check = subprocess.run(
+        ["promtool", "check", "metrics"], input=httpx.get(gw.url + "/metrics").text, capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
 
+    def empty_panels() -> list[str]:
         empty = []
         for board, title, expr in queries():
             answer = httpx.get(url + "/api/v1/query", params={"query": promql(expr)}, timeout=10).json()
             assert answer["status"] == "success", (board, title, answer)
             if not answer["data"]["result"]:
                 empty.append(f"{board} / {title}: {expr}")
-        assert not empty, "panels without data:\n" + "\n".join(empty)
-    finally:
-        gw.stop()
+        return empty
+
+    # rates need two scrapes of a series after it changed: wait for them, not for a duration
+    wait_until(lambda: not empty_panels(), "every panel has data", every=1.0)
+
+
+def scraped_since(url: str, count: int) -> int:
+    """Wait until Prometheus scraped ccgate once more than `count` times; the new count."""
+    return wait_until(lambda: (n := scrape_count(url)) > count and n, "prometheus scraped ccgate again")
+
+
+def scrape_count(url: str) -> int:
+    """How many times Prometheus has scraped ccgate so far (its own scrape_samples_scraped series)."""
+    query = 'count_over_time(scrape_samples_scraped{job="ccgate"}[10m])'
+    result = httpx.get(url + "/api/v1/query", params={"query": query}, timeout=10).json()["data"]["result"]
+    return int(float(result[0]["value"][1])) if result else 0

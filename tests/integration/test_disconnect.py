@@ -30,7 +30,7 @@ def test_streaming_client_hangs_up(start_ccgate, looping: Process, kind: str) ->
         for _ in range(30):
             next(lines)
         assert busy(looping)
-    assert_slots_free(looping, within=3.5)
+    assert_slots_free(looping, within=15)  # far less than the ~30 s the loop would run
 
 
 @pytest.mark.parametrize(
@@ -43,6 +43,6 @@ def test_waiting_client_hangs_up(start_ccgate, looping: Process, backend: dict) 
     gw = start_ccgate({"local": {**backend, "url": looping.url}})
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(gw.url + "/v1/messages", json=LONG, timeout=httpx.Timeout(30, read=1.5))
-    assert_slots_free(looping, within=3.5)
+    assert_slots_free(looping, within=15)  # far less than the ~30 s the loop would run
     # and the gateway still answers the next request on the freed slot
     assert httpx.post(gw.url + "/v1/messages", json={**ask(), "max_tokens": 5}, timeout=30).status_code == 200

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
-
 import httpx
 
 from tests.harness.procs import Process, start_llama
+from tests.harness.wait import wait_until
 from tests.integration.test_fallback import FALLBACK_TEXT, answer
+from tests.integration.test_metrics import scrape, value
 from tests.integration.test_passthrough import ask
 
 LONG = {**ask(), "max_tokens": 250_000, "stream": True}
@@ -35,10 +35,7 @@ def test_spillover_when_the_only_slot_is_busy_and_back_when_free(
         assert r.headers["x-ccgate-backend"] == "fallback"
         assert r.headers["x-ccgate-fallback-reason"] == "local: busy 1/1"
         assert r.json()["content"][0]["text"] == FALLBACK_TEXT
-    deadline = time.monotonic() + 5
-    while backend_of(gw) != "local":
-        assert time.monotonic() < deadline, "local never took requests again after its slot was freed"
-        time.sleep(0.2)
+    wait_until(lambda: backend_of(gw) == "local", "local took requests again after its slot was freed")
 
 
 def test_spillover_on_load_from_outside_the_gateway(start_ccgate, start_llama_server, text_llama: Process) -> None:
@@ -50,12 +47,17 @@ def test_spillover_on_load_from_outside_the_gateway(start_ccgate, start_llama_se
     with httpx.stream("POST", local.url + "/v1/messages", json=LONG, timeout=30) as direct:
         lines = direct.iter_lines()  # kept: dropping it would close the connection
         next(lines)
-        time.sleep(0.5)  # the tests poll every 0.2 s
+        wait_until(
+            lambda: value(scrape(gw), "ccgate_backend_queue_depth", backend="local") == 1,
+            "a poll saw the other client's request on local",
+        )
         assert backend_of(gw) == "fallback"
 
 
-def test_failover_opens_the_breaker_and_notices_the_restart(start_ccgate, models, logdir, text_llama: Process) -> None:
-    local = start_llama(models["tool"], logdir, "-np", "1")
+def test_failover_opens_the_breaker_and_notices_the_restart(
+    start_ccgate, owned, models, logdir, text_llama: Process
+) -> None:
+    local = owned(start_llama(models["tool"], logdir, "-np", "1"))
     port = local.port
     gw = start_ccgate(
         {
@@ -72,12 +74,6 @@ def test_failover_opens_the_breaker_and_notices_the_restart(start_ccgate, models
     state = httpx.get(gw.url + "/readyz").json()["backends"]["local"]
     assert state["breaker"] == "open" and state["healthy"] is False
 
-    restarted = Process(local.name, local.args, port, local.log).start("/health")
-    try:
-        deadline = time.monotonic() + 10
-        while backend_of(gw) != "local":
-            assert time.monotonic() < deadline, "the restarted llama-server was never used again"
-            time.sleep(0.3)
-        assert httpx.get(gw.url + "/readyz").json()["backends"]["local"]["breaker"] == "closed"
-    finally:
-        restarted.stop()
+    owned(Process(local.name, local.args, port, local.log).start("/health"))
+    wait_until(lambda: backend_of(gw) == "local", "the restarted llama-server was used again", every=0.3)
+    assert httpx.get(gw.url + "/readyz").json()["backends"]["local"]["breaker"] == "closed"

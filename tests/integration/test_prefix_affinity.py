@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import secrets
 import threading
-import time
 from contextlib import suppress
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 
 from tests.harness.procs import Process, start_redis
 from tests.harness.sessions import conversation
+from tests.harness.wait import wait_until
 from tests.integration.test_metrics import scrape, value
 from tests.integration.test_passthrough import ask
 
@@ -68,48 +68,43 @@ def test_in_flight_counts_are_shared_and_a_dead_replica_stops_counting(
                 pass  # until the replica is killed
 
     threading.Thread(target=hold, daemon=True).start()
-    assert wait_for(lambda: value(scrape(second), "ccgate_backend_queue_depth", backend="local") == 1, 5)
+    wait_until(
+        lambda: value(scrape(second), "ccgate_backend_queue_depth", backend="local") == 1,
+        "the second replica saw the first one's request (Redis)",
+    )
     r = httpx.post(second.url + "/v1/messages", json=ask(), timeout=30)
     assert r.headers["x-ccgate-backend"] == "fallback" and "local: busy 1/1" in r.headers["x-ccgate-fallback-reason"]
 
     first.kill()  # no clean-up: its counts must stop counting on their own
-    assert wait_for(lambda: value(scrape(second), "ccgate_backend_queue_depth", backend="local") == 0, 12)
-    assert wait_for(
+    wait_until(
+        lambda: value(scrape(second), "ccgate_backend_queue_depth", backend="local") == 0,
+        "the dead replica's count expired",
+    )
+    wait_until(
         lambda: httpx.post(second.url + "/v1/messages", json=ask(), timeout=30).headers["x-ccgate-backend"] == "local",
-        10,
+        "local took requests again",
     )
 
 
-def test_redis_stopped_and_restarted_mid_run_fails_no_request(start_ccgate, two_servers: dict, logdir: Path) -> None:
-    redis = start_redis(logdir)
+def test_redis_stopped_and_restarted_mid_run_fails_no_request(
+    start_ccgate, owned, two_servers: dict, logdir: Path
+) -> None:
+    redis = owned(start_redis(logdir))
     gw = start_ccgate(two_servers, env={"REDIS_URL": f"redis://127.0.0.1:{redis.port}/0"}, extra=pool_policy("ccgate:"))
     statuses = []
-    try:
-        for i in range(36):
-            if i == 10:
-                redis.kill()
-            if i == 22:
-                redis = start_redis(logdir, port=redis.port)
-            body = conversation("gamma", 1)[0] if i % 6 == 0 else {**ask(), "model": f"claude-{i}"}
-            statuses.append(httpx.post(gw.url + "/v1/messages", json=body, timeout=300).status_code)
-            time.sleep(0.1)
-        assert statuses == [200] * 36
-        assert wait_for(lambda: value(scrape(gw), "ccgate_state_redis_up") == 1, 5)
-        samples = scrape(gw)
-        assert value(samples, "ccgate_state_redis_errors_total") >= 1
-        log = gw.log.read_text()
-        assert log.count("redis unavailable") == 1 and "redis is back" in log
-    finally:
-        redis.stop()
-
-
-def wait_for(condition, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.2)
-    return False
+    for i in range(36):
+        if i == 10:
+            redis.kill()
+        if i == 22:
+            redis = owned(start_redis(logdir, port=redis.port))
+        body = conversation("gamma", 1)[0] if i % 6 == 0 else {**ask(), "model": f"claude-{i}"}
+        statuses.append(httpx.post(gw.url + "/v1/messages", json=body, timeout=300).status_code)
+    assert statuses == [200] * 36
+    wait_until(lambda: value(scrape(gw), "ccgate_state_redis_up") == 1, "ccgate saw redis back")
+    samples = scrape(gw)
+    assert value(samples, "ccgate_state_redis_errors_total") >= 1
+    log = gw.log.read_text()
+    assert log.count("redis unavailable") == 1 and "redis is back" in log
 
 
 def test_a_breaker_one_replica_opened_is_open_for_all(
@@ -126,7 +121,10 @@ def test_a_breaker_one_replica_opened_is_open_for_all(
     for _ in range(2):  # two 500s from the broken model: the first replica opens its breaker
         r = httpx.post(first.url + "/v1/messages", json=ask(), timeout=30)
         assert r.headers["x-ccgate-backend"] == "fallback" and "HTTP 500" in r.headers["x-ccgate-fallback-reason"]
-    assert wait_for(lambda: value(scrape(second), "ccgate_backend_breaker_state", backend="local") == 2, 5)
+    wait_until(
+        lambda: value(scrape(second), "ccgate_backend_breaker_state", backend="local") == 2,
+        "the second replica saw the breaker open",
+    )
     r = httpx.post(second.url + "/v1/messages", json=ask(), timeout=30)
     assert r.headers["x-ccgate-fallback-reason"] == "local: breaker open"
 
