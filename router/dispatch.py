@@ -18,6 +18,7 @@ from router.backends.base import (
     Backend,
     BackendError,
     BackendHTTPError,
+    BackendProtocolError,
     BackendTimeout,
     BackendToolCallError,
     BackendUnavailable,
@@ -27,6 +28,7 @@ from router.backends.base import (
 from router.policy.affinity import NO_SLOT, SlotChoice
 from router.policy.engine import Decision
 from router.policy.schema import ALL_FAILURES
+from router.protocol.errors import BadUpstreamResponse
 from router.state.store import StateStore
 
 log = logging.getLogger("ccgate.dispatch")
@@ -83,6 +85,7 @@ async def dispatch(
 ) -> Outcome:
     """`track_slot(backend, slot)` counts a request in progress on a slot; call what it returns when done."""
     tracer = tracer or trace.NoOpTracer()
+    secrets = known_secrets(backends, incoming.headers)
     passed_over = [f"{name}: {why}" for name, why in decision.skipped.items()]
     passed = list(decision.skip_kinds.items())
     failures: list[BackendError] = []
@@ -105,7 +108,13 @@ async def dispatch(
         )
         try:
             reply = await (backend.messages(attempt) if operation == "messages" else backend.count_tokens(attempt))
+            try:
+                reply.track_usage()  # reads what is already in hand: nothing has reached the client
+            except BadUpstreamResponse as bad:
+                await reply.aclose()
+                raise BackendProtocolError(name, str(bad)) from None
         except BackendError as exc:
+            exc.redact(secrets)
             end()
             span.set_attribute("error.type", failure_kind(exc))
             span.set_status(trace.Status(trace.StatusCode.ERROR, exc.reason))
@@ -128,7 +137,6 @@ async def dispatch(
             raise
         else:
             store.succeeded(name)
-            reply.track_usage()
             span.add_event("first_byte")
             finish = _finisher(span, reply)
             if reply.streaming:
@@ -142,6 +150,16 @@ async def dispatch(
     failure = _failure(decision.rule, failures, passed_over)
     failure.passed = passed
     raise failure
+
+
+def known_secrets(backends: Mapping[str, Backend], headers: Mapping[str, str]) -> list[str]:
+    """Every key an upstream could echo back: the configured ones and the client's own."""
+    found = [b.config.api_key for b in backends.values() if b.config.api_key]
+    for name in ("x-api-key", "authorization"):
+        value = headers.get(name)
+        if value:
+            found += [value, value.split(" ", 1)[-1]]
+    return found
 
 
 def _both(first: Callable[[], None], second: Callable[[], None] | None) -> Callable[[], None]:
@@ -208,8 +226,18 @@ def _failure(rule: str, failures: list[BackendError], passed_over: list[str]) ->
         )
     last = failures[-1]
     if isinstance(last, BackendHTTPError):
-        # The upstream's own verdict (e.g. 400 for a prompt it rejects) is the client's answer.
+        # The upstream's own verdict on the request (e.g. 400 for a prompt it rejects, 429) is the
+        # client's answer; its failures are a bad gateway (502), but for 529, which clients retry.
         message = last.message if len(failures) == 1 else f"every backend failed ({summary})"
-        error_type = last.error_type if last.status < 500 else None
-        return DispatchFailed(last.status, message, error_type, rule, passed_over)
+        if last.status < 500:
+            return DispatchFailed(last.status, message, last.error_type, rule, passed_over)
+        if last.status == 529:
+            return DispatchFailed(529, message, "overloaded_error", rule, passed_over)
+        return DispatchFailed(
+            502,
+            f"{last.backend}: HTTP {last.status}: {message}" if len(failures) == 1 else message,
+            None,
+            rule,
+            passed_over,
+        )
     return DispatchFailed(last.status, f"backend failed: {summary}", None, rule, passed_over)

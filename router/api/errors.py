@@ -6,10 +6,14 @@ import logging
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
+from opentelemetry import trace
 
 from router.dispatch import DispatchFailed
+from router.policy.features import client_kind
 from router.protocol.anthropic import InvalidRequest
 from router.protocol.errors import anthropic_error_body
+from router.telemetry import record
+from router.telemetry.tracing import trace_id
 
 log = logging.getLogger("ccgate.api")
 
@@ -22,8 +26,48 @@ def error_response(
     return Response(anthropic_error_body(status, message, error_type), status_code=status, headers=headers)
 
 
-def on_invalid_request(_: Request, exc: InvalidRequest) -> Response[dict]:
-    return error_response(400, str(exc))
+def _count_refused(request: Request, status: int) -> None:
+    """A request to the model API refused before routing still counts (`outcome` invalid or error)."""
+    if request.url.path.startswith("/v1/"):
+        record.refused(request.app.state.metrics, status, client_kind(request.headers.get("user-agent", "")))
+
+
+def on_invalid_request(request: Request, exc: InvalidRequest) -> Response[dict]:
+    return traced(request, on_refused(request, exc))
+
+
+def on_refused(request: Request, exc: InvalidRequest | HTTPException) -> Response[dict]:
+    """A body refused before routing: 400 naming the field, or 413; counted as `invalid`."""
+    if isinstance(exc, InvalidRequest):
+        _count_refused(request, 400)
+        return error_response(400, str(exc))
+    return _http_error(request, exc)
+
+
+def with_trace_id(response: Response, span: trace.Span) -> Response:
+    """Every answer names its trace, the failed ones first of all: that is how an operator finds it."""
+    found = trace_id(span)
+    if found:
+        response.headers["x-ccgate-trace-id"] = found
+    return response
+
+
+def traced(request: Request, response: Response[dict]) -> Response[dict]:
+    """An error answered outside a request's own span (404, 405, a fault): a span of its own."""
+    gateway = request.app.state.gateway
+    span = gateway.tracer.start_span(
+        f"{request.method} {request.url.path}",
+        kind=trace.SpanKind.SERVER,
+        attributes={
+            "http.request.method": request.method,
+            "url.path": request.url.path,
+            "http.response.status_code": response.status_code,
+        },
+    )
+    if response.status_code >= 500:
+        span.set_status(trace.Status(trace.StatusCode.ERROR))
+    span.end()
+    return with_trace_id(response, span)
 
 
 def on_dispatch_failed(_: Request, exc: DispatchFailed) -> Response[dict]:
@@ -37,6 +81,10 @@ def on_dispatch_failed(_: Request, exc: DispatchFailed) -> Response[dict]:
 
 
 def on_http_exception(request: Request, exc: HTTPException) -> Response[dict]:
+    return traced(request, _http_error(request, exc))
+
+
+def _http_error(request: Request, exc: HTTPException) -> Response[dict]:
     status = exc.status_code
     if status == 413:
         limit = request.route_handler.resolve_request_max_body_size()
@@ -47,12 +95,14 @@ def on_http_exception(request: Request, exc: HTTPException) -> Response[dict]:
         message = f"method {request.method} is not allowed on {request.url.path}"
     else:
         message = str(exc.detail)
+    _count_refused(request, status)
     return error_response(status, message)
 
 
 def on_unexpected(request: Request, exc: Exception) -> Response[dict]:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
-    return error_response(500, f"internal gateway error ({type(exc).__name__})")
+    _count_refused(request, 500)
+    return traced(request, error_response(500, f"internal gateway error ({type(exc).__name__})"))
 
 
 def header_safe(text: str, limit: int = 512) -> str:

@@ -7,15 +7,17 @@ import logging
 import time
 
 from litestar import Request, Response, get, post
+from litestar.exceptions import HTTPException
 from litestar.response import Stream
 from opentelemetry import trace
 
+from router.api.errors import on_dispatch_failed, on_refused, with_trace_id
 from router.api.replies import ClientGone, to_response, unless_client_leaves
 from router.backends.base import Incoming
 from router.dispatch import DispatchFailed, Operation
 from router.gateway import Gateway
 from router.policy.features import client_kind
-from router.protocol.anthropic import CountTokensRequest, MessagesRequest, decode_body, validate
+from router.protocol.anthropic import CountTokensRequest, InvalidRequest, MessagesRequest, decode_body, validate
 from router.telemetry import record
 from router.telemetry.metrics import Metrics
 from router.telemetry.tracing import trace_id
@@ -27,9 +29,6 @@ CLIENT_CLOSED = 499  # nginx's "client closed request": nobody is left to read i
 async def _handle(
     request: Request, kind: type[MessagesRequest] | type[CountTokensRequest], op: Operation
 ) -> Response | Stream:
-    body = await request.body()
-    raw = decode_body(body)
-    incoming = Incoming(validate(raw, kind), raw, body, request.headers, request.url.query or "")
     gateway: Gateway = request.app.state.gateway
     metrics: Metrics = request.app.state.metrics
     client = client_kind(request.headers.get("user-agent", ""))
@@ -41,6 +40,15 @@ async def _handle(
     )
     with trace.use_span(span, end_on_exit=False):
         try:
+            body = await request.body()
+            raw = decode_body(body)
+            incoming = Incoming(validate(raw, kind), raw, body, request.headers, request.url.query or "")
+        except (InvalidRequest, HTTPException) as exc:
+            status = exc.status_code if isinstance(exc, HTTPException) else 400
+            response = on_refused(request, exc)
+            _end_failed(span, status, response.content["error"]["message"])
+            return with_trace_id(response, span)
+        try:
             outcome = await unless_client_leaves(request, gateway.route(incoming, op))
         except ClientGone:
             record.client_gone(metrics, client)
@@ -50,10 +58,8 @@ async def _handle(
             return Response(b"", status_code=CLIENT_CLOSED)
         except DispatchFailed as failure:
             record.failed(metrics, failure, client)
-            span.set_attribute("http.response.status_code", failure.status)
-            span.set_status(trace.Status(trace.StatusCode.ERROR, failure.message))
-            span.end()
-            raise
+            _end_failed(span, failure.status, failure.message)
+            return with_trace_id(on_dispatch_failed(request, failure), span)
         record.answered(metrics, outcome, client, started)
         span.set_attributes({"http.response.status_code": outcome.reply.status, "ccgate.backend": outcome.backend})
         if outcome.reply.streaming:
@@ -88,10 +94,13 @@ async def _handle(
             }
         },
     )
-    response = to_response(outcome)
-    if span.get_span_context().is_valid:
-        response.headers["x-ccgate-trace-id"] = trace_id(span)
-    return response
+    return with_trace_id(to_response(outcome), span)
+
+
+def _end_failed(span: trace.Span, status: int, message: str) -> None:
+    span.set_attribute("http.response.status_code", status)
+    span.set_status(trace.Status(trace.StatusCode.ERROR, message))
+    span.end()
 
 
 @post("/v1/messages", status_code=200)

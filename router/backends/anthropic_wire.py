@@ -10,15 +10,16 @@ from collections.abc import Mapping
 
 import msgspec
 
-from router.backends.base import BackendHTTPError, Incoming, Probe, Reply
+from router.backends.base import BackendHTTPError, BackendProtocolError, Incoming, Probe, Reply
+from router.backends.credentials import credentials
 from router.backends.http import UpstreamClient
 from router.backends.llama_probe import LlamaProbe
-from router.backends.stream import collect, streaming_reply
+from router.backends.stream import collect, first_event, streaming_reply
 from router.backends.tool_guarding import guard_body, guard_for, guarded
 from router.policy.prefix import without_billing_header
 from router.policy.schema import BackendConfig
 from router.protocol.errors import upstream_error_message, upstream_error_type
-from router.protocol.sse import SSEDecoder
+from router.protocol.sse import Event
 
 JSON = "application/json"
 
@@ -31,7 +32,6 @@ FORWARDED = (
     "x-claude-code-session-id",
     "anthropic-dangerous-direct-browser-access",
 )
-CLIENT_CREDENTIALS = ("x-api-key", "authorization")
 # Headers of the upstream's answer worth handing back to the client.
 RETURNED = ("request-id", "retry-after")
 RETURNED_PREFIX = "anthropic-ratelimit-"
@@ -56,9 +56,16 @@ class AnthropicWireBackend:
         guard = guard_for(self.config, incoming)
         if client_streams or self.streams_upstream:
             response, first = await self.http.stream(path, body, headers)
-            if _is_error_event(first):
+            first, event = await first_event(self.http, response, first)
+            if event.event == "error" or not _starts_a_message(event):
                 await response.aclose()
-                raise _error_from_event(self.name, first)
+                raise (
+                    _error_from_event(self.name, event)
+                    if event.event == "error"
+                    else BackendProtocolError(
+                        self.name, f"the stream did not start with a message_start event (got {event.event or 'data'})"
+                    )
+                )
             returned = _returned_headers(response.headers)
             transform, finish = guarded(guard)
             if not client_streams:
@@ -67,11 +74,11 @@ class AnthropicWireBackend:
             else:
                 reply = await streaming_reply(self.http, response, first, transform, finish, headers=returned)
         else:
-            response = await self.http.post(path, body, headers)
+            response, content = await self.http.post(path, body, headers)
             reply = Reply(
-                status=response.status_code,
+                status=200,
                 content_type=JSON,
-                body=guard_body(self.name, guard, response.content),
+                body=guard_body(self.name, guard, _checked(self.name, content, "message")),
                 headers=_returned_headers(response.headers),
             )
         if guard is not None:
@@ -80,13 +87,17 @@ class AnthropicWireBackend:
 
     async def count_tokens(self, incoming: Incoming) -> Reply:
         path = self._path("/v1/messages/count_tokens", incoming)
-        response = await self.http.post(path, self._body(incoming), self._headers(incoming.headers))
-        return Reply(status=response.status_code, content_type=JSON, body=response.content)
+        _, content = await self.http.post(path, self._body(incoming), self._headers(incoming.headers))
+        return Reply(status=200, content_type=JSON, body=_checked(self.name, content, "count"))
 
-    async def probe(self) -> Probe:
-        if not self.config.health_path:
-            return Probe(True, "not probed")
-        return await self.http.health(self.config.health_path)
+    async def probe(self, suspect: bool = False) -> Probe:
+        if self.config.health_path:
+            return await self.http.health(self.config.health_path)
+        if suspect:
+            # Cheap and harmless: the Anthropic API lists models to anyone with a key, and answers
+            # 401 without one, which still proves DNS, TCP, TLS and an HTTP server work.
+            return await self.http.health("/v1/models", credentials(self.config, {}))
+        return Probe(True, "not probed", checked=False)
 
     async def models(self) -> list[str]:
         if self.config.model_names:
@@ -137,7 +148,7 @@ class LlamaCppBackend(AnthropicWireBackend):
         super().__init__(name, config)
         self._probe = LlamaProbe(self.http)
 
-    async def probe(self) -> Probe:
+    async def probe(self, suspect: bool = False) -> Probe:
         return await self._probe()
 
     def _local_changes(self, incoming: Incoming, messages: bool) -> dict[str, object]:
@@ -157,32 +168,42 @@ def llama_changes(system: object, slot: int | None) -> dict[str, object]:
     return changes
 
 
-def credentials(config: BackendConfig, client: Mapping[str, str]) -> dict[str, str]:
-    """The upstream's credentials: its own key, or the client's own (a teammate's subscription)."""
-    auth = config.effective_auth
-    if auth == "key" or (auth == "auto" and config.api_key):
-        if not config.api_key:
-            return {}
-        if config.kind == "anthropic":
-            return {"x-api-key": config.api_key}
-        return {"authorization": f"Bearer {config.api_key}"}
-    if auth in ("auto", "passthrough"):
-        return {key: client[key] for key in CLIENT_CREDENTIALS if client.get(key)}
-    return {}
+def _checked(name: str, body: bytes, kind: str) -> bytes:
+    """The body, if it is a well-formed answer of the kind asked for; only those reach a client."""
+    try:
+        answer = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        raise BackendProtocolError(name, f"answered 200 with a body that is not JSON ({len(body)} bytes)") from None
+    if kind == "message":
+        good = isinstance(answer, dict) and answer.get("type") == "message" and isinstance(answer.get("content"), list)
+    else:
+        good = isinstance(answer, dict) and type(answer.get("input_tokens")) is int
+    if not good:
+        what = "a message" if kind == "message" else "a token count"
+        raise BackendProtocolError(name, f"answered 200 with JSON that is not {what}")
+    return body
 
 
 def _returned_headers(upstream: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in upstream.items() if k in RETURNED or k.startswith(RETURNED_PREFIX)}
 
 
-def _is_error_event(first: bytes) -> bool:
-    return first.lstrip().startswith(b"event: error")
+def _starts_a_message(event: Event) -> bool:
+    """A message_start event with its message (a stream may open with pings: those are fine too)."""
+    if event.event == "ping":
+        return True
+    if event.event != "message_start":
+        return False
+    try:
+        data = msgspec.json.decode(event.data)
+    except msgspec.DecodeError:
+        return False
+    return isinstance(data, dict) and isinstance(data.get("message"), dict)
 
 
-def _error_from_event(name: str, first: bytes) -> BackendHTTPError:
+def _error_from_event(name: str, event: Event) -> BackendHTTPError:
     """llama-server answers some failures with HTTP 200 whose first SSE event is an error."""
-    events = SSEDecoder().feed(first + b"\n\n")
-    data = events[0].data.encode() if events else first
+    data = event.data.encode()
     message = upstream_error_message(data) or "error event before any output"
     try:
         code = msgspec.json.decode(data).get("error", {}).get("code")

@@ -2,25 +2,35 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from router.policy.schema import BackendConfig
 from router.protocol.anthropic import CountTokensRequest, MessagesRequest
+from router.protocol.errors import BadUpstreamResponse, anthropic_error_event
+from router.protocol.redact import safe_text
 from router.protocol.usage import Usage, UsageTap, usage_of_message
 
 
 class BackendError(Exception):
-    """A backend could not answer. `retryable`: the next candidate may take the request."""
+    """A backend could not answer. `retryable`: the next candidate may take the request.
+
+    `reason` often quotes the upstream; it is made safe here (bounded, one line, nothing
+    credential-shaped), and dispatch redacts the keys it knows of with `redact`."""
 
     status = 502
     retryable = True
 
     def __init__(self, backend: str, reason: str) -> None:
+        reason = safe_text(reason)
         super().__init__(f"{backend}: {reason}")
         self.backend = backend
         self.reason = reason
+
+    def redact(self, secrets: Iterable[str | None]) -> None:
+        self.reason = safe_text(self.reason, secrets)
+        self.args = (f"{self.backend}: {self.reason}",)
 
 
 class BackendUnavailable(BackendError):
@@ -51,6 +61,7 @@ class BackendToolCallError(BackendError):
     status = 502
 
     def __init__(self, backend: str, kind: str, message: str) -> None:
+        message = safe_text(message)
         super().__init__(backend, f"unusable tool call ({kind}): {message}")
         self.kind = kind
         self.message = message
@@ -62,6 +73,7 @@ class BackendHTTPError(BackendError):
     def __init__(
         self, backend: str, status: int, message: str, error_type: str | None = None, n_ctx: int | None = None
     ) -> None:
+        message = safe_text(message)
         super().__init__(backend, f"HTTP {status}: {message}")
         self.status = status
         self.message = message
@@ -70,6 +82,10 @@ class BackendHTTPError(BackendError):
         # 5xx, 429, 529 and llama.cpp's context overflow may succeed elsewhere; other 4xx would not.
         self.retryable = status >= 500 or status == 429 or error_type == "exceed_context_size_error"
 
+    def redact(self, secrets: Iterable[str | None]) -> None:
+        super().redact(secrets)
+        self.message = safe_text(self.message, secrets)
+
 
 @dataclass(frozen=True, slots=True)
 class Probe:
@@ -77,6 +93,9 @@ class Probe:
 
     healthy: bool
     detail: str = ""
+    # False when nothing was checked (a backend without a health path): the probe then says
+    # nothing against what real requests last showed (passive health, state/store.py).
+    checked: bool = True
     processing: int | None = None
     deferred: int | None = None
     slots: int | None = None
@@ -148,7 +167,12 @@ class Reply:
 async def _tapped(chunks: AsyncIterator[bytes], tap: UsageTap) -> AsyncIterator[bytes]:
     try:
         async for chunk in chunks:
-            tap.feed(chunk)
+            try:
+                tap.feed(chunk)
+            except BadUpstreamResponse as exc:  # a line or event without end: stop relaying it
+                # the blank line ends whatever unfinished line the client already holds
+                yield b"\n\n" + anthropic_error_event(502, f"the backend's stream was cut off: {exc}")
+                return
             yield chunk
     finally:
         await chunks.aclose()  # type: ignore[attr-defined]
@@ -162,7 +186,10 @@ class Backend(Protocol):
 
     async def count_tokens(self, incoming: Incoming) -> Reply: ...
 
-    async def probe(self) -> Probe: ...
+    async def probe(self, suspect: bool = False) -> Probe:
+        """Health and load. `suspect`: a real request just failed to reach it, so a backend that
+        is not probed otherwise (no health path) gets a cheap reachability check."""
+        ...
 
     async def models(self) -> list[str]:
         """Model ids this backend serves, for `GET /v1/models` (best effort)."""

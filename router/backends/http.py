@@ -26,6 +26,9 @@ from router.policy.schema import BackendConfig
 from router.protocol.errors import upstream_error_message, upstream_error_type, upstream_n_ctx
 
 MAX_ERROR_BODY = 64 * 1024
+MAX_ANSWER_BYTES = 64 * 1024 * 1024  # a whole (non-streamed) answer; no model answer comes near it
+# What httpx decodes; ccgate asks for identity, but a server may compress anyway.
+DECODED_ENCODINGS = frozenset({"identity", "gzip", "deflate", "x-gzip"})
 
 
 class TotalTimeout(TimeoutError):
@@ -49,19 +52,26 @@ class UpstreamClient:
     def url(self, path: str) -> str:
         return self.base + path
 
-    async def post(self, path: str, body: bytes, headers: Mapping[str, str]) -> httpx.Response:
-        """A whole (non-streamed) answer; raises BackendError for anything but 2xx."""
+    async def post(self, path: str, body: bytes, headers: Mapping[str, str]) -> tuple[httpx.Response, bytes]:
+        """A whole (non-streamed) answer and its decoded body; raises BackendError for anything
+        but 2xx, and for a body over MAX_ANSWER_BYTES."""
         response = await self._open(path, body, headers, self.config.timeouts.first_byte)
+        parts: list[bytes] = []
+        size = 0
         try:
             async with asyncio.timeout(self.config.timeouts.idle):
-                await response.aread()
+                async for part in response.aiter_bytes():
+                    size += len(part)
+                    if size > MAX_ANSWER_BYTES:
+                        raise BackendProtocolError(self.name, f"answer larger than {MAX_ANSWER_BYTES} bytes")
+                    parts.append(part)
         except TimeoutError:
             raise BackendTimeout(self.name, "response body stalled") from None
         except httpx.HTTPError as exc:
             raise BackendProtocolError(self.name, f"response body broken off: {describe(exc)}") from None
         finally:
             await response.aclose()
-        return response
+        return response, b"".join(parts)
 
     async def stream(self, path: str, body: bytes, headers: Mapping[str, str]) -> tuple[httpx.Response, bytes]:
         """Open a streamed answer and read its first chunk; the caller owns `response`.
@@ -71,7 +81,11 @@ class UpstreamClient:
         total = self.config.timeouts.total
         deadline = asyncio.get_running_loop().time() + total if total else None
         response = await self._open(path, body, headers, self.config.timeouts.first_byte)
-        chunks = response.aiter_raw()
+        kind = response.headers.get("content-type", "")
+        if "event-stream" not in kind:
+            await response.aclose()
+            raise BackendProtocolError(self.name, f"asked for a stream, answered {kind or 'no content-type'}")
+        chunks = response.aiter_bytes()
         response.extensions["ccgate_chunks"] = chunks
         response.extensions["ccgate_deadline"] = deadline
         try:
@@ -87,33 +101,42 @@ class UpstreamClient:
 
     async def rest(self, response: httpx.Response) -> AsyncIterator[bytes]:
         """The chunks after the first; TimeoutError / httpx.HTTPError propagate to the caller."""
-        chunks = response.extensions["ccgate_chunks"]
-        deadline: float | None = response.extensions["ccgate_deadline"]
-        loop = asyncio.get_running_loop()
-        idle = self.config.timeouts.idle
         while True:
-            wake = loop.time() + idle
-            try:
-                async with asyncio.timeout_at(wake if deadline is None else min(wake, deadline)):
-                    chunk = await anext(chunks, None)
-            except TimeoutError:
-                if deadline is not None and loop.time() >= deadline:
-                    raise TotalTimeout from None
-                raise
+            chunk = await self.next_chunk(response)
             if chunk is None:
                 return
             if chunk:
                 yield chunk
 
-    async def health(self, path: str) -> Probe:
-        """Up when `path` answers below 500 within the connect timeout (an auth error is reachable)."""
+    async def next_chunk(self, response: httpx.Response) -> bytes | None:
+        """The stream's next chunk within `idle` (and `total`); None at its end."""
+        chunks = response.extensions["ccgate_chunks"]
+        deadline: float | None = response.extensions["ccgate_deadline"]
+        loop = asyncio.get_running_loop()
+        wake = loop.time() + self.config.timeouts.idle
         try:
-            response = await self.client.get(self.url(path), timeout=self.config.timeouts.connect)
+            async with asyncio.timeout_at(wake if deadline is None else min(wake, deadline)):
+                return await anext(chunks, None)
+        except TimeoutError:
+            if deadline is not None and loop.time() >= deadline:
+                raise TotalTimeout from None
+            raise
+
+    async def health(self, path: str, headers: Mapping[str, str] | None = None) -> Probe:
+        """Up when `path` answers below 500 within the connect timeout (an auth error is reachable,
+        and said: a key the backend refuses is worth knowing before the first request)."""
+        try:
+            response = await self.client.get(self.url(path), headers=headers, timeout=self.config.timeouts.connect)
         except Exception as exc:  # noqa: BLE001 - any failure means "down", said in the detail
             return Probe(False, describe(exc))
-        if response.status_code < 500:
+        code = response.status_code
+        if code >= 500:
+            return Probe(False, f"{path} answered HTTP {code}")
+        if code < 300:
             return Probe(True, "up")
-        return Probe(False, f"{path} answered HTTP {response.status_code}")
+        if code in (401, 403) and headers:
+            return Probe(True, f"up, but {path} refused the configured api_key (HTTP {code})")
+        return Probe(True, f"up ({path} answered HTTP {code})")
 
     async def model_ids(self, headers: Mapping[str, str]) -> list[str]:
         """The ids an OpenAI-style `/v1/models` lists (llama-server, vLLM, ...); [] when it cannot say."""
@@ -150,6 +173,18 @@ class UpstreamClient:
                 raise BackendBroken(self.name, f"closed without an answer: {describe(exc)}") from None
         if response.status_code >= 400:
             await _raise_for_status(self.name, response)
+        if not 200 <= response.status_code < 300:
+            await response.aclose()
+            where = response.headers.get("location")
+            moved = f" to {where[:200]}" if where else ""
+            raise BackendProtocolError(self.name, f"answered HTTP {response.status_code}{moved}, not an answer")
+        encodings = {e.strip().lower() for e in response.headers.get("content-encoding", "identity").split(",")}
+        if not encodings <= DECODED_ENCODINGS:
+            await response.aclose()
+            unknown = ", ".join(sorted(encodings - DECODED_ENCODINGS))
+            raise BackendProtocolError(
+                self.name, f"answered with content-encoding {unknown}, which ccgate cannot decode"
+            )
         return response
 
 
@@ -157,7 +192,7 @@ async def _raise_for_status(name: str, response: httpx.Response) -> None:
     try:
         async with asyncio.timeout(10):
             body = b""
-            async for chunk in response.aiter_raw():
+            async for chunk in response.aiter_bytes():
                 body += chunk
                 if len(body) > MAX_ERROR_BODY:
                     break

@@ -7,18 +7,25 @@ from contextlib import suppress
 import httpx
 
 from router.backends.base import Probe
+from router.backends.credentials import own_credentials
 from router.backends.http import UpstreamClient, describe
 
 
 class LlamaProbe:
     """Polls one llama-server. `/metrics` (needs --metrics) gives processing and deferred
     requests; without it `/slots` gives the processing count; `/props` gives the slot count and
-    per-slot context, read again whenever the server comes back (it may have restarted with -np/-c)."""
+    per-slot context, read again whenever the server comes back (it may have restarted with -np/-c).
+
+    With `--api-key`, llama-server leaves only `/health` open: the others get the backend's own
+    key, and a 401 there is said in the probe's detail (slots, context and load are unknown
+    then, which costs slot pinning), never silently ignored."""
 
     def __init__(self, http: UpstreamClient) -> None:
         self.http = http
         self._props: tuple[int | None, int | None, str | None] | None = None
         self._metrics = True  # until the server says it has none
+        self._auth = own_credentials(http.config)
+        self._refused: str | None = None  # the last path that refused our credentials
 
     async def __call__(self) -> Probe:
         try:
@@ -29,21 +36,36 @@ class LlamaProbe:
         if health.status_code != 200:
             self._props = None
             return Probe(False, f"/health answered HTTP {health.status_code}")
+        self._refused = None
         if self._props is None:
             self._props = await self._read_props()
-        slots, n_ctx, model = self._props
+        slots, n_ctx, model = self._props or (None, None, None)
         processing, deferred = await self._load()
-        return Probe(True, "up", processing=processing, deferred=deferred, slots=slots, n_ctx=n_ctx, model=model)
+        detail = "up"
+        if self._refused:
+            key = "the configured api_key" if self._auth else "no api_key (llama-server runs with --api-key)"
+            detail = f"up, but {self._refused} refused {key}: no slots, context or load known"
+        return Probe(True, detail, processing=processing, deferred=deferred, slots=slots, n_ctx=n_ctx, model=model)
 
     async def _get(self, path: str) -> httpx.Response | None:
         with suppress(Exception):
-            return await self.http.client.get(self.http.url(path), timeout=self.http.config.timeouts.connect)
+            response = await self.http.client.get(
+                self.http.url(path), headers=self._auth, timeout=self.http.config.timeouts.connect
+            )
+            if response.status_code in (401, 403):
+                self._refused = path
+            return response
         return None
 
-    async def _read_props(self) -> tuple[int | None, int | None, str | None]:
+    async def _read_props(self) -> tuple[int | None, int | None, str | None] | None:
+        """Slots, context per slot and model; None when /props could not be read (asked again)."""
         response = await self._get("/props")
+        if response is None or response.status_code in (401, 403):
+            return None
+        if response.status_code != 200:
+            return None, None, None  # this server has no /props
         try:
-            props = response.json() if response is not None and response.status_code == 200 else {}
+            props = response.json()
             n_ctx = props.get("default_generation_settings", {}).get("n_ctx")
             slots = props.get("total_slots")
             model = props.get("model_path") or props.get("model_alias")

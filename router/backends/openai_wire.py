@@ -6,8 +6,9 @@ from collections.abc import Iterable
 
 import msgspec
 
-from router.backends.anthropic_wire import credentials, llama_changes
+from router.backends.anthropic_wire import llama_changes
 from router.backends.base import BackendProtocolError, Incoming, Probe, Reply
+from router.backends.credentials import credentials
 from router.backends.http import UpstreamClient
 from router.backends.llama_probe import LlamaProbe
 from router.backends.stream import collect, streaming_reply
@@ -49,11 +50,13 @@ class OpenAIWireBackend:
             reply = await self._stream(body, headers, request.model, guard, collect_all=not request.stream)
         else:
             body = msgspec.json.encode({**to_openai_request(request, model), **local})
-            response = await self.http.post(CHAT, body, headers)
+            _, content = await self.http.post(CHAT, body, headers)
             try:
-                decoded = msgspec.json.decode(response.content)
+                decoded = msgspec.json.decode(content)
+                if not isinstance(decoded, dict):
+                    raise BadUpstreamResponse(f"expected a JSON object, got {type(decoded).__name__}")
                 message = to_anthropic_message(decoded, request.model, keep_invalid=guard is not None)
-            except (msgspec.DecodeError, BadUpstreamResponse, AttributeError, TypeError) as exc:
+            except (msgspec.DecodeError, BadUpstreamResponse, AttributeError, TypeError, KeyError) as exc:
                 raise BackendProtocolError(self.name, f"unusable chat completion: {exc}") from None
             reply = Reply(
                 status=200, content_type=JSON, body=guard_body(self.name, guard, msgspec.json.encode(message))
@@ -101,10 +104,10 @@ class OpenAIWireBackend:
         count = incoming.known_tokens or estimate_input_tokens(incoming.raw)
         return Reply(status=200, content_type=JSON, body=msgspec.json.encode({"input_tokens": count}))
 
-    async def probe(self) -> Probe:
+    async def probe(self, suspect: bool = False) -> Probe:
         if self._llama is not None:
             return await self._llama()
-        return await self.http.health(self.config.health_path or "/v1/models")
+        return await self.http.health(self.config.health_path or "/v1/models", credentials(self.config, {}))
 
     async def models(self) -> list[str]:
         if self.config.model_names:

@@ -10,6 +10,7 @@ import msgspec
 
 from router.backends.base import (
     BackendBroken,
+    BackendError,
     BackendProtocolError,
     BackendTimeout,
     BackendToolCallError,
@@ -17,9 +18,9 @@ from router.backends.base import (
 )
 from router.backends.http import TotalTimeout, UpstreamClient, describe
 from router.protocol.aggregate import MessageAggregator
-from router.protocol.errors import anthropic_error_event
-from router.protocol.from_openai import BadUpstreamResponse
-from router.protocol.sse import SSEDecoder
+from router.protocol.errors import BadUpstreamResponse, anthropic_error_event
+from router.protocol.redact import safe_text
+from router.protocol.sse import Event, SSEDecoder
 from router.protocol.tool_check import ToolCallError
 
 SSE = "text/event-stream"
@@ -78,13 +79,18 @@ async def streaming_reply(
         except httpx.HTTPError as exc:
             yield anthropic_error_event(502, f"backend {client.name} broke off the stream: {type(exc).__name__}")
         except BackendProtocolError as exc:
-            yield anthropic_error_event(502, str(exc))
+            yield anthropic_error_event(502, safe_text(str(exc), [client.config.api_key]))
+        except BadUpstreamResponse as exc:
+            said = safe_text(str(exc), [client.config.api_key])
+            yield anthropic_error_event(502, f"backend {client.name} sent an unusable stream: {said}")
         except ToolCallError as exc:
             log.warning("backend %s: unusable tool call after output began: %s", client.name, exc.message)
             yield anthropic_error_event(502, f"backend {client.name} returned an unusable tool call: {exc.message}")
-        except Exception:
+        except Exception as exc:
             log.exception("relaying the stream of backend %s failed", client.name)
-            yield anthropic_error_event(500, f"gateway error while relaying backend {client.name}")
+            yield anthropic_error_event(
+                502, f"backend {client.name} sent a stream ccgate could not relay ({_kind(exc)})"
+            )
         finally:
             await response.aclose()
 
@@ -103,6 +109,47 @@ def _raise_before_output(client: UpstreamClient, exc: BaseException) -> None:
         raise BackendProtocolError(client.name, str(exc)) from None
     if isinstance(exc, ToolCallError):
         raise BackendToolCallError(client.name, exc.kind, exc.message) from None
+    if isinstance(exc, BackendError):
+        return
+    if isinstance(exc, Exception):
+        # Anything else an answer made the parsing raise (a field of the wrong type, ...) is the
+        # upstream's oddity: a failure of this backend, so the next one is tried. Logged whole,
+        # in case it is ccgate's own bug.
+        log.warning("backend %s: unusable answer", client.name, exc_info=exc)
+        raise BackendProtocolError(client.name, f"unusable answer ({_kind(exc)})") from None
+
+
+def _kind(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {safe_text(str(exc), limit=120)}" if str(exc) else type(exc).__name__
+
+
+FIRST_EVENT_LIMIT = 1024 * 1024  # bytes an upstream may send before its first whole event
+
+
+async def first_event(client: UpstreamClient, response: httpx.Response, first: bytes) -> tuple[bytes, Event]:
+    """Read on until the stream's first whole event is in hand, and return what was read with it.
+
+    Nothing has reached the client yet, so an upstream that sends no event (an endless line,
+    a page of HTML, nothing at all) is still a backend failure the next target can make up for.
+    """
+    decoder = SSEDecoder(max_line=FIRST_EVENT_LIMIT, max_event=FIRST_EVENT_LIMIT)
+    read = [first]
+    try:
+        events = decoder.feed(first)
+        while not events:
+            chunk = await client.next_chunk(response)
+            if chunk is None:
+                events = decoder.flush()
+                if not events:
+                    raise BadUpstreamResponse("the stream ended before its first event")
+                break
+            read.append(chunk)
+            events = decoder.feed(chunk)
+    except BaseException as exc:
+        await response.aclose()
+        _raise_before_output(client, exc)
+        raise
+    return b"".join(read), events[0]
 
 
 async def collect(

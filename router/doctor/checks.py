@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 import httpx
 
-from router.backends.anthropic_wire import credentials
+from router.backends.credentials import credentials
 from router.backends.http import UpstreamClient, describe
 from router.doctor import probe_requests as req
 from router.doctor.answers import (
@@ -138,6 +138,18 @@ async def _facts(http: UpstreamClient, config: BackendConfig, report: Report) ->
     facts = Facts()
     if config.kind == "llamacpp":
         props = await _get_json(http, config, "/props")
+        refused = await _refuses(http, config, "/props")
+        if refused:
+            key = "the configured api_key" if config.api_key else "requests without an api_key"
+            report.checks.append(
+                Check(
+                    "credentials",
+                    "fail",
+                    f"/props refused {key} (HTTP {refused}): llama-server runs with --api-key, so ccgate "
+                    "can neither read its slots, context and load nor send it requests",
+                    "set the backend's api_key to the key llama-server was started with (LOCAL_LLAMA_API_KEY)",
+                )
+            )
         if isinstance(props, dict):
             model = props.get("model_alias") or props.get("model_path")
             facts.model = model if isinstance(model, str) else None
@@ -290,6 +302,15 @@ def _fix_for_error(error: str) -> str:
     if "401" in lowered or "auth" in lowered or "api key" in lowered or "api_key" in lowered:
         return "check api_key"
     return ""
+
+
+async def _refuses(http: UpstreamClient, config: BackendConfig, path: str) -> int | None:
+    """The status when `path` refuses ccgate's credentials (401, 403), else None."""
+    try:
+        response = await http.client.get(http.url(path), headers=_headers(config), timeout=config.timeouts.connect)
+    except httpx.HTTPError:
+        return None
+    return response.status_code if response.status_code in (401, 403) else None
 
 
 async def _get_json(http: UpstreamClient, config: BackendConfig, path: str) -> Any:

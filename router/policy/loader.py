@@ -63,7 +63,7 @@ def parse_policy(text: str, source: str, env: Mapping[str, str]) -> Policy:
         raise PolicyError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
     if not isinstance(data, dict):
         raise PolicyError(f"{source}: expected a mapping with `backends:` and `rules:`")
-    data = _interpolate_tree(data, env)
+    data = _yaml11_spellings(_interpolate_tree(data, env))
     backends = data.get("backends")
     if isinstance(backends, dict):
         # msgspec names a dict value `backends[...]`; convert each on its own to name it.
@@ -90,6 +90,17 @@ def _convert(value: Any, kind: type[T], at: str, source: str, node: yaml.Node | 
         unknown = re.search(r"unknown field `([^`]+)`", message)
         line = _line_of(node, f"{path}.{unknown.group(1)}" if unknown else path)
         raise PolicyError(f"{source}:{line}: {path.removeprefix('$').lstrip('.') or 'policy'}: {message}") from None
+
+
+def _yaml11_spellings(data: dict[str, Any]) -> dict[str, Any]:
+    """What YAML 1.1 makes of natural spellings, read as meant: the key `on:` is the boolean
+    true, and `on: [429, 529]` holds numbers; `fallback.on` wants names."""
+    fallback = data.get("fallback")
+    if isinstance(fallback, dict) and True in fallback:
+        fallback = {("on" if k is True else k): v for k, v in fallback.items()}
+    if isinstance(fallback, dict) and isinstance(fallback.get("on"), list):
+        fallback = {**fallback, "on": [str(v) if type(v) is int else v for v in fallback["on"]]}
+    return {**data, "fallback": fallback} if fallback is not None else data
 
 
 def _interpolate_tree(value: Any, env: Mapping[str, str]) -> Any:

@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-from router.protocol.from_openai import BadUpstreamResponse
+from router.protocol.errors import BadUpstreamResponse
 from router.protocol.sse import Event
 
 
@@ -31,18 +31,22 @@ class MessageAggregator:
             error = data.get("error") if isinstance(data, dict) else None
             raise BadUpstreamResponse(error.get("message", "error event") if isinstance(error, dict) else "error event")
         if kind == "message_start":
-            self._message = dict(data["message"])
+            self._message = dict(_field(data, "message", dict))
             self._message["content"] = []
         elif kind == "content_block_start":
-            self._blocks[data["index"]] = dict(data["content_block"])
+            self._blocks[_field(data, "index", int)] = dict(_field(data, "content_block", dict))
         elif kind == "content_block_delta":
-            self._delta(data["index"], data["delta"])
+            self._delta(_field(data, "index", int), _field(data, "delta", dict))
         elif kind == "content_block_stop":
-            self._finish_block(data["index"])
+            self._finish_block(_field(data, "index", int))
         elif kind == "message_delta":
             message = self._started()
-            message.update(data.get("delta") or {})
-            message["usage"] = {**(message.get("usage") or {}), **(data.get("usage") or {})}
+            delta, usage = data.get("delta") or {}, data.get("usage") or {}
+            if not isinstance(delta, dict) or not isinstance(usage, dict):
+                raise BadUpstreamResponse("message_delta with a delta or usage that is not an object")
+            message.update(delta)
+            previous = message.get("usage") if isinstance(message.get("usage"), dict) else {}
+            message["usage"] = {**previous, **usage}
         elif kind == "message_stop":
             self.done = True
 
@@ -63,13 +67,13 @@ class MessageAggregator:
         block = self._blocks.setdefault(index, {"type": "text", "text": ""})
         kind = delta.get("type")
         if kind == "text_delta":
-            block["text"] = block.get("text", "") + delta.get("text", "")
+            block["text"] = _text(block.get("text", "")) + _text(delta.get("text", ""))
         elif kind == "thinking_delta":
-            block["thinking"] = block.get("thinking", "") + delta.get("thinking", "")
+            block["thinking"] = _text(block.get("thinking", "")) + _text(delta.get("thinking", ""))
         elif kind == "signature_delta":
-            block["signature"] = block.get("signature", "") + delta.get("signature", "")
+            block["signature"] = _text(block.get("signature", "")) + _text(delta.get("signature", ""))
         elif kind == "input_json_delta":
-            self._json.setdefault(index, []).append(delta.get("partial_json", ""))
+            self._json.setdefault(index, []).append(_text(delta.get("partial_json", "")))
         elif kind == "citations_delta":
             block.setdefault("citations", []).append(delta.get("citation"))
 
@@ -84,3 +88,16 @@ class MessageAggregator:
             except msgspec.DecodeError:
                 raise BadUpstreamResponse(f"tool {block.get('name')!r} came back with invalid JSON input") from None
         self._started()["content"].append(block)
+
+
+def _field(data: dict[str, Any], key: str, kind: type) -> Any:
+    value = data.get(key)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise BadUpstreamResponse(f"{data.get('type')} event without a valid `{key}`")
+    return value
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise BadUpstreamResponse(f"expected text in a stream delta, got {type(value).__name__}")
+    return value

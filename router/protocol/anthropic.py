@@ -129,8 +129,17 @@ def _check_block(block: ContentBlock, where: str) -> None:
             raise InvalidRequest(
                 f"{where}.{field}: Expected `{_TYPE_NAMES.get(expected, expected)}`, got `{type(value).__name__}`"
             )
-    if kind == "tool_result" and not isinstance(block.get("content", ""), str | list):
-        raise InvalidRequest(f"{where}.content: Expected `str | array`")
+    if kind == "tool_result":
+        content = block.get("content", "")
+        if not isinstance(content, str | list):
+            raise InvalidRequest(f"{where}.content: Expected `str | array`")
+        if isinstance(content, list):
+            for k, inner in enumerate(content):
+                if not isinstance(inner, dict):
+                    raise InvalidRequest(
+                        f"{where}.content[{k}]: Expected a content block object, got `{type(inner).__name__}`"
+                    )
+                _check_block(inner, f"{where}.content[{k}]")
 
 
 def text_of(content: str | list[ContentBlock] | None) -> str:

@@ -6,6 +6,11 @@ from typing import Any
 
 import msgspec
 
+
+class BadUpstreamResponse(ValueError):
+    """The backend answered something that is not a valid response of its dialect."""
+
+
 # Anthropic's documented error types by HTTP status.
 ANTHROPIC_ERROR_TYPES: dict[int, str] = {
     400: "invalid_request_error",

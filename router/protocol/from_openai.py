@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 
+from router.protocol.errors import BadUpstreamResponse
 from router.protocol.sse import encode_event
 
 STOP_REASONS = {
@@ -16,10 +17,6 @@ STOP_REASONS = {
     "function_call": "tool_use",
     "content_filter": "refusal",
 }
-
-
-class BadUpstreamResponse(ValueError):
-    """The backend answered something that is not a valid response of its dialect."""
 
 
 def new_message_id() -> str:
@@ -116,14 +113,21 @@ class StreamTranslator:
         self._usage: dict[str, int] = usage(None)
         self._saw_tool_call = False
 
-    def feed(self, chunk: dict[str, Any]) -> list[bytes]:
+    def feed(self, chunk: object) -> list[bytes]:
+        if not isinstance(chunk, dict):
+            raise BadUpstreamResponse(f"stream event is {type(chunk).__name__}, not a chat.completion.chunk object")
         if isinstance(chunk.get("error"), dict | str):
             raise BadUpstreamResponse(_error_text(chunk["error"]))
         out = self._start(chunk)
-        if chunk.get("usage"):
+        if isinstance(chunk.get("usage"), dict):
             self._usage = usage(chunk["usage"])
-        for choice in chunk.get("choices") or ():
+        choices = chunk.get("choices") or []
+        if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
+            raise BadUpstreamResponse("stream event with `choices` that are not a list of objects")
+        for choice in choices:
             delta = choice.get("delta") or {}
+            if not isinstance(delta, dict):
+                raise BadUpstreamResponse("stream event with a `delta` that is not an object")
             if delta.get("reasoning_content"):
                 out += self._switch("thinking", {"type": "thinking", "thinking": "", "signature": ""})
                 out.append(self._delta({"type": "thinking_delta", "thinking": delta["reasoning_content"]}))
@@ -140,6 +144,8 @@ class StreamTranslator:
         """Close the message; call once the upstream stream ended (`[DONE]` or EOF)."""
         if self.finished:
             return []
+        if not self.started:
+            raise BadUpstreamResponse("the stream ended without a single chat.completion.chunk")
         out = self._start({})
         out += self._close()
         finish = "tool_calls" if self._saw_tool_call and self._stop in (None, "stop") else self._stop

@@ -4,18 +4,29 @@ Arguments that are almost JSON (single quotes, trailing commas, cut off at the e
 with json-repair; the result must still validate against the tool's `input_schema` (JSON Schema
 2020-12 as Claude Code sends it; a schema's own `$schema` picks its draft). A call that fails
 any of this is a ToolCallError: it is never passed on to the client.
+
+The schemas come from the client, so checking them must cost little and reach nothing: no `$ref`
+is ever fetched (network or file), regular expressions run on an engine without catastrophic
+backtracking (linear, or a bounded number of steps for lookarounds), and the validator is Rust
+code. A schema that cannot be used that way (a ref to elsewhere, a meta-schema nobody knows, an
+invalid schema) cannot be held against the model: its calls pass unchecked, and say so.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 import json_repair
+import jsonschema_rs
 import msgspec
-from jsonschema import validators
-from jsonschema.exceptions import SchemaError
+
+# Patterns without lookarounds run on Rust's linear-time `regex`; the rest on `fancy-regex`,
+# stopped after this many backtracking steps (then treated as not matching).
+PATTERNS = jsonschema_rs.FancyRegexOptions(backtrack_limit=20_000)
+UNCHECKED = "unchecked"
 
 
 class ToolCallError(Exception):
@@ -32,6 +43,7 @@ class CheckedCall:
     name: str
     input: dict[str, Any]
     repaired: bool  # the arguments or the name had to be fixed
+    checked: bool = True  # False: the tool's schema could not be used, the arguments passed unchecked
 
 
 class ToolBox:
@@ -44,7 +56,7 @@ class ToolBox:
             if isinstance(name, str):
                 schema = tool.get("input_schema")
                 self.schemas[name] = schema if isinstance(schema, Mapping) else {}
-        self._validators: dict[str, Any] = {}
+        self._validators: dict[str, jsonschema_rs.Validator | None] = {}
 
     def __bool__(self) -> bool:
         return bool(self.schemas)
@@ -72,23 +84,41 @@ class ToolBox:
         coerced = coerce_strings(value, schema)
         if coerced != value:
             value, repaired = coerced, True
-        self._validate(known, schema, value)
-        return CheckedCall(known, value, repaired)
+        return CheckedCall(known, value, repaired, self._validate(known, schema, value))
 
-    def _validate(self, name: str, schema: Mapping[str, Any], value: dict[str, Any]) -> None:
-        validator = self._validators.get(name)
+    def _validate(self, name: str, schema: Mapping[str, Any], value: dict[str, Any]) -> bool:
+        """Raise for arguments against the schema; False when the schema cannot be used."""
+        if name not in self._validators:
+            self._validators[name] = compile_schema(schema)
+        validator = self._validators[name]
         if validator is None:
-            cls = validators.validator_for(schema, default=validators.Draft202012Validator)
-            try:
-                cls.check_schema(schema)
-            except SchemaError:
-                return  # a tool whose own schema is invalid cannot be held against the model
-            validator = self._validators[name] = cls(schema)
-        error = next(iter(validator.iter_errors(value)), None)
-        if error is not None:
-            where = "/".join(str(p) for p in error.absolute_path)
-            at = f" at {where}" if where else ""
-            raise ToolCallError("schema", f"{name}: {error.message}{at}")
+            return False
+        try:
+            errors = list(islice(validator.iter_errors(value), 3))
+        except ValueError:  # a $ref only reached by this value, that nothing can resolve
+            return False
+        if errors:
+            said = []
+            for error in errors:
+                where = "/".join(str(p) for p in error.instance_path)
+                said.append(f"{error.message[:200]}{f' at {where}' if where else ''}")
+            raise ToolCallError("schema", f"{name}: {'; '.join(said)}")
+        return True
+
+
+def compile_schema(schema: Mapping[str, Any]) -> jsonschema_rs.Validator | None:
+    """A validator that never reaches the network or the disk; None when the schema is unusable."""
+    try:
+        return jsonschema_rs.validator_for(schema, offline=True, pattern_options=PATTERNS)
+    except ValueError:
+        pass
+    if "$schema" in schema:  # a meta-schema nobody here knows: read it as 2020-12, as Claude Code's are
+        try:
+            rest = {k: v for k, v in schema.items() if k != "$schema"}
+            return jsonschema_rs.Draft202012Validator(rest, offline=True, pattern_options=PATTERNS)
+        except ValueError:
+            pass
+    return None
 
 
 def resolve_name(name: str, names: Iterable[str]) -> str | None:
@@ -138,8 +168,8 @@ def coerce_strings(value: dict[str, Any], schema: Mapping[str, Any]) -> dict[str
         if not isinstance(item, str) or not isinstance(spec, Mapping):
             continue
         wanted = spec.get("type")
-        types = set(wanted) if isinstance(wanted, list) else {wanted}
-        if "string" in types or not types - {None}:
+        types = {t for t in (wanted if isinstance(wanted, list) else [wanted]) if isinstance(t, str)}
+        if "string" in types or not types:
             continue
         converted = _convert(item.strip(), types)
         if converted is not None:

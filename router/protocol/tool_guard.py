@@ -18,11 +18,13 @@ from typing import Any
 
 import msgspec
 
+from router.protocol.errors import BadUpstreamResponse
 from router.protocol.sse import SSEDecoder, encode_event
 from router.protocol.tool_check import ToolBox, ToolCallError
 from router.protocol.tool_text import extract, hold_from
 
 CONVERTED, REPAIRED, PASSED, FAILED = "converted", "repaired", "passed", "failed"
+UNCHECKED = "unchecked"  # passed as sent: the tool's schema could not be used to check it
 
 
 @dataclass(slots=True)
@@ -88,7 +90,12 @@ class ToolCallGuard:
     def _event(self, name: str, data: str, out: list[bytes]) -> None:
         if name in ("content_block_start", "content_block_delta", "content_block_stop", "message_delta"):
             self._data = data
-            payload = msgspec.json.decode(data)
+            try:
+                payload = msgspec.json.decode(data)
+            except msgspec.DecodeError:
+                raise BadUpstreamResponse(f"{name} event whose data is not JSON") from None
+            if not isinstance(payload, dict):
+                raise BadUpstreamResponse(f"{name} event whose data is not an object")
             getattr(self, "_" + name)(payload, out)
         else:
             out.append(_raw(name, data))
@@ -210,7 +217,7 @@ class ToolCallGuard:
         for name, payload, data in (*block.raw, ("content_block_stop", stop, self._data)):
             unchanged = payload.get("index") == index
             out.append(_raw(name, data) if unchanged else encode_event(name, {**payload, "index": index}))
-        self.outcomes.append(PASSED)
+        self.outcomes.append(PASSED if checked.checked else UNCHECKED)
 
     def _emit_tool_use(self, id: str, name: str, arguments: dict[str, Any], out: list[bytes]) -> None:
         self._start_output(out)
@@ -257,7 +264,7 @@ def guard_message(message: dict[str, Any], tools: ToolBox, outcomes: list[str]) 
         if block.get("type") == "tool_use":
             checked = tools.check(block.get("name") or "", block.get("input"))
             content.append({**block, "name": checked.name, "input": checked.input})
-            outcomes.append(REPAIRED if checked.repaired else PASSED)
+            outcomes.append(REPAIRED if checked.repaired else PASSED if checked.checked else UNCHECKED)
             continue
         found = extract(block.get("text") or "", tools.names) if block.get("type") == "text" else None
         if found is None:

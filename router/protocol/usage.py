@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import msgspec
 
+from router.protocol.errors import BadUpstreamResponse
 from router.protocol.sse import SSEDecoder
 
 WANTED = ("message_start", "message_delta")
@@ -36,7 +37,11 @@ class Usage:
 
 
 class UsageTap:
-    """Feed the stream's chunks; `usage` holds the latest counts (message_delta's are cumulative)."""
+    """Feed the stream's chunks; `usage` holds the latest counts (message_delta's are cumulative).
+
+    Every event of an Anthropic stream carries a JSON object: one that does not is an upstream
+    gone wrong (BadUpstreamResponse), which the relay turns into an error event for the client
+    rather than passing on what its SDK cannot read."""
 
     def __init__(self, usage: Usage | None = None) -> None:
         self.usage = usage if usage is not None else Usage()
@@ -44,13 +49,13 @@ class UsageTap:
 
     def feed(self, chunk: bytes) -> None:
         for event in self._decoder.feed(chunk):
-            if event.event not in WANTED:
-                continue
             try:
-                data = msgspec.json.decode(event.data)
+                data = msgspec.json.decode(event.data) if event.data else {}
             except msgspec.DecodeError:
-                continue
+                data = None
             if not isinstance(data, dict):
+                raise BadUpstreamResponse(f"a {event.event or 'data'} event whose data is not a JSON object")
+            if event.event not in WANTED:
                 continue
             message = data.get("message")
             if isinstance(message, dict):

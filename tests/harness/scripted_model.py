@@ -47,6 +47,9 @@ BROKEN_CALL = '<tool_call>\n{"name": "Read", "arguments": {"file_path": "a.txt"}
 # ignores tools, the prose reaches the client before the guard can judge the call.
 CHATTY_CALL = 'Let me check that file.\n<tool_call>\n{"name": "Read", "arguments": {"path": "a.txt"}}\n</tool_call>'
 LOOP_WORD = " loop"
+# A Read call whose argument is the input of the issue's ReDoS report: 29 a's and a stop, on
+# which `^(a+)+$` made Python's backtracking `re` work for 19.5 s.
+LONG_ARG_CALL = '<tool_call>\n{"name": "Read", "arguments": {"file_path": "' + "a" * 29 + '!"}}\n</tool_call>'
 
 CHAT_TEMPLATE = """\
 {%- set ns = namespace(after_tool=false) -%}
@@ -115,12 +118,15 @@ SCRIPTS: dict[str, Script] = {
     "text": Script("text", {**_reply(NEWLINE_BYTE, TEXT_REPLY), **_reply(AFTER_TOOL, TEXT_REPLY)}),
     "broken": Script("broken", _reply(NEWLINE_BYTE, BROKEN_CALL)),
     "chatty": Script("chatty", _reply(NEWLINE_BYTE, CHATTY_CALL)),
+    "long_arg": Script("long_arg", _reply(NEWLINE_BYTE, LONG_ARG_CALL)),
     "loop": Script(
         "loop",
         {NEWLINE_BYTE: _piece(LOOP_WORD), AFTER_TOOL: _piece(LOOP_WORD), _piece(LOOP_WORD): _piece(LOOP_WORD)},
     ),
 }
-SCRIPT_PIECES = sorted({_piece(s) for s in (TOOL_CALL, TOOL_FINAL, TEXT_REPLY, BROKEN_CALL, CHATTY_CALL, LOOP_WORD)})
+SCRIPT_PIECES = sorted(
+    {_piece(s) for s in (TOOL_CALL, TOOL_FINAL, TEXT_REPLY, BROKEN_CALL, CHATTY_CALL, LOOP_WORD, LONG_ARG_CALL)}
+)
 
 
 def _word_pieces() -> list[str]:

@@ -110,14 +110,16 @@ def test_every_backend_down_is_529_overloaded(start_ccgate) -> None:
             "fallback": {"kind": "anthropic", "url": f"http://127.0.0.1:{free_port()}"},
         }
     )
-    with pytest.raises(anthropic.APIStatusError) as caught:
-        sdk(gw).messages.create(**ask())
+    with pytest.raises(anthropic.APIStatusError) as caught:  # with the SDK's retries, as a user has them
+        anthropic.Anthropic(base_url=gw.url, api_key="test").messages.create(**ask())
     err = caught.value
     assert err.status_code == 529
     assert err.body["error"]["type"] == "overloaded_error"  # type: ignore[index]
     assert err.response.headers["retry-after"] == "1"
     assert "local" in err.message and "fallback" in err.message
-    assert httpx.get(gw.url + "/readyz").status_code == 503
+    ready = httpx.get(gw.url + "/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["backends"]["fallback"]["detail"].endswith("connection refused")
 
 
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgAAAAAgABVKJPXQAAAABJRU5ErkJggg=="
@@ -152,7 +154,8 @@ def test_broken_tool_call_moves_to_fallback_before_any_byte(
 
 
 def test_fallback_on_limits_what_moves(start_ccgate, start_llama_server, text_llama: Process) -> None:
-    """`fallback: {on: [connect]}`: a backend's 500 is then the client's answer, not a reason to move."""
+    """`fallback: {on: [connect]}`: a backend's 500 is then the client's answer (as a 502, the
+    upstream having failed), not a reason to move."""
     broken = start_llama_server("broken", "-np", "1")
     backends = {
         "local": {"kind": "llamacpp", "url": broken.url},
@@ -160,8 +163,10 @@ def test_fallback_on_limits_what_moves(start_ccgate, start_llama_server, text_ll
     }
     gw = start_ccgate(backends, extra={"fallback": {"on": ["connect"]}})
     r = httpx.post(gw.url + "/v1/messages", json=ask(), timeout=30)
-    assert r.status_code == 500
-    assert "Unexpected empty grammar stack" in r.json()["error"]["message"]
+    assert r.status_code == 502
+    assert r.json()["error"]["type"] == "api_error"
+    message = r.json()["error"]["message"]
+    assert message.startswith("local: HTTP 500: ") and "Unexpected empty grammar stack" in message
 
 
 def test_context_size_learned_from_the_overflow_error(start_ccgate, start_llama_server, text_llama: Process) -> None:

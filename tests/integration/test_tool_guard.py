@@ -91,7 +91,7 @@ WRITE_TOOL = {**READ_TOOL, "name": "Write"}
 @pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize(
     ("tools", "reason"),
-    [([STRICT_READ], "'mode' is a required property"), ([WRITE_TOOL], "not among the offered tools")],
+    [([STRICT_READ], '"mode" is a required property'), ([WRITE_TOOL], "not among the offered tools")],
     ids=["schema", "unknown-tool"],
 )
 def test_a_rejected_call_moves_to_the_fallback_before_any_byte(
@@ -119,7 +119,7 @@ def test_a_rejected_call_with_nowhere_to_go_is_an_anthropic_error(start_ccgate, 
     assert error["type"] == "error" and error["error"]["type"] == "api_error"
     assert (
         "unusable tool call" in error["error"]["message"]
-        and "'mode' is a required property" in error["error"]["message"]
+        and '"mode" is a required property' in error["error"]["message"]
     )
     assert httpx.get(gw.url + "/readyz").status_code == 200  # the breaker stays closed: it is the model, not the server
 

@@ -47,12 +47,15 @@ def test_spans_of_a_fallback(tmp_path: Path, start_llama_server, text_llama: Pro
         assert r.status_code == 200 and r.headers["x-ccgate-backend"] == "fallback"
         trace_id = r.headers["x-ccgate-trace-id"]
         assert len(trace_id) == 32
-        assert client.post("/v1/messages", json={**ask(), "model": "doomed"}).status_code == 500
+        doomed = client.post("/v1/messages", json={**ask(), "model": "doomed"})
+        assert doomed.status_code == 502  # the upstream's 500: a bad gateway, said as such
+        assert len(doomed.headers["x-ccgate-trace-id"]) == 32  # failed answers name their trace too
 
     spans = exporter.get_finished_spans()
     servers = [s for s in spans if s.kind == SpanKind.SERVER]
     [failed_request] = [s for s in servers if s.status.status_code == StatusCode.ERROR]
-    assert failed_request.attributes["http.response.status_code"] == 500
+    assert failed_request.attributes["http.response.status_code"] == 502
+    assert format(failed_request.context.trace_id, "032x") == doomed.headers["x-ccgate-trace-id"]
     spans = [s for s in spans if s.context.trace_id != failed_request.context.trace_id]
     server = [s for s in spans if s.kind == SpanKind.SERVER]
     assert len(server) == 1 and format(server[0].context.trace_id, "032x") == trace_id
@@ -92,7 +95,7 @@ class _Receiver(BaseHTTPRequestHandler):
         pass
 
 
-def test_otlp_http_export(tmp_path: Path, logdir: Path, start_llama_server, text_llama: Process) -> None:
+def test_otlp_http_export(tmp_path: Path, logdir: Path, owned, start_llama_server, text_llama: Process) -> None:
     broken = start_llama_server("broken", "-np", "1")
     receiver = HTTPServer(("127.0.0.1", 0), _Receiver)
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
@@ -100,7 +103,7 @@ def test_otlp_http_export(tmp_path: Path, logdir: Path, start_llama_server, text
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.server_port}",
         "OTEL_SERVICE_NAME": "ccgate-test",
     }
-    gw = start_gateway(fallback_policy(tmp_path / "p.yaml", broken, text_llama), logdir, env)
+    gw = owned(start_gateway(fallback_policy(tmp_path / "p.yaml", broken, text_llama), logdir, env))
     try:
         r = httpx.post(gw.url + "/v1/messages", json=ask(), timeout=30)
         assert r.status_code == 200

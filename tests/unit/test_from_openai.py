@@ -139,9 +139,13 @@ def test_stream_thinking_then_text_then_two_tool_calls() -> None:
     assert delta["delta"]["stop_reason"] == "tool_use"
 
 
-def test_stream_finish_is_idempotent_and_empty_stream_is_valid() -> None:
+def test_stream_finish_is_idempotent_and_an_empty_stream_is_a_bad_answer() -> None:
+    """A stream that ended before a single chunk (an HTML page, only `[DONE]`) is not an empty
+    answer: it is an upstream gone wrong, and the next backend may answer instead."""
+    with pytest.raises(BadUpstreamResponse, match="without a single"):
+        StreamTranslator("m").finish()
     translator = StreamTranslator("m")
-    first = b"".join(translator.finish())
+    first = b"".join(translator.feed({"id": "c", "choices": []}) + translator.finish())
     assert b"message_start" in first and b"message_stop" in first
     assert translator.finish() == []
 

@@ -1,0 +1,234 @@
+"""A model server that misbehaves on purpose, chosen per request by the model name.
+
+`python -m tests.harness.hostile_upstream --port N` serves llama-server's and the Anthropic
+API's paths (`/health`, `/props`, `/v1/models`, `/v1/messages`, `/v1/chat/completions`) and
+answers each request as its `model` says:
+
+| model            | answer                                                                      |
+| ---------------- | --------------------------------------------------------------------------- |
+| `gzip`           | a good answer, gzip-encoded although ccgate asked for identity              |
+| `brotli`         | `content-encoding: br` over bytes that are not brotli                       |
+| `endless-line`   | 200, then one line that never ends (until the client hangs up)              |
+| `redirect`       | 302 to elsewhere, body `moved`                                              |
+| `not-json`       | 200 labelled JSON / event-stream whose body is prose                        |
+| `bad-start`      | a stream whose `message_start` has no `message` (OpenAI: `data: [1,2]`)     |
+| `bad-event`      | a good start, then an event whose data is `[1,2]`                           |
+| `echo-headers`   | 500 whose message echoes every request header (keys included)               |
+| `huge-error`     | 500 whose message is 1 MiB with control characters                          |
+| `long-call`      | a good answer that calls Read with 29 a's and a stop (the ReDoS input)      |
+| anything else    | a good answer: "Hello from the hostile server."                             |
+
+It stands in for upstream faults no real llama-server produces; a real process on a real port,
+so ccgate meets them through its real HTTP client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import json
+from typing import Any
+
+TEXT = "Hello from the hostile server."
+LONG_ARG = "a" * 29 + "!"
+MODES = (
+    "gzip",
+    "brotli",
+    "endless-line",
+    "redirect",
+    "not-json",
+    "bad-start",
+    "bad-event",
+    "echo-headers",
+    "huge-error",
+)
+
+
+def sse(event: str | None, data: Any) -> bytes:
+    line = f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
+    return (f"event: {event}\n" + line).encode() if event else line.encode()
+
+
+def anthropic_message(call: bool = False) -> dict:
+    content = [{"type": "tool_use", "id": "toolu_hostile", "name": "Read", "input": {"file_path": LONG_ARG}}]
+    return {
+        "id": "msg_hostile",
+        "type": "message",
+        "role": "assistant",
+        "model": "hostile",
+        "content": content if call else [{"type": "text", "text": TEXT}],
+        "stop_reason": "tool_use" if call else "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": 5, "output_tokens": 7},
+    }
+
+
+def anthropic_stream(bad: str | None = None) -> list[bytes]:
+    start = {"type": "message_start", "message": {**anthropic_message(), "content": [], "stop_reason": None}}
+    if bad == "bad-start":
+        start = {"type": "message_start"}
+    if bad == "long-call":
+        block = {"type": "tool_use", "id": "toolu_hostile", "name": "Read", "input": {}}
+        delta = {"type": "input_json_delta", "partial_json": json.dumps({"file_path": LONG_ARG})}
+        return [
+            sse("message_start", start),
+            sse("content_block_start", {"type": "content_block_start", "index": 0, "content_block": block}),
+            sse("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta}),
+            sse("content_block_stop", {"type": "content_block_stop", "index": 0}),
+            sse("message_delta", {"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {}}),
+            sse("message_stop", {"type": "message_stop"}),
+        ]
+    events = [
+        sse("message_start", start),
+        sse(
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        ),
+        sse(
+            "content_block_delta",
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": TEXT}},
+        ),
+    ]
+    if bad == "bad-event":
+        events.append(sse("content_block_delta", "[1,2]"))
+    events += [
+        sse("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        sse(
+            "message_delta",
+            {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 7}},
+        ),
+        sse("message_stop", {"type": "message_stop"}),
+    ]
+    return events
+
+
+def openai_completion() -> dict:
+    return {
+        "id": "chatcmpl-hostile",
+        "object": "chat.completion",
+        "model": "hostile",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": TEXT}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12},
+    }
+
+
+def openai_stream(bad: str | None = None) -> list[bytes]:
+    def chunk(delta: dict, finish: str | None = None) -> dict:
+        return {
+            "id": "c",
+            "object": "chat.completion.chunk",
+            "model": "hostile",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+
+    events = [sse(None, "[1,2]")] if bad == "bad-start" else []
+    events += [sse(None, chunk({"role": "assistant", "content": ""})), sse(None, chunk({"content": TEXT}))]
+    if bad == "bad-event":
+        events.append(sse(None, "[1,2]"))
+    events += [sse(None, chunk({}, "stop")), sse(None, "[DONE]")]
+    return events
+
+
+class Hostile:
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                method, path, _ = lines[0].split(" ", 2)
+                headers = {
+                    k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)
+                }
+                body = await reader.readexactly(int(headers.get("content-length", "0")))
+                keep = await self.answer(method, path.split("?")[0], headers, body, writer)
+                if not keep:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+            pass
+        finally:
+            writer.close()
+
+    async def answer(
+        self, method: str, path: str, headers: dict[str, str], body: bytes, writer: asyncio.StreamWriter
+    ) -> bool:
+        if method == "GET":
+            known = {
+                "/health": {"status": "ok"},
+                "/props": {
+                    "total_slots": 4,
+                    "default_generation_settings": {"n_ctx": 65536},
+                    "model_path": "hostile.gguf",
+                },
+                "/v1/models": {"object": "list", "data": [{"id": "hostile", "object": "model"}]},
+                "/slots": [],
+            }
+            if path in known:
+                return await self.send(writer, 200, "application/json", json.dumps(known[path]).encode())
+            return await self.send(writer, 404, "application/json", b'{"error": {"message": "not found"}}')
+        request = json.loads(body or b"{}")
+        mode = str(request.get("model", ""))
+        stream = bool(request.get("stream"))
+        openai = path.endswith("/chat/completions")
+        if mode == "redirect":
+            return await self.send(writer, 302, "text/plain", b"moved", {"location": "http://elsewhere.invalid/"})
+        if mode == "echo-headers":
+            echoed = "; ".join(f"{k}: {v}" for k, v in headers.items())
+            error = {
+                "type": "error",
+                "error": {"type": "api_error", "message": f"cannot serve a request with {echoed}"},
+            }
+            return await self.send(writer, 500, "application/json", json.dumps(error).encode())
+        if mode == "huge-error":
+            message = ("\x1b[31mFAIL\x00\r\n" * 80_000)[: 1 << 20]
+            error = {"type": "error", "error": {"type": "api_error", "message": message}}
+            return await self.send(writer, 500, "application/json", json.dumps(error).encode())
+        if mode == "not-json":
+            kind = "text/event-stream" if stream else "application/json"
+            return await self.send(writer, 200, kind, b"<html>this is not what you asked for</html>\n\n")
+        if mode == "endless-line":
+            kind = "text/event-stream" if stream else "application/json"
+            return await self.endless(writer, kind)
+        if stream:
+            events = openai_stream(mode) if openai else anthropic_stream(mode)
+            payload = b"".join(events)
+            kind = "text/event-stream"
+        else:
+            payload = json.dumps(openai_completion() if openai else anthropic_message(mode == "long-call")).encode()
+            kind = "application/json"
+        extra: dict[str, str] = {}
+        if mode == "gzip":
+            payload, extra = gzip.compress(payload), {"content-encoding": "gzip"}
+        elif mode == "brotli":
+            payload, extra = b"\x8b\x02\x80not brotli at all", {"content-encoding": "br"}
+        return await self.send(writer, 200, kind, payload, extra)
+
+    async def send(
+        self, writer: asyncio.StreamWriter, status: int, kind: str, body: bytes, extra: dict[str, str] | None = None
+    ) -> bool:
+        reason = {200: "OK", 302: "Found", 404: "Not Found", 500: "Internal Server Error"}[status]
+        head = [f"HTTP/1.1 {status} {reason}", f"content-type: {kind}", f"content-length: {len(body)}"]
+        head += [f"{k}: {v}" for k, v in (extra or {}).items()]
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+        await writer.drain()
+        return True
+
+    async def endless(self, writer: asyncio.StreamWriter, kind: str) -> bool:
+        writer.write(f"HTTP/1.1 200 OK\r\ncontent-type: {kind}\r\nconnection: close\r\n\r\n".encode())
+        writer.write(b'data: {"type": "message_start", "message": "' if kind == "text/event-stream" else b'{"a": "')
+        block = b"x" * 65536
+        while True:  # until ccgate hangs up
+            writer.write(block)
+            await writer.drain()
+
+
+async def main(port: int) -> None:
+    server = await asyncio.start_server(Hostile().handle, "127.0.0.1", port)
+    async with server:
+        await server.serve_forever()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    asyncio.run(main(parser.parse_args().port))
