@@ -52,7 +52,7 @@ class LlamaProbe:
             response = await self.http.client.get(
                 self.http.url(path), headers=self._auth, timeout=self.http.config.timeouts.connect
             )
-            if response.status_code in (401, 403):
+            if response.status_code in (401, 403) and self._refused is None:
                 self._refused = path
             return response
         return None

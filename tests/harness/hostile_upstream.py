@@ -16,6 +16,7 @@ answers each request as its `model` says:
 | `echo-headers`   | 500 whose message echoes every request header (keys included)               |
 | `huge-error`     | 500 whose message is 1 MiB with control characters                          |
 | `long-call`      | a good answer that calls Read with 29 a's and a stop (the ReDoS input)      |
+| `crlf-nope`      | a stream in CRLF, each line end split between two writes, calling `Nope`    |
 | anything else    | a good answer: "Hello from the hostile server."                             |
 
 It stands in for upstream faults no real llama-server produces; a real process on a real port,
@@ -68,8 +69,9 @@ def anthropic_stream(bad: str | None = None) -> list[bytes]:
     start = {"type": "message_start", "message": {**anthropic_message(), "content": [], "stop_reason": None}}
     if bad == "bad-start":
         start = {"type": "message_start"}
-    if bad == "long-call":
-        block = {"type": "tool_use", "id": "toolu_hostile", "name": "Read", "input": {}}
+    if bad in ("long-call", "crlf-nope"):
+        name = "Nope" if bad == "crlf-nope" else "Read"
+        block = {"type": "tool_use", "id": "toolu_hostile", "name": name, "input": {}}
         delta = {"type": "input_json_delta", "partial_json": json.dumps({"file_path": LONG_ARG})}
         return [
             sse("message_start", start),
@@ -189,6 +191,8 @@ class Hostile:
         if mode == "endless-line":
             kind = "text/event-stream" if stream else "application/json"
             return await self.endless(writer, kind)
+        if mode == "crlf-nope" and not openai:
+            return await self.split_crlf(writer, anthropic_stream("crlf-nope"))
         if stream:
             events = openai_stream(mode) if openai else anthropic_stream(mode)
             payload = b"".join(events)
@@ -212,6 +216,16 @@ class Hostile:
         writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
         await writer.drain()
         return True
+
+    async def split_crlf(self, writer: asyncio.StreamWriter, events: list[bytes]) -> bool:
+        """Every line ends in CRLF, and every CR goes out in one write, its LF in the next."""
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n")
+        pieces = b"".join(events).replace(b"\n", b"\r\n").split(b"\r")
+        for i, piece in enumerate(pieces):
+            writer.write(piece + (b"\r" if i < len(pieces) - 1 else b""))
+            await writer.drain()
+            await asyncio.sleep(0.005)  # the server's pacing: each piece its own TCP segment, usually
+        return False
 
     async def endless(self, writer: asyncio.StreamWriter, kind: str) -> bool:
         writer.write(f"HTTP/1.1 200 OK\r\ncontent-type: {kind}\r\nconnection: close\r\n\r\n".encode())

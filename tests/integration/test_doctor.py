@@ -98,3 +98,16 @@ def test_doctor_passes_a_good_backend(policy: Path) -> None:
 def test_doctor_rejects_an_unknown_backend(policy: Path) -> None:
     result = doctor(policy, "--backend", "nope")
     assert result.returncode == 2 and "no backend named nope" in result.stderr
+
+
+def test_doctor_says_when_llama_server_wants_a_key(tmp_path: Path, start_llama_server) -> None:
+    """llama-server --api-key answers /health to anyone, 401 to the rest: a missing key is a failure."""
+    secured = start_llama_server("tool", "-np", "1", "--api-key", "sk-local-llama-key")
+    path = tmp_path / "policy.yaml"
+    backends = {"secured": {"kind": "llamacpp", "url": secured.url}}
+    path.write_text(yaml.safe_dump({"backends": backends, "rules": [{"name": "default", "to": ["secured"]}]}))
+    result = doctor(path, "--json", "--timeout", "60")
+    assert result.returncode == 1, result.stderr
+    credentials = checks_of(json.loads(result.stdout)[0])["credentials"]
+    assert credentials["status"] == "fail" and "/props refused" in credentials["detail"]
+    assert "api_key" in credentials["fix"]

@@ -159,3 +159,12 @@ def test_with_nowhere_to_go_the_client_gets_a_bad_gateway(
         assert headers.get("x-ccgate-trace-id"), where
     assert httpx.get(gw.url + "/healthz").status_code == 200
     assert "SECRET" not in gw.log.read_text()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_a_crlf_split_between_reads_keeps_the_event_name(gateways: dict[str, Process], stream: bool) -> None:
+    """`event: x\\r` | `\\ndata: ...`: the decoder used to end the event at the CR and lose its
+    name, so the guard passed the nameless tool_use of an unknown tool unchecked."""
+    status, headers, said = call(gateways["llamacpp"], "crlf-nope", stream)
+    assert status == 200 and headers["x-ccgate-backend"] == "fallback", (status, said)
+    assert "'Nope', which is not among the offered tools" in headers["x-ccgate-fallback-reason"]
