@@ -25,10 +25,12 @@ from router.backends.base import (
     Incoming,
     Reply,
 )
+from router.backends.handoff import for_the_api, from_a_local_model, mark_reply, to_the_api
 from router.policy.affinity import NO_SLOT, SlotChoice
 from router.policy.engine import Decision
 from router.policy.schema import ALL_FAILURES
 from router.protocol.errors import BadUpstreamResponse
+from router.protocol.handoff import Handoff, Marks
 from router.state.store import StateStore
 
 log = logging.getLogger("ccgate.dispatch")
@@ -46,6 +48,7 @@ class Outcome:
     fallbacks: list[str] = field(default_factory=list)  # "backend: reason" of each candidate passed over
     passed: list[tuple[str, str]] = field(default_factory=list)  # (backend, kind) for metrics
     choice: SlotChoice | None = None  # the llama.cpp slot it was pinned to, as the prefix index saw it
+    handoff: Handoff | None = None  # what was changed for the Anthropic API (thinking, tool ids)
 
     @property
     def slot(self) -> int:
@@ -82,9 +85,12 @@ async def dispatch(
     moves_on: frozenset[str] = frozenset(ALL_FAILURES),
     tracer: trace.Tracer | None = None,
     track_slot: Callable[[str, int], Callable[[], None]] | None = None,
+    marks: Marks | None = None,
 ) -> Outcome:
-    """`track_slot(backend, slot)` counts a request in progress on a slot; call what it returns when done."""
+    """`track_slot(backend, slot)` counts a request in progress on a slot; call what it returns when done.
+    `marks`: sign local answers and make the history acceptable to the Anthropic API (handoff)."""
     tracer = tracer or trace.NoOpTracer()
+    for_api: tuple[Incoming, Handoff | None] | None = None  # computed once, for the first API candidate
     secrets = known_secrets(backends, incoming.headers)
     passed_over = [f"{name}: {why}" for name, why in decision.skipped.items()]
     passed = list(decision.skip_kinds.items())
@@ -94,6 +100,10 @@ async def dispatch(
         choice = decision.slots.get(name)
         slot = choice.slot if choice is not None else NO_SLOT
         attempt = replace(incoming, slot=slot if slot != NO_SLOT else None)
+        handoff: Handoff | None = None
+        if marks is not None and to_the_api(backend.config):
+            for_api = for_api or for_the_api(incoming, marks)
+            attempt, handoff = for_api
         end = _both(store.begin(name), track_slot(name, slot) if track_slot else None)
         span = tracer.start_span(
             f"{GEN_AI_OPERATION[operation]} {backend.config.upstream_model(incoming.request.model)}",
@@ -108,8 +118,10 @@ async def dispatch(
         )
         try:
             reply = await (backend.messages(attempt) if operation == "messages" else backend.count_tokens(attempt))
-            try:
-                reply.track_usage()  # reads what is already in hand: nothing has reached the client
+            try:  # both read what is already in hand: nothing has reached the client
+                if marks is not None and operation == "messages" and from_a_local_model(backend.config):
+                    mark_reply(reply, marks)
+                reply.track_usage()
             except BadUpstreamResponse as bad:
                 await reply.aclose()
                 raise BackendProtocolError(name, str(bad)) from None
@@ -146,7 +158,9 @@ async def dispatch(
                 finish()
             if slot != NO_SLOT:
                 span.set_attribute("ccgate.llamacpp.slot", slot)
-            return Outcome(reply, name, decision.rule, passed_over, passed, choice)
+            if handoff is not None:
+                span.set_attribute("ccgate.handoff", handoff.actions)
+            return Outcome(reply, name, decision.rule, passed_over, passed, choice, handoff)
     failure = _failure(decision.rule, failures, passed_over)
     failure.passed = passed
     raise failure

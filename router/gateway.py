@@ -24,7 +24,9 @@ from router.policy.snapshot import BackendSnapshot
 from router.policy.transforms import Transform, apply
 from router.protocol.anthropic import validate
 from router.protocol.estimate import BYTES_PER_TOKEN
+from router.protocol.handoff import Marks
 from router.state.poller import Poller
+from router.state.secret import local_secret, shared_secret
 from router.state.shared import LocalShared
 from router.state.store import BreakerSettings, MemoryState
 
@@ -48,8 +50,10 @@ class Gateway:
         poll_interval: float = 1.0,
         tracer: trace.Tracer | None = None,
         shared: LocalShared | None = None,
+        marks: Marks | None = None,
     ) -> None:
         self.tracer = tracer or trace.NoOpTracer()
+        self.marks = marks or Marks(local_secret())
         backends = build_backends(policy)
         self._routing = Routing(policy, Engine(policy), backends)
         # A probe saying "up" right after a request could not connect does not overrule it for a
@@ -82,6 +86,7 @@ class Gateway:
 
     async def start(self) -> None:
         await self.shared.start()
+        self.marks.use(await shared_secret(self.shared, self.marks.secret))
         await self.poller.poll_once(everyone=True)
         self.poller.start()
 
@@ -118,7 +123,15 @@ class Gateway:
             incoming = transformed(incoming, decision.transform)
         moves_on = frozenset(routing.policy.fallback.on)
         outcome = await dispatch(
-            decision, routing.backends, self.store, incoming, operation, moves_on, self.tracer, self.shared.begin
+            decision,
+            routing.backends,
+            self.store,
+            incoming,
+            operation,
+            moves_on,
+            self.tracer,
+            self.shared.begin,
+            self.marks,
         )
         if operation == "messages":
             self._learn_on_close(outcome, hashes, total_bytes)

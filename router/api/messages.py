@@ -89,6 +89,7 @@ async def _handle(
                 "stream": outcome.reply.streaming,
                 "ms": round(elapsed_ms, 1),
                 "fallbacks": outcome.fallbacks,
+                "handoff": outcome.handoff.describe() if outcome.handoff else None,
                 "client": client,
                 "trace_id": trace_id(span),
             }

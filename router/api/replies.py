@@ -53,6 +53,8 @@ def route_headers(outcome: Outcome) -> dict[str, str]:
         headers["x-ccgate-slot"] = str(outcome.slot)
     if outcome.fallbacks:
         headers["x-ccgate-fallback-reason"] = header_safe("; ".join(outcome.fallbacks))
+    if outcome.handoff is not None:
+        headers["x-ccgate-handoff"] = header_safe(outcome.handoff.describe())
     return headers
 
 

@@ -18,6 +18,7 @@ from router.backends.stream import collect, first_event, streaming_reply
 from router.backends.tool_guarding import guard_body, guard_for, guarded
 from router.policy.prefix import without_billing_header
 from router.policy.schema import BackendConfig
+from router.protocol.anthropic import with_fields
 from router.protocol.errors import upstream_error_message, upstream_error_type
 from router.protocol.sse import Event
 
@@ -121,7 +122,7 @@ class AnthropicWireBackend:
             changes["model"] = upstream
         if stream is not None and bool(incoming.raw.get("stream")) != stream:
             changes["stream"] = stream
-        return msgspec.json.encode({**incoming.raw, **changes}) if changes else incoming.body
+        return with_fields(incoming.body, changes) if changes else incoming.body
 
     def _local_changes(self, incoming: Incoming, messages: bool) -> dict[str, object]:
         return {}

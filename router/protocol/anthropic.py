@@ -149,3 +149,14 @@ def text_of(content: str | list[ContentBlock] | None) -> str:
     if isinstance(content, str):
         return content
     return "".join(b.get("text", "") for b in content if b.get("type") == "text")
+
+
+def with_fields(body: bytes, changes: dict[str, Any], drop: tuple[str, ...] = ()) -> bytes:
+    """The JSON object `body` with top-level fields set or removed; every other field keeps its
+    exact bytes (a thinking block the Anthropic API signed must come back unmodified)."""
+    top = msgspec.json.decode(body, type=dict[str, msgspec.Raw])
+    for key in drop:
+        top.pop(key, None)
+    for key, value in changes.items():
+        top[key] = msgspec.Raw(msgspec.json.encode(value))
+    return msgspec.json.encode(top)

@@ -106,6 +106,11 @@ def encode_event(event: str, payload: object) -> bytes:
     return b"event: " + event.encode() + b"\ndata: " + msgspec.json.encode(payload) + b"\n\n"
 
 
+def raw_event(name: str, data: str) -> bytes:
+    """An event re-emitted as received: its name (if any) and its data, untouched."""
+    return f"event: {name}\ndata: {data}\n\n".encode() if name else f"data: {data}\n\n".encode()
+
+
 def encode_data(payload: object) -> bytes:
     """An OpenAI-style event: data only."""
     return b"data: " + msgspec.json.encode(payload) + b"\n\n"

@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 
 from router.protocol.errors import BadUpstreamResponse
-from router.protocol.sse import SSEDecoder, encode_event
+from router.protocol.sse import SSEDecoder, encode_event, raw_event
 from router.protocol.tool_check import ToolBox, ToolCallError
 from router.protocol.tool_text import extract, hold_from
 
@@ -56,7 +56,10 @@ class ToolCallGuard:
         self._held: list[bytes] | None = []  # output kept back until content is committed
         self._next = 0  # next output block index
         self._index: dict[int, int] = {}  # upstream index → output index, for passed-through blocks
-        self._block: _Text | _ToolUse | None = None
+        # Open text and tool_use blocks by upstream index: llama-server opens a tool_use block while
+        # its thinking block is still open (the signature and the stop come after), so blocks
+        # are told apart by index, never by order.
+        self._blocks: dict[int, _Text | _ToolUse] = {}
         self._converted = False
         self._data = ""  # the current event's data as received, to pass on unchanged
 
@@ -98,28 +101,28 @@ class ToolCallGuard:
                 raise BadUpstreamResponse(f"{name} event whose data is not an object")
             getattr(self, "_" + name)(payload, out)
         else:
-            out.append(_raw(name, data))
+            out.append(raw_event(name, data))
 
     def _content_block_start(self, payload: dict[str, Any], out: list[bytes]) -> None:
         block = payload.get("content_block") or {}
         kind = block.get("type")
+        upstream = payload.get("index", 0)
         if kind == "text":
-            self._block = _Text()
+            text = self._blocks[upstream] = _Text()
             if block.get("text"):
-                self._text(block["text"], out)
+                self._text(text, block["text"], out)
         elif kind == "tool_use":
-            self._block = _ToolUse(block.get("id") or _tool_id(), block.get("name") or "")
-            self._block.raw.append(("content_block_start", payload, self._data))
+            call = self._blocks[upstream] = _ToolUse(block.get("id") or _tool_id(), block.get("name") or "")
+            call.raw.append(("content_block_start", payload, self._data))
         else:
-            self._block = None
-            self._index[payload.get("index", 0)] = self._take_index()
+            self._index[upstream] = self._take_index()
             self._pass("content_block_start", payload, out)
 
     def _content_block_delta(self, payload: dict[str, Any], out: list[bytes]) -> None:
         delta = payload.get("delta") or {}
-        block = self._block
+        block = self._blocks.get(payload.get("index", 0))
         if isinstance(block, _Text) and delta.get("type") == "text_delta":
-            self._text(delta.get("text") or "", out, payload)
+            self._text(block, delta.get("text") or "", out, payload)
         elif isinstance(block, _ToolUse):
             block.raw.append(("content_block_delta", payload, self._data))
             if delta.get("type") == "input_json_delta":
@@ -130,7 +133,7 @@ class ToolCallGuard:
             self._pass("content_block_delta", payload, out)
 
     def _content_block_stop(self, payload: dict[str, Any], out: list[bytes]) -> None:
-        block, self._block = self._block, None
+        block = self._blocks.pop(payload.get("index", 0), None)
         if isinstance(block, _Text):
             self._end_text(block, out)
         elif isinstance(block, _ToolUse):
@@ -144,13 +147,11 @@ class ToolCallGuard:
             delta = {**delta, "stop_reason": "tool_use", "stop_sequence": None}
             out.append(encode_event("message_delta", {**payload, "delta": delta}))
             return
-        out.append(_raw("message_delta", self._data))
+        out.append(raw_event("message_delta", self._data))
 
     # text blocks
 
-    def _text(self, text: str, out: list[bytes], payload: dict[str, Any] | None = None) -> None:
-        block = self._block
-        assert isinstance(block, _Text)
+    def _text(self, block: _Text, text: str, out: list[bytes], payload: dict[str, Any] | None = None) -> None:
         if block.sure:
             block.rest.append(text)
             return
@@ -158,7 +159,7 @@ class ToolCallGuard:
         hold = hold_from(block.pending, at_block_start=block.out is None)
         if hold is None and payload is not None and block.pending == text and block.out == payload.get("index"):
             block.pending = ""
-            out.append(_raw("content_block_delta", self._data))  # plain text, relayed as received
+            out.append(raw_event("content_block_delta", self._data))  # plain text, relayed as received
             return
         if hold is None:
             released, block.pending = block.pending, ""
@@ -216,7 +217,7 @@ class ToolCallGuard:
         index = self._take_index()
         for name, payload, data in (*block.raw, ("content_block_stop", stop, self._data)):
             unchanged = payload.get("index") == index
-            out.append(_raw(name, data) if unchanged else encode_event(name, {**payload, "index": index}))
+            out.append(raw_event(name, data) if unchanged else encode_event(name, {**payload, "index": index}))
         self.outcomes.append(PASSED if checked.checked else UNCHECKED)
 
     def _emit_tool_use(self, id: str, name: str, arguments: dict[str, Any], out: list[bytes]) -> None:
@@ -245,11 +246,8 @@ class ToolCallGuard:
     def _pass(self, name: str, payload: dict[str, Any], out: list[bytes]) -> None:
         upstream = payload.get("index", 0)
         index = self._index.get(upstream, upstream)
-        out.append(_raw(name, self._data) if index == upstream else encode_event(name, {**payload, "index": index}))
-
-
-def _raw(name: str, data: str) -> bytes:
-    return f"event: {name}\ndata: {data}\n\n".encode() if name else f"data: {data}\n\n".encode()
+        same = index == upstream
+        out.append(raw_event(name, self._data) if same else encode_event(name, {**payload, "index": index}))
 
 
 def _tool_id() -> str:

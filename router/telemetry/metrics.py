@@ -27,6 +27,7 @@ DISPATCH_FAILURES = ("overloaded", "timeout", "upstream_error", "rejected")  # a
 EDGE_FAILURES = ("invalid", "client_gone", "error")  # refused at the door, client left, gateway fault
 SKIP_REASONS = ("unhealthy", "breaker", "context", "capability", "busy")
 ATTEMPT_FAILURES = ("connect", "timeout", "5xx", "4xx", "429", "529", "context", "broken", "tool_call")
+HANDOFF_ACTIONS = ("dropped_thinking", "thinking_off", "renamed_ids")
 TOOL_CALL_OUTCOMES = ("passed", "repaired", "converted", "failed", "unchecked")
 
 
@@ -99,6 +100,14 @@ class Metrics:
         self.redis_up = Gauge(
             "ccgate_state_redis_up", "1 while shared state in Redis works; 0 when local only.", registry=r
         )
+        self.handoffs = Counter(
+            "ccgate_handoffs",
+            "Requests to the Anthropic API whose history a local model wrote part of, by what was done: "
+            "dropped_thinking (its thinking blocks), thinking_off (the tool loop's last turn was local and "
+            "had no thinking), renamed_ids (tool ids the API would refuse).",
+            ["backend", "action"],
+            registry=r,
+        )
         self.decisions = Counter("ccgate_decisions", "Routing decisions by matched rule.", ["rule"], registry=r)
         self.reloads = Counter("ccgate_policy_reloads", "Policy reloads by result.", ["result"], registry=r)
 
@@ -120,6 +129,9 @@ class Metrics:
                     for reason in (*SKIP_REASONS, *ATTEMPT_FAILURES):
                         self.fallbacks.labels(name, to, reason)
         for name, config in policy.backends.items():
+            if config.kind == "anthropic":
+                for action in HANDOFF_ACTIONS:
+                    self.handoffs.labels(name, action)
             if config.guards_tools:
                 for outcome in TOOL_CALL_OUTCOMES:
                     self.tool_calls.labels(name, outcome)

@@ -27,6 +27,8 @@ def answered(metrics: Metrics, outcome: Outcome, client: str, started: float) ->
     metrics.requests.labels(outcome.rule, backend, "ok", client).inc()
     metrics.first_byte.labels(backend).observe(first)
     _count_passed(metrics, outcome.passed, backend)
+    for action in outcome.handoff.actions if outcome.handoff else ():
+        metrics.handoffs.labels(backend, action).inc()
     reply = outcome.reply
     if not reply.streaming:
         metrics.duration.labels(backend, "false").observe(first)

@@ -25,11 +25,11 @@ so ccgate meets them through its real HTTP client.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import gzip
 import json
-from typing import Any
+
+from tests.harness.tiny_http import TinyServer, serve, sse
 
 TEXT = "Hello from the hostile server."
 LONG_ARG = "a" * 29 + "!"
@@ -44,11 +44,6 @@ MODES = (
     "echo-headers",
     "huge-error",
 )
-
-
-def sse(event: str | None, data: Any) -> bytes:
-    line = f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
-    return (f"event: {event}\n" + line).encode() if event else line.encode()
 
 
 def anthropic_message(call: bool = False) -> dict:
@@ -132,25 +127,7 @@ def openai_stream(bad: str | None = None) -> list[bytes]:
     return events
 
 
-class Hostile:
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                lines = head.decode("latin-1").split("\r\n")
-                method, path, _ = lines[0].split(" ", 2)
-                headers = {
-                    k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)
-                }
-                body = await reader.readexactly(int(headers.get("content-length", "0")))
-                keep = await self.answer(method, path.split("?")[0], headers, body, writer)
-                if not keep:
-                    break
-        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
-            pass
-        finally:
-            writer.close()
-
+class Hostile(TinyServer):
     async def answer(
         self, method: str, path: str, headers: dict[str, str], body: bytes, writer: asyncio.StreamWriter
     ) -> bool:
@@ -207,16 +184,6 @@ class Hostile:
             payload, extra = b"\x8b\x02\x80not brotli at all", {"content-encoding": "br"}
         return await self.send(writer, 200, kind, payload, extra)
 
-    async def send(
-        self, writer: asyncio.StreamWriter, status: int, kind: str, body: bytes, extra: dict[str, str] | None = None
-    ) -> bool:
-        reason = {200: "OK", 302: "Found", 404: "Not Found", 500: "Internal Server Error"}[status]
-        head = [f"HTTP/1.1 {status} {reason}", f"content-type: {kind}", f"content-length: {len(body)}"]
-        head += [f"{k}: {v}" for k, v in (extra or {}).items()]
-        writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
-        await writer.drain()
-        return True
-
     async def split_crlf(self, writer: asyncio.StreamWriter, events: list[bytes]) -> bool:
         """Every line ends in CRLF, and every CR goes out in one write, its LF in the next."""
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n")
@@ -236,13 +203,5 @@ class Hostile:
             await writer.drain()
 
 
-async def main(port: int) -> None:
-    server = await asyncio.start_server(Hostile().handle, "127.0.0.1", port)
-    async with server:
-        await server.serve_forever()
-
-
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--port", type=int, required=True)
-    asyncio.run(main(parser.parse_args().port))
+    serve(Hostile())

@@ -127,7 +127,12 @@ def start_llama(model: Path, logdir: Path, *flags: str, jinja: bool = True) -> P
 def start_gateway(policy: Path, logdir: Path, env: dict[str, str] | None = None) -> Process:
     port = free_port()
     args = [sys.executable, "-m", "router.cli", "serve", "--config", str(policy), "--port", str(port)]
-    env = {"CCGATE_HEALTH_INTERVAL": "0.2", "CCGATE_LOG_LEVEL": "info", **(env or {})}
+    env = {
+        "CCGATE_HEALTH_INTERVAL": "0.2",
+        "CCGATE_LOG_LEVEL": "info",
+        "CCGATE_STATE_DIR": str(logdir / "state"),  # its marking secret, not in the user's home
+        **(env or {}),
+    }
     return Process(f"ccgate-{port}", args, port, logdir / f"ccgate-{port}.log", env).start("/healthz")
 
 

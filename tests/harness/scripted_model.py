@@ -97,12 +97,32 @@ CHAT_TEMPLATE = """\
 """
 
 
+# The same template for a model that reasons: an assistant turn's reasoning_content is rendered
+# in <think> tags, which is how llama-server's template analysis finds the reasoning markers
+# (and then parses <think>...</think> in the model's output into reasoning_content).
+REASONING_TEMPLATE = CHAT_TEMPLATE.replace(
+    "{{- '<|im_start|>' + message.role + '\\n' + (message.content or '') + '<|im_end|>\\n' -}}",
+    "{{- '<|im_start|>' + message.role + '\\n' -}}"
+    "{%- if message.reasoning_content -%}"
+    "{{- '<think>\\n' + message.reasoning_content + '\\n</think>\\n\\n' -}}{%- endif -%}"
+    "{{- (message.content or '') + '<|im_end|>\\n' -}}",
+).replace(
+    "{{- '<|im_start|>assistant' -}}",
+    "{{- '<|im_start|>assistant' -}}"
+    "{%- if message.reasoning_content -%}"
+    "{{- '\\n<think>\\n' + message.reasoning_content + '\\n</think>\\n' -}}{%- endif -%}",
+)
+THINKING = "<think>\nI should read a.txt first.\n</think>\n\n"
+THINKING_AFTER = "<think>\nThe tool said hi.\n</think>\n\n"
+
+
 @dataclass(frozen=True)
 class Script:
     """What follows what: `successors[token] = next token`; anything else ends the turn."""
 
     name: str
     successors: dict[str, str]
+    template: str = CHAT_TEMPLATE
 
 
 def _reply(start: str, reply: str) -> dict[str, str]:
@@ -119,14 +139,25 @@ SCRIPTS: dict[str, Script] = {
     "broken": Script("broken", _reply(NEWLINE_BYTE, BROKEN_CALL)),
     "chatty": Script("chatty", _reply(NEWLINE_BYTE, CHATTY_CALL)),
     "long_arg": Script("long_arg", _reply(NEWLINE_BYTE, LONG_ARG_CALL)),
+    # reasons, calls Read; after the tool result reasons again and answers
+    "think_tool": Script(
+        "think_tool",
+        {**_reply(NEWLINE_BYTE, THINKING + TOOL_CALL), **_reply(AFTER_TOOL, THINKING_AFTER + TOOL_FINAL)},
+        REASONING_TEMPLATE,
+    ),
+    # reasons, calls Read; after the tool result writes a malformed call (llama-server: HTTP 500),
+    # so the tool loop's next turn moves to the fallback: a handoff in the middle of a tool loop
+    "think_break": Script(
+        "think_break",
+        {**_reply(NEWLINE_BYTE, THINKING + TOOL_CALL), **_reply(AFTER_TOOL, BROKEN_CALL)},
+        REASONING_TEMPLATE,
+    ),
     "loop": Script(
         "loop",
         {NEWLINE_BYTE: _piece(LOOP_WORD), AFTER_TOOL: _piece(LOOP_WORD), _piece(LOOP_WORD): _piece(LOOP_WORD)},
     ),
 }
-SCRIPT_PIECES = sorted(
-    {_piece(s) for s in (TOOL_CALL, TOOL_FINAL, TEXT_REPLY, BROKEN_CALL, CHATTY_CALL, LOOP_WORD, LONG_ARG_CALL)}
-)
+SCRIPT_PIECES = sorted({_piece(t) for script in SCRIPTS.values() for t in script.successors.values()})
 
 
 def _word_pieces() -> list[str]:
@@ -196,7 +227,7 @@ def build(script: Script, path: Path, n_ctx: int = 262144) -> Path:
     w.add_add_bos_token(False)
     w.add_add_eos_token(False)
     w.add_add_space_prefix(False)
-    w.add_chat_template(CHAT_TEMPLATE)
+    w.add_chat_template(script.template)
 
     zeros = np.zeros
     w.add_tensor("token_embd.weight", embd)

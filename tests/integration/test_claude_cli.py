@@ -11,11 +11,15 @@ import pytest
 from tests.harness.procs import Process, claude_binary
 
 
-def run_claude(gateway: Process, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def run_claude(
+    gateway: Process, tmp_path: Path, *args: str, prompt: str = "read a.txt"
+) -> subprocess.CompletedProcess[str]:
+    """One `claude -p` in tmp_path's project, with its own HOME there (so `--continue` finds the
+    session a previous run in the same tmp_path left)."""
     project = tmp_path / "project"
     home = tmp_path / "home"
-    project.mkdir()
-    home.mkdir()
+    project.mkdir(exist_ok=True)
+    home.mkdir(exist_ok=True)
     (project / "a.txt").write_text("hi\n")
     env = {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -26,7 +30,7 @@ def run_claude(gateway: Process, tmp_path: Path, *args: str) -> subprocess.Compl
         "DISABLE_AUTOUPDATER": "1",
     }
     # As root, Claude Code refuses --dangerously-skip-permissions; --allowedTools works.
-    command = [claude_binary(), "-p", "read a.txt", "--allowedTools", "Read", *args]
+    command = [claude_binary(), "-p", prompt, "--allowedTools", "Read", *args]
     return subprocess.run(
         command, cwd=project, env=env, capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL
     )
