@@ -84,6 +84,11 @@ GATEWAY = [
         ],
     ),
     ("Policy reloads", "none", [("{{result}}", "sum by (result) (ccgate_policy_reloads_total)")]),
+    (
+        "Handoffs to the cloud by action",
+        "reqps",
+        [("{{backend}} {{action}}", f"sum by (backend, action) (rate(ccgate_handoffs_total[{RATE}]))")],
+    ),
 ]
 
 LOCAL_MODELS = [
