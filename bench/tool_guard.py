@@ -1,18 +1,21 @@
-"""What the tool-call guard costs per streamed token, against what every reply already pays.
+"""What the tool-call guard and the runaway guard cost per streamed token, against what every
+reply already pays.
 
     python bench/tool_guard.py [--repeat 20]
 
 Three answers a local model streams to Claude Code, built as real Anthropic event streams with
 one event per token (~4 characters):
 
-- prose: 2,000 tokens of explanation with a code fence, the guard's common case;
+- prose: 2,000 tokens of explanation (Python's reference manual) with a code fence, the guard's
+  common case;
 - structured call: a Write tool_use whose 20 KB `content` arrives as 5,000 input_json_delta
   events, held until complete, validated against Claude Code's schema, relayed byte for byte;
 - call as text: the same Write written as a Hermes `<tool_call>` in text, converted.
 
-Each is fed through the guard in 1 KB chunks (as upstream reads arrive) and through UsageTap,
-the usage scanner every reply already runs, as the in-run baseline. The last column puts the
-cost per token against a 50 tokens/s local model (20 ms per token).
+Each is fed through the tool-call guard in 1 KB chunks (as upstream reads arrive), through the
+runaway guard (which watches text, not tool-call arguments), and through UsageTap, the usage
+scanner every reply already runs, as the in-run baseline. The per-token columns put each cost
+against a 50 tokens/s local model (20 ms per token).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from router.protocol.runaway_stream import RunawayGuard
 from router.protocol.sse import encode_event
 from router.protocol.tool_check import ToolBox
 from router.protocol.tool_guard import ToolCallGuard
@@ -62,8 +66,12 @@ def _stream(blocks: list[tuple[str, list[str]]]) -> bytes:
 
 
 def answers() -> dict[str, tuple[bytes, int]]:
-    prose = ("The function reads the file line by line and counts words. " * 30)[:3000]
-    prose += "\n```python\nfor line in open(path):\n    total += len(line.split())\n```\n" + prose[:5000]
+    # real prose (Python's own reference documentation), not a sentence repeated: that is a runaway
+    from pydoc_data.topics import topics
+
+    reference = topics["assert"] + topics["assignment"]
+    prose = reference[:3000]
+    prose += "\n```python\nfor line in open(path):\n    total += len(line.split())\n```\n" + reference[3000:8000]
     content = ("def handler(event):\n    return {'ok': True}\n" * 500)[:20_000]
     arguments = json.dumps({"file_path": "/work/app/handler.py", "content": content})
     as_text = (
@@ -89,6 +97,21 @@ def _guarded(chunks: list[bytes]) -> None:
     guard.finish()
 
 
+def _as_guarded(chunks: list[bytes]) -> list[bytes]:
+    """What the runaway guard sees: the tool-call guard's output (a call written as text is held
+    by it and comes out as a tool_use, whose arguments the runaway guard does not watch)."""
+    guard = ToolCallGuard(ToolBox(TOOLS))
+    out = [b"".join(guard.feed(chunk)) for chunk in chunks] + [b"".join(guard.finish())]
+    return [chunk for chunk in out if chunk]
+
+
+def _watched(chunks: list[bytes]) -> None:
+    runaway = RunawayGuard()
+    for chunk in chunks:
+        runaway.feed(chunk)
+    runaway.finish()
+
+
 def _tapped(chunks: list[bytes]) -> None:
     tap = UsageTap(Usage())
     for chunk in chunks:
@@ -108,16 +131,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=20)
     args = parser.parse_args()
-    header = f"{'answer':<16}{'tokens':>7}{'guard ms':>10}{'UsageTap ms':>13}{'ratio':>7}{'µs/token':>10}"
-    print(header + f"{'of 20 ms/token':>16}")
+    header = f"{'answer':<16}{'tokens':>7}{'guard ms':>10}{'runaway ms':>12}{'UsageTap ms':>13}"
+    print(header + f"{'guard':>8}{'runaway':>9}{'µs/token guard':>16}{'runaway':>9}{'of 20 ms':>10}")
     for name, (raw, tokens) in answers().items():
         chunks = _chunks(raw)
         guard = _best(_guarded, chunks, args.repeat)
+        runaway = _best(_watched, _as_guarded(chunks), args.repeat)
         tap = _best(_tapped, chunks, args.repeat)
-        per_token = guard / tokens * 1e6
+        per_token, per_token_runaway = guard / tokens * 1e6, runaway / tokens * 1e6
         print(
-            f"{name:<16}{tokens:>7}{guard * 1e3:>10.2f}{tap * 1e3:>13.2f}{guard / tap:>6.1f}x"
-            f"{per_token:>10.1f}{per_token / 20_000:>15.3%}"
+            f"{name:<16}{tokens:>7}{guard * 1e3:>10.2f}{runaway * 1e3:>12.2f}{tap * 1e3:>13.2f}"
+            f"{guard / tap:>7.1f}x{runaway / tap:>8.1f}x{per_token:>16.1f}{per_token_runaway:>9.1f}"
+            f"{(per_token + per_token_runaway) / 20_000:>10.3%}"
         )
 
 

@@ -19,6 +19,7 @@ from router.backends.base import (
     BackendError,
     BackendHTTPError,
     BackendProtocolError,
+    BackendRunaway,
     BackendTimeout,
     BackendToolCallError,
     BackendUnavailable,
@@ -199,6 +200,8 @@ def _finisher(span: trace.Span, reply: Reply) -> Callable[[], None]:
             span.set_attribute("gen_ai.response.finish_reasons", [usage.stop_reason])
         for outcome in reply.tool_calls:
             span.add_event("ccgate.tool_call", {"ccgate.tool_call.outcome": outcome})
+        if reply.runaway is not None and reply.runaway.stopped:
+            span.add_event("ccgate.runaway", {"ccgate.runaway.kind": reply.runaway.stopped})
         span.end()
 
     return finish
@@ -212,6 +215,8 @@ def failure_kind(exc: BackendError) -> str:
         return "timeout"
     if isinstance(exc, BackendToolCallError):
         return "tool_call"
+    if isinstance(exc, BackendRunaway):
+        return "runaway"
     if isinstance(exc, BackendHTTPError):
         if exc.error_type == "exceed_context_size_error":
             return "context"
@@ -224,10 +229,10 @@ def failure_kind(exc: BackendError) -> str:
 def _is_backend_fault(exc: BackendError) -> bool:
     """Failures that say something about the backend (for its breaker), not about the request.
 
-    A rejected tool call says the model cannot do this request's calls, not that the server is
-    down: it must not shut the backend off for requests without tools.
+    A rejected tool call (or a runaway answer) says the model cannot do this request, not that
+    the server is down: it must not shut the backend off for other requests.
     """
-    if isinstance(exc, BackendToolCallError):
+    if isinstance(exc, BackendToolCallError | BackendRunaway):
         return False
     return not isinstance(exc, BackendHTTPError) or exc.status >= 500
 

@@ -105,6 +105,19 @@ def text_llama(session_llamas: dict[str, Process], models: dict[str, Path], logd
     return _shared(session_llamas, "text", lambda: start_llama(models["text"], logdir, "-np", "2"))
 
 
+@pytest.fixture(scope="session")
+def gemma(session_llamas: dict[str, Process], logdir: Path) -> Process:
+    """The real model (Gemma 3 270M) on llama-server, as a user runs it: --jinja, its own template
+    (which has no place for tools), one slot, 2 threads. ~20 tokens/s here: keep answers short."""
+    from tests.harness.procs import real_model
+
+    return _shared(
+        session_llamas,
+        "gemma",
+        lambda: start_llama(real_model(), logdir, "-np", "1", "-c", "32768", "-t", "2", "--metrics", "--slots"),
+    )
+
+
 @pytest.fixture
 def start_llama_server(models: dict[str, Path], logdir: Path) -> Iterator[StartLlama]:
     """Start a private llama-server for one test: `start_llama_server("loop", "-np", "1")`."""

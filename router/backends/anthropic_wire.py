@@ -15,7 +15,7 @@ from router.backends.credentials import credentials
 from router.backends.http import UpstreamClient
 from router.backends.llama_probe import LlamaProbe
 from router.backends.stream import collect, first_event, streaming_reply
-from router.backends.tool_guarding import guard_body, guard_for, guarded
+from router.backends.tool_guarding import guard_body, guard_for, guarded, runaway_for
 from router.policy.prefix import without_billing_header
 from router.policy.schema import BackendConfig
 from router.protocol.anthropic import with_fields
@@ -68,7 +68,8 @@ class AnthropicWireBackend:
                     )
                 )
             returned = _returned_headers(response.headers)
-            transform, finish = guarded(guard)
+            runaway = runaway_for(self.config)
+            transform, finish = guarded(runaway, *guarded(guard))
             if not client_streams:
                 message = await collect(self.http, response, first, transform, finish)
                 reply = Reply(status=200, content_type=JSON, body=message, headers=returned)
@@ -84,6 +85,8 @@ class AnthropicWireBackend:
             )
         if guard is not None:
             reply.tool_calls = guard.outcomes
+        if client_streams or self.streams_upstream:
+            reply.runaway = runaway
         return reply
 
     async def count_tokens(self, incoming: Incoming) -> Reply:
@@ -122,6 +125,10 @@ class AnthropicWireBackend:
             changes["model"] = upstream
         if stream is not None and bool(incoming.raw.get("stream")) != stream:
             changes["stream"] = stream
+        cap = self.config.output_cap
+        asked = incoming.raw.get("max_tokens")
+        if messages and cap and isinstance(asked, int) and asked > cap:
+            changes["max_tokens"] = cap
         return with_fields(incoming.body, changes) if changes else incoming.body
 
     def _local_changes(self, incoming: Incoming, messages: bool) -> dict[str, object]:

@@ -10,6 +10,7 @@ from router.policy.schema import BackendConfig
 from router.protocol.anthropic import CountTokensRequest, MessagesRequest
 from router.protocol.errors import BadUpstreamResponse, anthropic_error_event
 from router.protocol.redact import safe_text
+from router.protocol.runaway_stream import RunawayGuard
 from router.protocol.usage import Usage, UsageTap, usage_of_message
 
 
@@ -65,6 +66,12 @@ class BackendToolCallError(BackendError):
         super().__init__(backend, f"unusable tool call ({kind}): {message}")
         self.kind = kind
         self.message = message
+
+
+class BackendRunaway(BackendError):
+    """The model started repeating itself before anything reached the client."""
+
+    status = 502
 
 
 class BackendHTTPError(BackendError):
@@ -137,6 +144,7 @@ class Reply:
     on_close: list[Callable[[], None]] = field(default_factory=list)  # run once, after `close`
     usage: Usage = field(default_factory=Usage)  # complete once the reply is closed
     tool_calls: list[str] = field(default_factory=list)  # the guard's verdict per call (tool_guard)
+    runaway: RunawayGuard | None = None  # says, once the answer is over, whether it stopped one
     _closed: bool = False
 
     @property

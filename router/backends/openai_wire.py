@@ -12,7 +12,7 @@ from router.backends.credentials import credentials
 from router.backends.http import UpstreamClient
 from router.backends.llama_probe import LlamaProbe
 from router.backends.stream import collect, streaming_reply
-from router.backends.tool_guarding import guard_body, guard_for, guarded
+from router.backends.tool_guarding import guard_body, guard_for, guarded, runaway_for
 from router.policy.schema import BackendConfig
 from router.protocol.anthropic import MessagesRequest
 from router.protocol.estimate import estimate_input_tokens
@@ -44,6 +44,9 @@ class OpenAIWireBackend:
             local = llama_changes(request.system, incoming.slot)
             if "system" in local:
                 request = msgspec.structs.replace(request, system=local.pop("system"))
+        cap = self.config.output_cap
+        if cap and request.max_tokens > cap:
+            request = msgspec.structs.replace(request, max_tokens=cap)
         if request.stream or self._llama is not None:
             streamed = request if request.stream else msgspec.structs.replace(request, stream=True)
             body = msgspec.json.encode({**to_openai_request(streamed, model), **local})
@@ -92,11 +95,14 @@ class OpenAIWireBackend:
         def finish() -> Iterable[bytes]:
             return handle(decoder.flush()) + translator.finish()
 
-        outer, outer_finish = guarded(guard, transform, finish)
+        runaway = runaway_for(self.config)
+        outer, outer_finish = guarded(runaway, *guarded(guard, transform, finish))
         if collect_all:
             message = await collect(self.http, response, first, outer, outer_finish)
-            return Reply(status=200, content_type=JSON, body=message)
-        return await streaming_reply(self.http, response, first, outer, outer_finish)
+            return Reply(status=200, content_type=JSON, body=message, runaway=runaway)
+        reply = await streaming_reply(self.http, response, first, outer, outer_finish)
+        reply.runaway = runaway
+        return reply
 
     async def count_tokens(self, incoming: Incoming) -> Reply:
         """Chat Completions has no token counter: the known prefix's measured count plus an

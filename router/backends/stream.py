@@ -12,6 +12,7 @@ from router.backends.base import (
     BackendBroken,
     BackendError,
     BackendProtocolError,
+    BackendRunaway,
     BackendTimeout,
     BackendToolCallError,
     Reply,
@@ -20,6 +21,7 @@ from router.backends.http import TotalTimeout, UpstreamClient, describe
 from router.protocol.aggregate import MessageAggregator
 from router.protocol.errors import BadUpstreamResponse, anthropic_error_event
 from router.protocol.redact import safe_text
+from router.protocol.runaway_stream import REPETITION, StopAnswer
 from router.protocol.sse import Event, SSEDecoder
 from router.protocol.tool_check import ToolCallError
 
@@ -54,6 +56,12 @@ async def streaming_reply(
                 out = b"".join(finish()) if finish else b""
             else:
                 out = b"".join(transform(chunk)) if transform else chunk
+    except StopAnswer as stop:  # its turn ended in markup: the answer is whole, the rest is noise
+        await response.aclose()
+        _stopped(client, stop)
+        if stop.kind == REPETITION:
+            raise BackendRunaway(client.name, f"stopped a runaway answer: {stop.detail}") from None
+        out, ended = b"".join(stop.events), True
     except BaseException as exc:
         await response.aclose()
         _raise_before_output(client, exc)
@@ -71,6 +79,9 @@ async def streaming_reply(
                         yield piece
             for piece in finish() if finish else ():
                 yield piece
+        except StopAnswer as stop:
+            _stopped(client, stop)
+            yield b"".join(stop.events)
         except TotalTimeout:
             limit = client.config.timeouts.total
             yield anthropic_error_event(504, f"backend {client.name} did not finish within {limit:g}s", "timeout_error")
@@ -95,6 +106,10 @@ async def streaming_reply(
             await response.aclose()
 
     return Reply(status=200, content_type=SSE, first=out, rest=rest(), headers=headers or {}, close=response.aclose)
+
+
+def _stopped(client: UpstreamClient, stop: StopAnswer) -> None:
+    log.warning("backend %s: stopped a runaway answer (%s): %s", client.name, stop.kind, stop.detail)
 
 
 def _raise_before_output(client: UpstreamClient, exc: BaseException) -> None:
@@ -175,10 +190,16 @@ async def collect(
                 aggregator.feed(event)
 
     try:
-        take(transform(first) if transform else (first,))
-        async for chunk in client.rest(response):
-            take(transform(chunk) if transform else (chunk,))
-        take(finish() if finish else ())
+        try:
+            take(transform(first) if transform else (first,))
+            async for chunk in client.rest(response):
+                take(transform(chunk) if transform else (chunk,))
+            take(finish() if finish else ())
+        except StopAnswer as stop:
+            _stopped(client, stop)
+            if stop.kind == REPETITION:  # nothing went out yet: the next target may do better
+                raise BackendRunaway(client.name, f"stopped a runaway answer: {stop.detail}") from None
+            take(stop.events)
         for event in decoder.flush():
             aggregator.feed(event)
         return msgspec.json.encode(aggregator.message())

@@ -1,18 +1,29 @@
-"""Putting the tool-call guard (protocol/tool_guard) in front of a backend's answers."""
+"""Putting the tool-call guard (protocol/tool_guard) and the runaway guard (protocol/runaway_stream)
+in front of a backend's answers."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
 import msgspec
 
 from router.backends.base import BackendToolCallError, Incoming
 from router.policy.schema import BackendConfig
+from router.protocol.runaway_stream import RunawayGuard
 from router.protocol.tool_check import ToolBox, ToolCallError
 from router.protocol.tool_guard import ToolCallGuard, guard_message
 
 Transform = Callable[[bytes], Iterable[bytes]]
 Finish = Callable[[], Iterable[bytes]]
+
+
+class Stage(Protocol):
+    """Anthropic event stream in, the same stream (checked, changed) out."""
+
+    def feed(self, chunk: bytes) -> list[bytes]: ...
+
+    def finish(self) -> list[bytes]: ...
 
 
 def guard_for(config: BackendConfig, incoming: Incoming) -> ToolCallGuard | None:
@@ -23,10 +34,14 @@ def guard_for(config: BackendConfig, incoming: Incoming) -> ToolCallGuard | None
     return ToolCallGuard(ToolBox(t for t in tools if isinstance(t, dict)))
 
 
+def runaway_for(config: BackendConfig) -> RunawayGuard | None:
+    return RunawayGuard() if config.guards_runaways else None
+
+
 def guarded(
-    guard: ToolCallGuard | None, transform: Transform | None = None, finish: Finish | None = None
+    guard: Stage | None, transform: Transform | None = None, finish: Finish | None = None
 ) -> tuple[Transform | None, Finish | None]:
-    """`transform` and `finish` with the guard after them (unchanged without a guard)."""
+    """`transform` and `finish` with the stage after them (unchanged without one)."""
     if guard is None:
         return transform, finish
 

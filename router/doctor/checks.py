@@ -203,14 +203,38 @@ def _judge_context(facts: Facts, report: Report) -> None:
 
 
 def _judge_template(facts: Facts, report: Report) -> None:
+    family = family_of(facts.model)
+    if family and family.marker and facts.template and family.marker not in facts.template:
+        detail = (
+            f"not {family.name}'s own template{template_kind(facts.template)}: the model never sees the tools, "
+            "and writes this template's end-of-turn markup as text (the GGUF carries no chat template of "
+            "its own, so llama-server fell back to a generic one, or another was given)"
+        )
+        fix = f"start llama-server with {family.name}'s own template: --chat-template-file <from its repo>"
+        report.checks.append(Check("chat template", "fail", detail, fix))
+        return
     if facts.template_tools is None:
         return
     if facts.template_tools:
         report.checks.append(Check("chat template", "ok", "renders tools"))
         return
-    generic = " (generic chatml)" if "<|im_start|>" in facts.template else ""
-    detail = f"this template ignores tools{generic}: the model never sees them"
+    detail = f"this template ignores tools{template_kind(facts.template)}: the model never sees them"
     report.checks.append(Check("chat template", "fail", detail, TEMPLATE_FIX))
+
+
+# What a chat template is, told by the turn markers it writes: the family's own template, or a
+# generic one llama-server falls back to. Gemma's own template has no place for tools at all.
+TEMPLATE_KINDS = (
+    ("<start_of_turn>", "a Gemma template, which has no place for tools"),
+    ("<|start_header_id|>", "a Llama 3 template"),
+    ("[INST]", "a Mistral template"),
+    ("<|im_start|>", "generic ChatML"),
+)
+
+
+def template_kind(template: str) -> str:
+    """` (what it is)` for a doctor line, or "" when the markers say nothing."""
+    return next((f" ({kind})" for marker, kind in TEMPLATE_KINDS if marker in template), "")
 
 
 async def _probe(

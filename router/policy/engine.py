@@ -104,7 +104,7 @@ class Engine:
         if state.breaker == "open":
             return "breaker", "breaker open"
         window = config.context_window or state.n_ctx
-        if window and features.tokens > window:
+        if window and features.tokens > window and not features.counting:
             return "context", f"context {_k(features.tokens)} > window {_k(window)}"
         wants = config.capabilities
         if features.tool_count and not _takes_tools(wants.tools, state):
@@ -114,7 +114,7 @@ class Engine:
             return "capability", "no image support"
         if features.thinking and not wants.thinking:
             return "capability", "no thinking support"
-        if is_busy(config, state):
+        if is_busy(config, state) and not features.counting:
             return "busy", f"busy {state.queue_depth}/{busy_limit(config, state)}"
         return None
 

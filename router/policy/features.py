@@ -31,6 +31,9 @@ class Features:
     client: str = "other"
     headers: Mapping[str, str] = field(default_factory=dict)
     team: str | None = None  # set by team keys, a later issue; conditions can already name it
+    # A count_tokens request: it only tokenizes, so neither a context window nor a busy slot
+    # stands in its way.
+    counting: bool = False
 
 
 def client_kind(user_agent: str) -> str:
@@ -61,6 +64,7 @@ def features_of(
         max_tokens=getattr(request, "max_tokens", 0),
         client=client_kind(headers.get("user-agent", "")),
         headers={k.lower(): v for k, v in headers.items()},
+        counting=isinstance(request, CountTokensRequest),
     )
 
 

@@ -19,12 +19,13 @@ class Family:
     patterns: tuple[str, ...]
     tools: bool
     note: str  # how its calls look, or what to use instead
+    marker: str = ""  # a turn marker its own chat template writes: a template without it is another's
 
 
 FAMILIES: tuple[Family, ...] = (
-    Family("Qwen3-Coder", ("*qwen3*coder*",), True, "XML calls (<function=...>); needs --jinja"),
-    Family("Qwen2.5-Coder", ("*qwen2.5*coder*",), True, "Hermes <tool_call> JSON; needs --jinja"),
-    Family("Qwen 3", ("*qwen3*", "*qwq*"), True, "Hermes <tool_call> JSON; needs --jinja"),
+    Family("Qwen3-Coder", ("*qwen3*coder*",), True, "XML calls (<function=...>); needs --jinja", "<|im_start|>"),
+    Family("Qwen2.5-Coder", ("*qwen2.5*coder*",), True, "Hermes <tool_call> JSON; needs --jinja", "<|im_start|>"),
+    Family("Qwen 3", ("*qwen3*", "*qwq*"), True, "Hermes <tool_call> JSON; needs --jinja", "<|im_start|>"),
     Family("Qwen 2.5", ("*qwen2.5*", "*qwen2*"), False, "Qwen 2.5 family has no tool calling: use Qwen 3 / Qwen-Coder"),
     Family("gpt-oss", ("*gpt-oss*",), True, "harmony format; needs --jinja"),
     Family("GLM 4.5+", ("*glm-4.5*", "*glm-4.6*", "*glm-4.7*", "*glm4.5*"), True, "needs --jinja"),
@@ -41,8 +42,16 @@ FAMILIES: tuple[Family, ...] = (
         "Llama 3.0", ("*llama-3-*", "*llama3-*", "*meta-llama-3-*"), False, "no tool calling: use Llama 3.1 or later"
     ),
     Family("Llama 2", ("*llama-2*", "*llama2*", "*codellama*"), False, "no tool calling: use Qwen3-Coder or Devstral"),
-    Family("Gemma 3", ("*gemma-3*", "*gemma3*"), True, "```tool_code blocks, converted by ccgate's tool guard"),
-    Family("Gemma 2", ("*gemma-2*", "*gemma2*"), False, "no tool calling: use Gemma 3 or Qwen3-Coder"),
+    Family(
+        "Gemma 3",
+        ("*gemma-3*", "*gemma3*"),
+        True,
+        "```tool_code blocks, converted by ccgate's tool guard",
+        "<start_of_turn>",
+    ),
+    Family(
+        "Gemma 2", ("*gemma-2*", "*gemma2*"), False, "no tool calling: use Gemma 3 or Qwen3-Coder", "<start_of_turn>"
+    ),
     Family("DeepSeek V3 / R1-0528", ("*deepseek-v3*", "*deepseek-r1-0528*"), True, "needs --jinja"),
     Family("DeepSeek Coder", ("*deepseek-coder*",), False, "no tool calling: use Qwen3-Coder or Devstral"),
     Family("Hermes", ("*hermes-2*", "*hermes-3*", "*hermes-4*"), True, "Hermes <tool_call> JSON; needs --jinja"),

@@ -13,6 +13,7 @@ Kind = Literal["llamacpp", "openai", "anthropic"]
 Dialect = Literal["anthropic", "openai"]
 Auth = Literal["auto", "key", "passthrough", "none"]
 
+DEFAULT_LOCAL_OUTPUT_CAP = 16384
 DEFAULT_DIALECT: dict[str, Dialect] = {"llamacpp": "anthropic", "openai": "openai", "anthropic": "anthropic"}
 
 
@@ -66,6 +67,12 @@ class BackendConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_
     # reject the rest); default on for local kinds (llamacpp, openai), off for the Anthropic API.
     # (YAML reads a bare on/off as true/false; both spellings are accepted.)
     tool_guard: bool | Literal["on", "off"] | None = None
+    # Stop an answer that repeats itself or writes another family's end-of-turn markup
+    # (protocol/runaway); default on for llamacpp, off for the rest.
+    runaway_guard: bool | Literal["on", "off"] | None = None
+    # The most output tokens a request may ask of this backend (the client's max_tokens is cut
+    # to it): a 32k request must not hold a slot for an hour. Default: 16384 for llamacpp.
+    max_output_tokens: int | None = None
 
     def upstream_model(self, requested: str) -> str:
         if self.model is None:
@@ -92,6 +99,18 @@ class BackendConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_
         if self.tool_guard is None:
             return self.kind != "anthropic"
         return self.tool_guard in (True, "on")
+
+    @property
+    def guards_runaways(self) -> bool:
+        if self.runaway_guard is None:
+            return self.kind == "llamacpp"
+        return self.runaway_guard in (True, "on")
+
+    @property
+    def output_cap(self) -> int | None:
+        if self.max_output_tokens is None:
+            return DEFAULT_LOCAL_OUTPUT_CAP if self.kind == "llamacpp" else None
+        return self.max_output_tokens or None  # 0: no cap
 
     @property
     def wire_dialect(self) -> Dialect:
@@ -122,8 +141,18 @@ class Rule(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True
         return [[item] if isinstance(item, str) else list(item) for item in self.to]
 
 
-FailureKind = Literal["connect", "timeout", "5xx", "429", "529", "context", "broken", "tool_call"]
-ALL_FAILURES: tuple[FailureKind, ...] = ("connect", "timeout", "5xx", "429", "529", "context", "broken", "tool_call")
+FailureKind = Literal["connect", "timeout", "5xx", "429", "529", "context", "broken", "tool_call", "runaway"]
+ALL_FAILURES: tuple[FailureKind, ...] = (
+    "connect",
+    "timeout",
+    "5xx",
+    "429",
+    "529",
+    "context",
+    "broken",
+    "tool_call",
+    "runaway",
+)
 
 
 class Fallback(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -132,7 +161,8 @@ class Fallback(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     connect: refused / unreachable; timeout: no first byte in time; 5xx, 429, 529: those
     answers; context: llama.cpp's exceed_context_size_error; broken: the backend took the
     request and broke off, or answered something unusable; tool_call: the tool guard rejected
-    a call (unreadable, unknown tool, arguments against the schema).
+    a call (unreadable, unknown tool, arguments against the schema); runaway: the runaway guard
+    stopped an answer that repeated itself before any of it went out.
     """
 
     on: list[FailureKind] = msgspec.field(default_factory=lambda: list(ALL_FAILURES))

@@ -26,7 +26,7 @@ CLIENTS = tuple(dict.fromkeys([kind for _, kind in CLIENT_KINDS] + ["other"]))
 DISPATCH_FAILURES = ("overloaded", "timeout", "upstream_error", "rejected")  # a rule matched, nobody answered
 EDGE_FAILURES = ("invalid", "client_gone", "error")  # refused at the door, client left, gateway fault
 SKIP_REASONS = ("unhealthy", "breaker", "context", "capability", "busy")
-ATTEMPT_FAILURES = ("connect", "timeout", "5xx", "4xx", "429", "529", "context", "broken", "tool_call")
+ATTEMPT_FAILURES = ("connect", "timeout", "5xx", "4xx", "429", "529", "context", "broken", "tool_call", "runaway")
 HANDOFF_ACTIONS = ("dropped_thinking", "thinking_off", "renamed_ids")
 TOOL_CALL_OUTCOMES = ("passed", "repaired", "converted", "failed", "unchecked")
 
@@ -100,6 +100,13 @@ class Metrics:
         self.redis_up = Gauge(
             "ccgate_state_redis_up", "1 while shared state in Redis works; 0 when local only.", registry=r
         )
+        self.runaways = Counter(
+            "ccgate_runaway",
+            "Answers the runaway guard stopped, by why: repetition (the model repeated itself) or markup "
+            "(it wrote another family's end-of-turn markup: its turn had ended).",
+            ["backend", "kind"],
+            registry=r,
+        )
         self.handoffs = Counter(
             "ccgate_handoffs",
             "Requests to the Anthropic API whose history a local model wrote part of, by what was done: "
@@ -132,6 +139,9 @@ class Metrics:
             if config.kind == "anthropic":
                 for action in HANDOFF_ACTIONS:
                     self.handoffs.labels(name, action)
+            if config.guards_runaways:
+                for kind in ("repetition", "markup"):
+                    self.runaways.labels(name, kind)
             if config.guards_tools:
                 for outcome in TOOL_CALL_OUTCOMES:
                     self.tool_calls.labels(name, outcome)

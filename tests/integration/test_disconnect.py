@@ -9,12 +9,12 @@ from tests.harness.procs import Process
 from tests.integration.test_errors import assert_slots_free
 from tests.integration.test_passthrough import ask
 
-LONG = {**ask(), "max_tokens": 250_000}  # the loop model would keep its slot busy for ~30 s
+LONG = {**ask(), "max_tokens": 250_000}  # the busy model would keep its slot busy for a long while
 
 
 @pytest.fixture
 def looping(start_llama_server) -> Process:
-    return start_llama_server("loop", "-np", "1", "--slots")
+    return start_llama_server("busy", "-np", "1", "--slots")
 
 
 def busy(server: Process) -> bool:

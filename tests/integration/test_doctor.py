@@ -59,7 +59,7 @@ def test_doctor_tells_each_failure_and_its_fix(policy: Path) -> None:
 
     chatml = checks_of(reports["chatml"])
     assert chatml["chat template"]["status"] == "fail"
-    assert "ignores tools (generic chatml)" in chatml["chat template"]["detail"]
+    assert "ignores tools (generic ChatML)" in chatml["chat template"]["detail"]
     assert "--chat-template-file" in chatml["chat template"]["fix"]
     for name in PROBES:
         assert chatml[name]["status"] == "fail" and "came back as text (hermes" in chatml[name]["detail"]

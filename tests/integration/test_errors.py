@@ -115,7 +115,7 @@ def test_first_byte_timeout_is_504(start_ccgate, start_llama_server, stream: boo
 
 
 def test_total_timeout_is_504_and_frees_the_slot(start_ccgate, start_llama_server) -> None:
-    looping = start_llama_server("loop", "-np", "1")
+    looping = start_llama_server("busy", "-np", "1")
     gw = start_ccgate({"local": {"kind": "llamacpp", "url": looping.url, "timeouts": {"total": 1.5}}})
     r = httpx.post(gw.url + "/v1/messages", json={**ask(), "max_tokens": 250_000}, timeout=30)
     assert r.status_code == 504
@@ -124,7 +124,7 @@ def test_total_timeout_is_504_and_frees_the_slot(start_ccgate, start_llama_serve
 
 
 def test_backend_dying_mid_stream_ends_with_error_event(start_ccgate, start_llama_server) -> None:
-    looping = start_llama_server("loop", "-np", "1")
+    looping = start_llama_server("busy", "-np", "1")
     gw = start_ccgate({"local": {"kind": "llamacpp", "url": looping.url}})
     lines: list[str] = []
     with httpx.stream(
@@ -162,7 +162,7 @@ def test_backend_dying_before_it_answers_is_502(start_ccgate, start_llama_server
     """Non-streaming: llama-server is killed while generating, before any byte came back."""
     import threading
 
-    looping = start_llama_server("loop", "-np", "1")
+    looping = start_llama_server("busy", "-np", "1")
     gw = start_ccgate({"local": {"kind": "llamacpp", "url": looping.url}})
     answers: list[httpx.Response] = []
     asking = threading.Thread(

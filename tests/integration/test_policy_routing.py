@@ -22,7 +22,7 @@ def backend_of(gw: Process) -> str:
 def test_spillover_when_the_only_slot_is_busy_and_back_when_free(
     start_ccgate, start_llama_server, text_llama: Process
 ) -> None:
-    local = start_llama_server("loop", "-np", "1", "--metrics")
+    local = start_llama_server("busy", "-np", "1", "--metrics")
     gw = start_ccgate(
         {"local": {"kind": "llamacpp", "url": local.url}, "fallback": {"kind": "anthropic", "url": text_llama.url}}
     )
@@ -40,7 +40,7 @@ def test_spillover_when_the_only_slot_is_busy_and_back_when_free(
 
 def test_spillover_on_load_from_outside_the_gateway(start_ccgate, start_llama_server, text_llama: Process) -> None:
     """Another client uses llama-server directly: only its own /metrics can tell, within a poll."""
-    local = start_llama_server("loop", "-np", "1", "--metrics")
+    local = start_llama_server("busy", "-np", "1", "--metrics")
     gw = start_ccgate(
         {"local": {"kind": "llamacpp", "url": local.url}, "fallback": {"kind": "anthropic", "url": text_llama.url}}
     )

@@ -51,7 +51,7 @@ def test_two_replicas_send_a_conversation_back_to_its_slot(start_ccgate, two_ser
 def test_in_flight_counts_are_shared_and_a_dead_replica_stops_counting(
     start_ccgate, start_llama_server, text_llama: Process, redis_url: str
 ) -> None:
-    looping = start_llama_server("loop", "-np", "1")
+    looping = start_llama_server("busy", "-np", "1")
     backends = {
         "local": {"kind": "llamacpp", "url": looping.url, "max_concurrent": 1},
         "fallback": {"kind": "anthropic", "url": text_llama.url},

@@ -122,3 +122,12 @@ def test_metrics_parsing_survives_anything() -> None:
         '{"status":"ok"}\nbad\n\nx y z'
     )
     assert parse_metrics(text) == {"llamacpp:requests_processing": 2.0, "llamacpp:requests_deferred": 1.0}
+
+
+def test_counting_tokens_needs_neither_room_nor_a_free_slot() -> None:
+    """count_tokens only tokenizes: a prompt larger than the window, or a busy backend, is still counted there."""
+    big = ENGINE.decide(
+        feats(model="claude-haiku", tokens=9000, counting=True), {"small": BackendSnapshot(in_flight=1)}
+    )
+    assert big.candidates[0] == "small" and big.skipped == {}
+    assert ENGINE.decide(feats(model="claude-haiku", tokens=9000), {}).skipped["small"].startswith("context")
