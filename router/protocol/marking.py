@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 
 from router.protocol.handoff import Marks
-from router.protocol.sse import SSEDecoder, encode_event, raw_event
+from router.protocol.sse import SSEDecoder, encode_event, object_of, raw_event
 
 
 class ReplyMarker:
@@ -36,17 +36,17 @@ class ReplyMarker:
             return self._start(data)
         if name == "content_block_delta" and self._thinking:
             if '"thinking_delta"' in data:
-                payload = _decode(data)
+                payload = object_of(data)
                 self._thinking.get(payload.get("index"), []).append(str(payload.get("delta", {}).get("thinking", "")))
             elif '"signature_delta"' in data:
-                payload = _decode(data)
+                payload = object_of(data)
                 index = payload.get("index")
                 if index in self._thinking:
                     self._signed.add(index)
                     delta = {"type": "signature_delta", "signature": self._signature(index)}
                     return encode_event(name, {**payload, "delta": delta})
         elif name == "content_block_stop" and self._thinking:
-            index = _decode(data).get("index")
+            index = object_of(data).get("index")
             if index in self._thinking:
                 out = b""
                 if index not in self._signed:  # a signature the client must have, before the block ends
@@ -61,7 +61,7 @@ class ReplyMarker:
     def _start(self, data: str) -> bytes:
         if '"thinking"' not in data and '"tool_use"' not in data:
             return raw_event("content_block_start", data)
-        payload = _decode(data)
+        payload = object_of(data)
         block = payload.get("content_block")
         if not isinstance(block, dict):
             return raw_event("content_block_start", data)
@@ -97,11 +97,3 @@ def mark_message(body: bytes, marks: Marks) -> bytes:
             block = {**block, "id": marks.tool_id()}
         marked.append(block)
     return msgspec.json.encode({**message, "content": marked})
-
-
-def _decode(data: str) -> dict[str, Any]:
-    try:
-        payload = msgspec.json.decode(data)
-    except msgspec.DecodeError:
-        return {}
-    return payload if isinstance(payload, dict) else {}

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
-
 from router.protocol.runaway import RepetitionWatch, leaked_end, partial_end
-from router.protocol.sse import SSEDecoder, encode_event, raw_event
+from router.protocol.sse import SSEDecoder, encode_event, object_of, raw_event
 
 REPETITION, MARKUP = "repetition", "markup"
 
@@ -54,19 +52,19 @@ class RunawayGuard:
 
     def _event(self, name: str, data: str, out: list[bytes]) -> None:
         if name == "content_block_delta" and ('"text_delta"' in data or '"thinking_delta"' in data):
-            self._delta(_decode(data), data, out)
+            self._delta(object_of(data), data, out)
             return
         if name == "content_block_start":
-            payload = _decode(data)
+            payload = object_of(data)
             index = payload.get("index", 0)
             self._open[index] = str((payload.get("content_block") or {}).get("type", ""))
             self._next = max(self._next, index + 1)
         elif name == "content_block_stop":
-            index = _decode(data).get("index", 0)
+            index = object_of(data).get("index", 0)
             self._release_held(index, out)
             self._open.pop(index, None)
         elif name == "message_delta":
-            usage = _decode(data).get("usage")
+            usage = object_of(data).get("usage")
             if isinstance(usage, dict):
                 self._usage = usage
         out.append(raw_event(name, data))
@@ -137,11 +135,3 @@ class RunawayGuard:
         out.append(encode_event("message_delta", delta))
         out.append(encode_event("message_stop", {"type": "message_stop"}))
         raise StopAnswer(kind, detail, out)
-
-
-def _decode(data: str) -> dict[str, Any]:
-    try:
-        payload = msgspec.json.decode(data)
-    except msgspec.DecodeError:
-        return {}
-    return payload if isinstance(payload, dict) else {}

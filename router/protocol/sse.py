@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 
@@ -100,6 +101,15 @@ class SSEDecoder:
         elif name == "event":
             self._event = value
         return None
+
+
+def object_of(data: str) -> dict[str, Any]:
+    """An event's data as a JSON object; {} when it is not one (for readers that only look)."""
+    try:
+        payload = msgspec.json.decode(data)
+    except msgspec.DecodeError:
+        return {}
+    return payload if isinstance(payload, dict) else {}
 
 
 def encode_event(event: str, payload: object) -> bytes:
