@@ -20,7 +20,7 @@ from router.doctor.answers import (
     read_openai,
     read_openai_stream,
 )
-from router.policy.model_families import family_of
+from router.policy.model_families import Family, family_of, family_of_template
 from router.policy.schema import BackendConfig
 from router.protocol.tool_check import ToolBox, ToolCallError
 from router.protocol.tool_text import extract
@@ -177,8 +177,13 @@ async def _facts(http: UpstreamClient, config: BackendConfig, report: Report) ->
     return facts
 
 
+def family_of_facts(facts: Facts) -> Family | None:
+    """The model's family by its name, else by what its chat template writes."""
+    return family_of(facts.model) or family_of_template(facts.template)
+
+
 def _judge_family(facts: Facts, report: Report) -> None:
-    family = family_of(facts.model)
+    family = family_of_facts(facts)
     if family is None:
         report.checks.append(Check("model family", "skip", "not in ccgate's table: the probe calls below decide"))
     elif family.tools:
@@ -203,7 +208,7 @@ def _judge_context(facts: Facts, report: Report) -> None:
 
 
 def _judge_template(facts: Facts, report: Report) -> None:
-    family = family_of(facts.model)
+    family = family_of_facts(facts)
     if family and family.marker and facts.template and family.marker not in facts.template:
         detail = (
             f"not {family.name}'s own template{template_kind(facts.template)}: the model never sees the tools, "
@@ -294,8 +299,10 @@ def _judge_probe(dialect: Dialect, stream: bool, answer: Answer, facts: Facts, d
     if found is not None and found.calls:
         detail = f"the call came back as text ({found.calls[0].format} format), not as a tool call"
         note = "; ccgate's tool guard converts it on the fly (tool_guard: on)"
-        return Check(name, "fail", detail + note, TEMPLATE_FIX)
-    family = family_of(facts.model)
+        family = family_of_facts(facts)
+        fix = f"make llama-server parse it itself: {family.name}: {family.note}" if family else TEMPLATE_FIX
+        return Check(name, "fail", detail + note, fix)
+    family = family_of_facts(facts)
     if family is not None and not family.tools:
         fix = family.note
     elif facts.template_tools is False:

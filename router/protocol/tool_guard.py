@@ -190,16 +190,40 @@ class ToolCallGuard:
             self._close_text(block, out)
             return
         checked = [self.tools.check(call.name, call.arguments) for call in found.calls]
+        prose_went_out = block.out is not None
+        if not prose_went_out:  # reasoning comes first, unless prose already went out
+            self._emit_thinking(found.thinking, out)
         self._emit_text(block, found.before if found.before.strip() else "", out)
         self._close_text(block, out)
+        if prose_went_out:
+            self._emit_thinking(found.thinking, out)
         for call in checked:
             self._emit_tool_use(_tool_id(), call.name, call.input, out)
             self.outcomes.append(CONVERTED)
-        self._converted = True
+        self._converted = self._converted or bool(checked)
         if found.after.strip():
             trailing = _Text()
             self._emit_text(trailing, found.after, out)
             self._close_text(trailing, out)
+
+    def _emit_thinking(self, thoughts: list[str], out: list[bytes]) -> None:
+        """Reasoning the model wrote as text, as thinking blocks (signed later, by the marker)."""
+        for thought in thoughts:
+            self._start_output(out)
+            index = self._take_index()
+            start = {"type": "thinking", "thinking": "", "signature": ""}
+            out.append(
+                encode_event(
+                    "content_block_start", {"type": "content_block_start", "index": index, "content_block": start}
+                )
+            )
+            for delta in (
+                {"type": "thinking_delta", "thinking": thought},
+                {"type": "signature_delta", "signature": ""},
+            ):
+                payload = {"type": "content_block_delta", "index": index, "delta": delta}
+                out.append(encode_event("content_block_delta", payload))
+            out.append(encode_event("content_block_stop", {"type": "content_block_stop", "index": index}))
 
     def _close_text(self, block: _Text, out: list[bytes]) -> None:
         if block.out is not None:
@@ -269,6 +293,7 @@ def guard_message(message: dict[str, Any], tools: ToolBox, outcomes: list[str]) 
             content.append(block)
             continue
         calls = [tools.check(call.name, call.arguments) for call in found.calls]
+        content += [{"type": "thinking", "thinking": t, "signature": ""} for t in found.thinking]
         if found.before.strip():
             content.append({"type": "text", "text": found.before})
         for call in calls:
@@ -276,7 +301,7 @@ def guard_message(message: dict[str, Any], tools: ToolBox, outcomes: list[str]) 
             outcomes.append(CONVERTED)
         if found.after.strip():
             content.append({"type": "text", "text": found.after})
-        converted = True
+        converted = converted or bool(calls)
     stop = message.get("stop_reason")
     if converted and stop in ("end_turn", "stop_sequence", None):
         stop = "tool_use"

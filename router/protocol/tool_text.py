@@ -1,46 +1,39 @@
 """Tool calls that a model wrote as text instead of structured calls, in the formats seen in the wild.
 
-- Hermes / Qwen: `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`
-- Qwen3-Coder: `<tool_call><function=Name><parameter=p>value</parameter></function></tool_call>`,
-  with or without the `<tool_call>` wrapper; Llama 3.1's `<function=Name>{json}</function>`
-- Mistral / Devstral: `[TOOL_CALLS][{"name": ..., "arguments": {...}}]` and
-  `[TOOL_CALLS]Name[ARGS]{json}` (optionally `[CALL_ID]id` before `[ARGS]`)
-- Llama 3: `<|python_tag|>{"name": ..., "parameters": {...}}` (several joined by `;`)
-- Gemma: a ```` ```tool_code ```` block of Python calls, `Name(p="v")` or `print(default_api.Name(...))`
-- a JSON object (or array of them) naming an offered tool, in a ```` ```json ```` fence or as
-  the whole text
+The formats, one table (protocol/tool_formats): Hermes / Qwen `<tool_call>`, Qwen3-Coder and
+Llama 3.1 `<function=...>`, GLM 4.5/4.6 `<arg_key>` pairs, Mistral / Devstral / Magistral
+`[TOOL_CALLS]`, Llama 3 `<|python_tag|>`, gpt-oss's harmony channels, Kimi K2's sections,
+DeepSeek R1 / V3.1's full-width markers, MiniMax M2 `<invoke>`, Seed-OSS, Command R7B's action
+block, Granite and Phi-4 `<|tool_call|>`, Nemotron `<TOOLCALL>`, LFM2's call list, Apertus,
+Qwen2.5-Coder `<tools>`, Functionary v3.2 `>>>`, Firefunction `functools[`; and, outside the
+table, Gemma's ```` ```tool_code ```` block of Python calls and a JSON object (or array) naming an
+offered tool, in a fence or as the whole text. Reasoning written as text around them (`<think>`,
+...) becomes thinking.
 
 `extract` finds them; `hold_from` tells a stream which part of the text so far may still turn
-out to be a call and must be held back.
+out to be a call (or markup) and must be held back.
 """
 
 from __future__ import annotations
 
-import ast
 import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import Any
 
-from router.protocol.tool_check import ToolCallError, decode_lenient, resolve_name
+from router.protocol.tool_check import ToolCallError
+from router.protocol.tool_formats import FORMATS, REASONING, WRAPPERS, Format
+from router.protocol.tool_syntax import TextCall, json_calls, python_calls
 
-TAG_MARKERS = ("<tool_call>", "<function=", "[TOOL_CALLS]", "<|python_tag|>")
 FENCE = "```"
 CALL_FENCES = ("tool_code", "tool_call", "json", "")  # fence languages that may hold a call
-NAME_KEYS = ("name", "tool", "tool_name", "function")
-ARGUMENT_KEYS = ("arguments", "parameters", "input", "args")
+LINE_START_ONLY = (">>>",)  # markers that only open a call at the start of a line
+OPENERS: dict[str, Format] = {opener: f for f in FORMATS for opener in f.openers}
+TAG_MARKERS = tuple(OPENERS) + tuple(o for o, _ in REASONING) + WRAPPERS
+_PREFIXES = frozenset(m[:k] for m in (*TAG_MARKERS, FENCE) for k in range(1, len(m)))
+_FIRST_CHARS = frozenset(m[0] for m in (*TAG_MARKERS, FENCE))
+_LONGEST = max(len(m) for m in TAG_MARKERS)
 
-_FUNCTION = re.compile(r"<function=([^>\s]+)>(.*?)(?:</function>|$)", re.S)
-_PARAMETER = re.compile(r"<parameter=([^>\s]+)>(.*?)(?:</parameter>|(?=<parameter=)|(?=</function>)|$)", re.S)
-_MISTRAL_NAMED = re.compile(r"\s*([A-Za-z_][\w.-]*)\s*(?:\[CALL_ID\]\s*\S+?\s*)?\[ARGS\]", re.S)
-
-
-@dataclass(slots=True)
-class TextCall:
-    name: str
-    arguments: str | dict[str, Any]  # a string still to be decoded (and maybe repaired)
-    format: str
-    repaired: bool = False  # the JSON around the arguments had to be repaired to be read
+__all__ = ["Extraction", "TextCall", "extract", "hold_from"]
 
 
 @dataclass(slots=True)
@@ -48,31 +41,80 @@ class Extraction:
     before: str
     calls: list[TextCall] = field(default_factory=list)
     after: str = ""
+    thinking: list[str] = field(default_factory=list)  # reasoning written as text, in order
 
 
 def extract(text: str, tools: Collection[str]) -> Extraction | None:
-    """The calls written in `text`, with the prose around them; None when it holds no call.
-
-    A tag that announces a call (`<tool_call>`, `[TOOL_CALLS]`, ...) but does not hold a
-    readable one raises ToolCallError; JSON that does not name an offered tool is just text.
+    """The calls written in `text`, with the prose around them; None when it holds no call and
+    no markup. A marker that announces a call (`<tool_call>`, `[TOOL_CALLS]`, ...) but does not
+    hold a readable one raises ToolCallError; JSON that does not name an offered tool is just text.
     """
-    tag = _first_tag(text)
-    if tag is not None:
-        at, marker = tag
-        calls, end = _parse_tagged(text[at:], marker, tools)
-        if not calls:
+    thinking: list[str] = []
+    cleaned = _without_reasoning(text, thinking)
+    found = _tagged(cleaned, tools) or _fenced(cleaned, tools)
+    if found is not None:
+        found.thinking = thinking + found.thinking
+        return found
+    if cleaned != text:  # reasoning or wrappers, and no call: the answer without its markup
+        return Extraction(cleaned, [], "", thinking)
+    return None
+
+
+def _without_reasoning(text: str, thinking: list[str]) -> str:
+    if not any(m in text for m, _ in REASONING) and not any(w in text for w in WRAPPERS):
+        return text
+    for opening, closing in REASONING:
+        while opening in text:
+            at = text.find(opening)
+            inner, end = _section(text, at + len(opening), closing)
+            if inner.strip():
+                thinking.append(inner.strip())
+            text = text[:at] + text[end:].lstrip("\n") if end < len(text) else text[:at]
+    for wrapper in WRAPPERS:
+        text = text.replace(wrapper, "")
+    return text
+
+
+def _section(text: str, start: int, closing: str) -> tuple[str, int]:
+    at = text.find(closing, start)
+    return (text[start:], len(text)) if at < 0 else (text[start:at], at + len(closing))
+
+
+def _tagged(text: str, tools: Collection[str]) -> Extraction | None:
+    for at, marker in _openers_in(text):
+        form = OPENERS[marker]
+        parsed = form.parse(text[at:], tools)
+        if parsed.calls or parsed.thinking or parsed.text:
+            return Extraction(text[:at], parsed.calls, parsed.text + text[at + parsed.end :], parsed.thinking)
+        if form.strong:
             raise ToolCallError("unparsable", f"{marker} without a readable call: {text[at : at + 120]!r}")
-        return Extraction(text[:at], calls, text[at + end :])
+    return None
+
+
+def _openers_in(text: str) -> list[tuple[int, str]]:
+    """Every opener in `text`, first first (a weak one that is prose gives way to the next)."""
+    found = []
+    for marker in OPENERS:
+        at = text.find(marker)
+        while at >= 0:
+            if marker not in LINE_START_ONLY or at == 0 or text[at - 1] == "\n":
+                found.append((at, marker))
+                break
+            at = text.find(marker, at + 1)
+    return sorted(found)
+
+
+def _fenced(text: str, tools: Collection[str]) -> Extraction | None:
     for match in re.finditer(r"```([\w-]*)[ \t]*\n(.*?)(?:```|$)", text, re.S):
         language, body = match.group(1).lower(), match.group(2)
         if language not in CALL_FENCES:
             continue
-        calls = _python_calls(body, tools) if language == "tool_code" else _json_calls(body, tools)
+        calls = python_calls(body, tools) if language == "tool_code" else json_calls(body, tools)
         if calls:
             return Extraction(text[: match.start()], calls, text[match.end() :])
     stripped = text.strip()
     if stripped.startswith(("{", "[")):
-        calls = _json_calls(stripped, tools)
+        calls = json_calls(stripped, tools)
         if calls:
             return Extraction(text[: len(text) - len(text.lstrip())], calls, "")
     return None
@@ -92,10 +134,13 @@ def hold_from(text: str, at_block_start: bool) -> tuple[int, bool] | None:
         if stripped[0] in "{[":
             return 0, True
     best: tuple[int, bool] | None = None
-    for marker in TAG_MARKERS:
-        at = text.find(marker)
-        if at >= 0 and (best is None or at < best[0]):
-            best = (at, True)
+    if any(c in text for c in _FIRST_CHARS):
+        for marker in TAG_MARKERS:
+            at = text.find(marker)
+            if at >= 0 and (best is None or at < best[0]):
+                if marker in LINE_START_ONLY and at > 0 and text[at - 1] != "\n":
+                    continue
+                best = (at, True)
     start = 0
     while True:
         at = text.find(FENCE, start)
@@ -131,226 +176,11 @@ def _fence_verdict(text: str, at: int) -> bool | None:
 
 
 def _partial_marker(text: str) -> int | None:
-    """Start of a tail that is the beginning of a tag or a fence (`<tool_c`, "``")."""
-    window = text[-max(map(len, TAG_MARKERS)) :]
-    if "<" not in window and "[" not in window and "`" not in window:
+    """Start of a tail that is the beginning of a marker or a fence (`<tool_c`, "``")."""
+    window = text[-_LONGEST:]
+    if not any(c in window for c in _FIRST_CHARS):
         return None  # the common case: no marker can be starting
-    for size in range(min(len(text), max(map(len, TAG_MARKERS))), 0, -1):
-        tail = text[-size:]
-        if any(marker.startswith(tail) and marker != tail for marker in (*TAG_MARKERS, FENCE)):
+    for size in range(min(len(text), _LONGEST - 1), 0, -1):
+        if text[-size:] in _PREFIXES:
             return len(text) - size
     return None
-
-
-def _first_tag(text: str) -> tuple[int, str] | None:
-    found = [(text.find(marker), marker) for marker in TAG_MARKERS if marker in text]
-    return min(found) if found else None
-
-
-def _parse_tagged(text: str, marker: str, tools: Collection[str]) -> tuple[list[TextCall], int]:
-    """Calls from `text`, which starts with `marker`, and how many characters they took."""
-    if marker == "<tool_call>":
-        return _hermes(text)
-    if marker == "<function=":
-        return _functions(text, "qwen3-coder")
-    if marker == "[TOOL_CALLS]":
-        return _mistral(text)
-    return _python_tag(text, tools)
-
-
-def _hermes(text: str) -> tuple[list[TextCall], int]:
-    calls: list[TextCall] = []
-    end = 0
-    for match in re.finditer(r"<tool_call>(.*?)(?:</tool_call>|$)", text, re.S):
-        if text[end : match.start()].strip():
-            break  # prose between calls: the calls so far are the answer, the rest is text
-        body = match.group(1).strip()
-        if body.startswith("<function="):
-            found, _ = _functions(body, "qwen3-coder")
-            calls += found
-        else:
-            calls += _named(_decode(body), "hermes", require_arguments=False)
-        end = match.end()
-    return calls, end
-
-
-def _functions(text: str, format: str) -> tuple[list[TextCall], int]:
-    calls: list[TextCall] = []
-    end = 0
-    for match in _FUNCTION.finditer(text):
-        if text[end : match.start()].replace("</tool_call>", "").replace("<tool_call>", "").strip():
-            break
-        name, body = match.group(1), match.group(2)
-        if "<parameter=" in body:
-            params = {key: _strip_one_newline(value) for key, value in _PARAMETER.findall(body)}
-            calls.append(TextCall(name, params, format))
-        else:
-            calls.append(TextCall(name, body.strip(), "llama3-function"))
-        end = match.end()
-    closing = re.match(r"\s*</tool_call>", text[end:])
-    return calls, end + (closing.end() if closing else 0)
-
-
-def _mistral(text: str) -> tuple[list[TextCall], int]:
-    calls: list[TextCall] = []
-    pos = 0
-    while text.startswith("[TOOL_CALLS]", pos):
-        pos += len("[TOOL_CALLS]")
-        named = _MISTRAL_NAMED.match(text, pos)
-        if named:
-            arguments, pos = _json_prefix(text, named.end())
-            calls.append(TextCall(named.group(1), arguments, "mistral"))
-        else:
-            value, pos = _json_prefix(text, pos)
-            calls += _named(_decode(value), "mistral", require_arguments=False)
-        following = len(text) - len(text[pos:].lstrip())
-        if text.startswith("[TOOL_CALLS]", following):
-            pos = following
-    return calls, pos
-
-
-def _python_tag(text: str, tools: Collection[str]) -> tuple[list[TextCall], int]:
-    body = text[len("<|python_tag|>") :]
-    end_tag = re.search(r"<\|eom_id\|>|<\|eot_id\|>", body)
-    body = body[: end_tag.start()] if end_tag else body
-    calls: list[TextCall] = []
-    for part in _split_top_level(body, ";"):
-        part = part.strip()
-        if not part:
-            continue
-        if part.startswith("{"):
-            calls += _named(_decode(part), "llama3", require_arguments=False)
-        else:
-            calls += _python_calls(part, tools, format="llama3")
-    consumed = len("<|python_tag|>") + (end_tag.end() if end_tag else len(body))
-    return calls, consumed
-
-
-def _json_calls(text: str, tools: Collection[str]) -> list[TextCall]:
-    """Calls from a JSON object or array whose objects name offered tools; [] otherwise."""
-    calls = _named(_decode(text.strip()), "json", require_arguments=True)
-    return calls if calls and all(_known(c.name, tools) for c in calls) else []
-
-
-def _named(decoded: tuple[Any, bool], format: str, require_arguments: bool) -> list[TextCall]:
-    value, repaired = decoded
-    items = value if isinstance(value, list) else [value]
-    calls: list[TextCall] = []
-    for item in items:
-        if not isinstance(item, dict):
-            return []
-        if isinstance(item.get("function"), dict):  # OpenAI's own shape
-            item = item["function"]
-        name = next((item[k] for k in NAME_KEYS if isinstance(item.get(k), str)), None)
-        key = next((k for k in ARGUMENT_KEYS if k in item), None)
-        if name is None or (require_arguments and key is None):
-            return []
-        arguments = item.get(key, {}) if key else {}
-        if not isinstance(arguments, str | dict):
-            return []
-        calls.append(TextCall(name, arguments, format, repaired))
-    return calls
-
-
-def _python_calls(code: str, tools: Collection[str], format: str = "gemma") -> list[TextCall]:
-    try:
-        tree = ast.parse(code.strip())
-    except SyntaxError:
-        return []
-    calls: list[TextCall] = []
-    for statement in tree.body:
-        node = statement.value if isinstance(statement, ast.Expr) else None
-        if isinstance(node, ast.Call) and _callee(node) == "print" and len(node.args) == 1:
-            node = node.args[0]
-        if not isinstance(node, ast.Call) or node.args:
-            return []
-        name = _callee(node)
-        if name is None or not _known(name, tools):
-            return []
-        try:
-            arguments = {kw.arg: _literal(kw.value) for kw in node.keywords if kw.arg}
-        except ValueError:
-            return []
-        calls.append(TextCall(name, arguments, format))
-    return calls
-
-
-def _callee(node: ast.Call) -> str | None:
-    if isinstance(node.func, ast.Name):
-        return node.func.id
-    if isinstance(node.func, ast.Attribute):
-        return node.func.attr
-    return None
-
-
-_NAMED_CONSTANTS = {"true": True, "false": False, "null": None, "none": None}
-
-
-def _literal(node: ast.expr) -> Any:
-    if isinstance(node, ast.Name) and node.id.lower() in _NAMED_CONSTANTS:
-        return _NAMED_CONSTANTS[node.id.lower()]
-    if isinstance(node, ast.List | ast.Tuple):
-        return [_literal(item) for item in node.elts]
-    if isinstance(node, ast.Dict):
-        return {
-            _literal(k) if k is not None else None: _literal(v) for k, v in zip(node.keys, node.values, strict=True)
-        }
-    return ast.literal_eval(node)
-
-
-def _known(name: str, tools: Collection[str]) -> bool:
-    return resolve_name(name, tools) is not None
-
-
-def _decode(text: str) -> tuple[Any, bool]:
-    """(JSON value, whether it had to be repaired); (None, False) when nothing object-like comes out."""
-    decoded = decode_lenient(text)
-    return decoded if decoded is not None and isinstance(decoded[0], dict | list) else (None, False)
-
-
-def _json_prefix(text: str, pos: int) -> tuple[str, int]:
-    """The JSON value starting at `pos` (balanced braces, strings respected) and where it ends."""
-    start = len(text) - len(text[pos:].lstrip())
-    depth, in_string, escaped = 0, False, False
-    for i in range(start, len(text)):
-        ch = text[i]
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-            continue
-        if ch == '"':
-            in_string = True
-        elif ch in "{[":
-            depth += 1
-        elif ch in "}]":
-            depth -= 1
-            if depth == 0:
-                return text[start : i + 1], i + 1
-    return text[start:], len(text)  # cut off: json-repair may still close it
-
-
-def _split_top_level(text: str, separator: str) -> list[str]:
-    parts, depth, current, in_string = [], 0, [], False
-    for ch in text:
-        if ch == '"':
-            in_string = not in_string
-        elif not in_string and ch in "{[(":
-            depth += 1
-        elif not in_string and ch in "}])":
-            depth -= 1
-        if ch == separator and depth == 0 and not in_string:
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(ch)
-    parts.append("".join(current))
-    return parts
-
-
-def _strip_one_newline(value: str) -> str:
-    value = value[1:] if value.startswith("\n") else value
-    return value[:-1] if value.endswith("\n") else value

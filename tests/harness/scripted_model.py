@@ -127,6 +127,35 @@ class Script:
     template: str = CHAT_TEMPLATE
 
 
+# A Read call of a.txt as each family writes it when nothing parses it (tests/unit/tool_corpus has
+# more of each). DeepSeek's markers hold U+2581, which this vocabulary turns into spaces: its
+# format is covered by the corpus only.
+READ_ARGS = '{"file_path": "a.txt"}'
+FAMILY_CALLS = {
+    "gpt-oss": "<|channel|>analysis<|message|>Read it.<|end|><|start|>assistant<|channel|>commentary "
+    f"to=functions.Read <|constrain|>json<|message|>{READ_ARGS}<|call|>",
+    "kimi-k2": "<|tool_calls_section_begin|><|tool_call_begin|>functions.Read:0<|tool_call_argument_begin|>"
+    f"{READ_ARGS}<|tool_call_end|><|tool_calls_section_end|>",
+    "glm": "<tool_call>Read\n<arg_key>file_path</arg_key>\n<arg_value>a.txt</arg_value>\n</tool_call>",
+    "minimax-m2": '<minimax:tool_call>\n<invoke name="Read">\n<parameter name="file_path">a.txt</parameter>\n'
+    "</invoke>\n</minimax:tool_call>",
+    "seed-oss": "<seed:think>Read it.</seed:think>\n<seed:tool_call>\n<function=Read>\n<parameter=file_path>a.txt"
+    "</parameter>\n</function>\n</seed:tool_call>",
+    "command-r7b": "<|START_THINKING|>Read it.<|END_THINKING|><|START_ACTION|>"
+    f'[{{"tool_call_id": "0", "tool_name": "Read", "parameters": {READ_ARGS}}}]<|END_ACTION|>',
+    "granite": f'<|tool_call|>[{{"name": "Read", "arguments": {READ_ARGS}}}]',
+    "phi-4": f'<|tool_call|>[{{"name": "Read", "arguments": {READ_ARGS}}}]<|/tool_call|>',
+    "nemotron": f'<think>Read it.</think>\n<TOOLCALL>[{{"name": "Read", "arguments": {READ_ARGS}}}]</TOOLCALL>',
+    "lfm2": '<|tool_call_start|>[Read(file_path="a.txt")]<|tool_call_end|>',
+    "apertus": f'<|tools_prefix|>[{{"Read": {READ_ARGS}}}]<|tools_suffix|>',
+    "qwen2.5-coder": f'<tools>\n{{"name": "Read", "arguments": {READ_ARGS}}}\n</tools>',
+    "functionary-v3.1": f"<function=Read>{READ_ARGS}</function>",
+    "functionary-v3.2": f">>>Read\n{READ_ARGS}",
+    "firefunction": f' functools[{{"name": "Read", "arguments": {READ_ARGS}}}]',
+    "magistral": f"[THINK]Read it.[/THINK][TOOL_CALLS]Read[ARGS]{READ_ARGS}",
+}
+
+
 def _busy_cycle() -> dict[str, str]:
     """A long cycle of distinct words: it keeps a slot busy until max_tokens, like `loop`, but its
     period (~1,300 characters) is longer than what the runaway guard looks for, as real text's is."""
@@ -165,6 +194,7 @@ SCRIPTS: dict[str, Script] = {
         REASONING_TEMPLATE,
     ),
     "busy": Script("busy", _busy_cycle()),
+    **{f"fmt-{family}": Script(f"fmt-{family}", _reply(NEWLINE_BYTE, text)) for family, text in FAMILY_CALLS.items()},
     "leaky": Script("leaky", _reply(NEWLINE_BYTE, LEAKY_REPLY)),
     "loop": Script(
         "loop",

@@ -62,3 +62,37 @@ def test_tools_auto(model: str | None, tool_count: int, candidates: tuple[str, .
     assert decision.candidates == candidates
     if candidates == ("cloud",):
         assert decision.skipped["local"] == "no tool support (Qwen 2.5)"
+
+
+def test_a_family_is_known_by_its_template_when_the_file_name_says_nothing() -> None:
+    from router.policy.model_families import family_of_template
+
+    assert family_of_template("...<|channel|>commentary...").name == "gpt-oss"  # type: ignore[union-attr]
+    assert family_of_template("{% if tools %}<minimax:tool_call>{% endif %}").name == "MiniMax M2"  # type: ignore[union-attr]
+    assert family_of_template("<|im_start|>{{ message.content }}<|im_end|>") is None
+
+
+@pytest.mark.parametrize(
+    ("file", "family"),
+    [
+        ("gpt-oss-20b-mxfp4.gguf", "gpt-oss"),
+        ("Kimi-K2-Instruct-Q4_K_M.gguf", "Kimi K2"),
+        ("GLM-4.6-Q4_K_M.gguf", "GLM 4.5+"),
+        ("DeepSeek-R1-0528-Qwen3-8B-Q4_K_M.gguf", "DeepSeek R1"),
+        ("MiniMax-M2-Q4_K_M.gguf", "MiniMax M2"),
+        ("Seed-OSS-36B-Instruct-Q4_K_M.gguf", "Seed-OSS"),
+        ("c4ai-command-r7b-12-2024-Q4_K_M.gguf", "Command R7B"),
+        ("granite-3.3-8b-instruct-Q4_K_M.gguf", "Granite 3+"),
+        ("phi-4-mini-instruct-Q4_K_M.gguf", "Phi 4"),
+        ("NVIDIA-Nemotron-Nano-9B-v2-Q4_K_M.gguf", "Nemotron"),
+        ("LFM2-1.2B-Q4_K_M.gguf", "LFM2"),
+        ("Apertus-8B-Instruct-2509-Q4_K_M.gguf", "Apertus"),
+        ("functionary-small-v3.2-Q4_K_M.gguf", "Functionary"),
+        ("firefunction-v2-Q4_K_M.gguf", "Firefunction"),
+        ("Magistral-Small-2509-Q4_K_M.gguf", "Magistral"),
+    ],
+)
+def test_the_families_of_2026(file: str, family: str) -> None:
+    found = family_of(file)
+    assert found is not None and found.name == family and found.tools
+    assert "--jinja" in found.note or "guard" in found.note

@@ -29,6 +29,10 @@ def claude_code_tools() -> list[dict[str, Any]]:
     return request.get("body", request)["tools"]
 
 
+MARKUP = (
+    "<|channel|>", "<|message|>", "<|call|>", "<|tool_call", "<｜tool", "<invoke", "<arg_key>", "[TOOL_CALLS]",
+    "<seed:", "<think>", "<|START_", "<TOOLCALL>", "<|tools_prefix|>", "<tools>", "functools[", "[THINK]",
+)  # fmt: skip
 CASES = [
     pytest.param(case, id=f"{path.stem}: {case['name']}")
     for path in sorted(CORPUS.glob("*.yaml"))
@@ -111,8 +115,12 @@ def test_whole_message(case: dict[str, Any]) -> None:
     calls = [{"name": b["name"], "input": b["input"]} for b in result["content"] if b["type"] == "tool_use"]
     assert calls == case["calls"]
     texts = [b["text"] for b in result["content"] if b["type"] == "text"]
+    thinking = [b["thinking"] for b in result["content"] if b["type"] == "thinking"]
+    assert thinking == case.get("thinking", [])  # reasoning written as text becomes thinking, never text
+    for text in texts:  # and no markup is ever left in the text
+        assert not any(marker in text for marker in MARKUP), text
     if not calls:
-        assert texts == [case["text"]] and result["stop_reason"] == "end_turn" and outcomes == []
+        assert texts == case.get("texts", [case["text"]]) and result["stop_reason"] == "end_turn" and outcomes == []
         return
     assert result["stop_reason"] == "tool_use"
     assert all(b["id"].startswith("toolu_") for b in result["content"] if b["type"] == "tool_use")
