@@ -24,6 +24,7 @@ class Poller:
         """`everyone`: check even backends that are only checked when suspect (at start-up, so
         the first lines a person reads tell the truth about each)."""
         backends = dict(self.backends)
+        ours = {name: self.store.ours(name) for name in backends}
         results = await asyncio.gather(
             *(b.probe(suspect=everyone or self.store.suspect(n)) for n, b in backends.items()), return_exceptions=True
         )
@@ -31,7 +32,7 @@ class Poller:
             if isinstance(result, BaseException):
                 log.warning("probing backend %s failed: %r", name, result)
                 result = Probe(False, f"probe failed: {type(result).__name__}")
-            self.store.observe(name, result)
+            self.store.observe(name, result, ours[name])
 
     def start(self) -> None:
         if self._task is None and self.interval > 0:

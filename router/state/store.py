@@ -32,9 +32,13 @@ class BreakerSettings:
 class StateStore(Protocol):
     def snapshot(self) -> dict[str, BackendSnapshot]: ...
 
-    def observe(self, backend: str, probe: Probe) -> None: ...
+    def observe(self, backend: str, probe: Probe, ours_before: int = 0) -> None: ...
 
     def suspect(self, backend: str) -> bool: ...
+
+    def ours(self, backend: str) -> int:
+        """This gateway's requests in progress on the backend now."""
+        ...
 
     def configure(
         self, backends: Iterable[str], breakers: dict[str, BreakerSettings], changed: Iterable[str] = ()
@@ -164,7 +168,13 @@ class MemoryState:
     def _down_detail(down: _Unreachable) -> str:
         return f"unreachable since {clock_time(down.since)}: {down.reason}"
 
-    def observe(self, backend: str, probe: Probe) -> None:
+    def ours(self, backend: str) -> int:
+        return self._in_flight.get((backend, self._generation[backend]), 0)
+
+    def observe(self, backend: str, probe: Probe, ours_before: int = 0) -> None:
+        """`ours_before`: our requests in progress when the probe was sent. Its report was taken
+        somewhere between then and now, so the larger of the two counts is ours: a request that
+        ended while the probe was out is not someone else's load."""
         before = self._snapshot(backend)
         down = self._current_outage(backend)
         if down is not None and probe.checked:
@@ -174,7 +184,7 @@ class MemoryState:
             elif self._clock() - down.at >= self.passive_window:
                 del self._unreachable[backend]
         reported = (probe.processing or 0) + (probe.deferred or 0)
-        ours = self._in_flight.get((backend, self._generation[backend]), 0)
+        ours = max(self.ours(backend), ours_before)
         last = self._probes[backend]
         # a probe that checked nothing leaves what the last check found
         healthy, detail = (

@@ -180,4 +180,5 @@ def test_backend_dying_before_it_answers_is_502(start_ccgate, start_llama_server
     assert r.status_code == 502
     err = error_of(r)
     assert err["type"] == "api_error"
-    assert "local: broke off mid-answer" in err["message"]
+    # killed mid-generation: before or after llama-server's first chunk, the client saw nothing yet
+    assert "local: " in err["message"] and "broke" in err["message"], err

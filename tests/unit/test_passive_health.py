@@ -105,3 +105,13 @@ def test_a_failed_start_up_check_keeps_it_down_until_a_check_succeeds() -> None:
     state = s.snapshot()["fallback"]
     assert not state.healthy and state.detail.startswith("down since ")
     assert s.suspect("fallback")
+
+
+def test_a_request_that_ended_while_the_probe_was_out_is_not_someone_elses_load() -> None:
+    """llama-server counted our request (processing 1); it ended before the answer came back."""
+    s = MemoryState(["local"])
+    end = s.begin("local")
+    ours = s.ours("local")
+    end()
+    s.observe("local", Probe(True, processing=1, slots=1), ours_before=ours)
+    assert s.snapshot()["local"].queue_depth == 0
