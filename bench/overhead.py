@@ -1,6 +1,7 @@
 """What ccgate adds to a request: latency p50/p99 and requests/s, gateway vs direct, in one run.
 
     python bench/overhead.py [--requests 400] [--servers uvicorn,granian] [--upstream URL]
+                             [--state memory,redis] [--auth open,keys]
 
 The upstream is, by default, a minimal HTTP/1.1 server in its own process that answers
 `/v1/messages` at once with a fixed Anthropic reply (JSON, or SSE when the body asks to
@@ -9,6 +10,11 @@ both legs at a real server instead (e.g. a llama-server). The body is the ~78 KB
 Claude Code 2.1.197 sends (tests/fixtures), so parsing and forwarding it is part of the cost.
 The baseline (direct) and the gateway are measured side by side in the same run; the ratio
 line is what to compare across machines.
+
+`--state redis` shares the routing state in Redis (REDIS_URL, default the local server);
+`--auth keys` adds team keys and limits: each request carries a key whose rpm and tpm limits are
+checked (one Redis script) and whose usage is recorded, so its row against `--auth open` on the
+same state is what auth + limits cost per request. Keys need Redis: `keys` implies `redis`.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 FIXTURE = ROOT / "tests" / "fixtures" / "claude-code-request-turn1.json"
 
 MESSAGE = json.dumps(
@@ -111,15 +118,25 @@ def _wait(url: str, timeout: float = 30) -> None:
 
 
 def _start_gateway(
-    server: str, upstream: str, policy_dir: Path, guard: str = "on"
-) -> tuple[subprocess.Popen[bytes], str]:
+    server: str, upstream: str, policy_dir: Path, guard: str = "on", state: str = "memory", auth: str = "open"
+) -> tuple[subprocess.Popen[bytes], str, str]:
+    """A gateway, its URL, and the key its requests carry ("bench" when auth is open)."""
     port = _free_port()
-    policy = policy_dir / f"bench-{server}-{guard}.yaml"
+    policy = policy_dir / f"bench-{server}-{guard}-{state}-{auth}.yaml"
+    prefix = f"bench-{port}:"
     policy.write_text(
         f"backends:\n  local: {{kind: llamacpp, url: '{upstream}', tool_guard: {guard}}}\n"
         "rules:\n  - {name: default, to: [local]}\n"
+        f"state: {{key_prefix: '{prefix}'}}\n"
     )
     env = {**os.environ, "CCGATE_CONFIG": str(policy), "CCGATE_LOG_LEVEL": os.environ.get("CCGATE_LOG_LEVEL", "info")}
+    env.pop("REDIS_URL", None)
+    key = "bench"
+    if state == "redis" or auth == "keys":
+        env["REDIS_URL"] = REDIS_URL
+    if auth == "keys":
+        env["CCGATE_AUTH"] = "keys"
+        key = asyncio.run(_make_key(prefix))
     if server == "uvicorn":
         cmd = [sys.executable, "-m", "router.cli", "serve", "--port", str(port)]
     else:
@@ -141,11 +158,25 @@ def _start_gateway(
         ]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _wait(f"http://127.0.0.1:{port}/healthz")
-    return proc, f"http://127.0.0.1:{port}"
+    return proc, f"http://127.0.0.1:{port}", key
 
 
-def latency(base: str, body: bytes, n: int, stream: bool) -> list[float]:
-    headers = {"content-type": "application/json", "anthropic-version": "2023-06-01", "x-api-key": "bench"}
+async def _make_key(prefix: str) -> str:
+    """A key with limits high enough never to refuse: their checks run on every request."""
+    import redis.asyncio as redis
+
+    from router.policy.identity import Limits
+    from router.state.keys import KeyStore
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        return await KeyStore(client, prefix).add("bench", "bench", Limits(rpm=10**9, tpm=10**12))
+    finally:
+        await client.aclose()
+
+
+def latency(base: str, body: bytes, n: int, stream: bool, key: str = "bench") -> list[float]:
+    headers = {"content-type": "application/json", "anthropic-version": "2023-06-01", "x-api-key": key}
     samples: list[float] = []
     with httpx.Client(timeout=30) as client:
         for i in range(n + 20):
@@ -163,8 +194,8 @@ def latency(base: str, body: bytes, n: int, stream: bool) -> list[float]:
     return samples
 
 
-async def _throughput(base: str, body: bytes, seconds: float, concurrency: int) -> float:
-    headers = {"content-type": "application/json", "x-api-key": "bench"}
+async def _throughput(base: str, body: bytes, seconds: float, concurrency: int, key: str = "bench") -> float:
+    headers = {"content-type": "application/json", "x-api-key": key}
     done = 0
     deadline = time.perf_counter() + seconds
 
@@ -195,6 +226,8 @@ def main() -> None:
     parser.add_argument("--servers", default="uvicorn", help="comma list: uvicorn, granian")
     parser.add_argument("--upstream", help="a real upstream URL instead of the built-in stub")
     parser.add_argument("--tool-guard", default="on", help="comma list: on, off (the tool-call guard; default on)")
+    parser.add_argument("--state", default="memory", help="comma list: memory, redis (REDIS_URL) for routing state")
+    parser.add_argument("--auth", default="open", help="comma list: open, keys (team keys + limits; needs Redis)")
     args = parser.parse_args()
 
     capture = json.loads(FIXTURE.read_text())["body"]
@@ -213,15 +246,27 @@ def main() -> None:
 
     print(f"body: {len(bodies['stream']) / 1024:.0f} KB Claude Code request; upstream: {args.upstream or 'stub'}")
     print(
-        f"{'path':<28}{'mode':<8}{'p50 ms':>9}{'p99 ms':>9}{'added p50':>11}{'added p99':>11}{'req/s':>9}{'ratio':>7}"
+        f"{'path':<34}{'mode':<8}{'p50 ms':>9}{'p99 ms':>9}{'added p50':>11}{'added p99':>11}{'req/s':>9}{'ratio':>7}"
     )
     tmp = Path(tempfile.mkdtemp())
-    guards = args.tool_guard.split(",")
-    gateways = {
-        (s if len(guards) == 1 else f"{s} guard {g}"): _start_gateway(s, upstream, tmp, g)
+    guards, states, auths = args.tool_guard.split(","), args.state.split(","), args.auth.split(",")
+    variants = [
+        (s, g, st, a)
         for s in args.servers.split(",")
         for g in guards
-    }
+        for st in states
+        for a in auths
+        if not (a == "keys" and st == "memory")  # keys live in Redis
+    ]
+
+    def label(server: str, guard: str, state: str, auth: str) -> str:
+        parts = [server]
+        parts += [f"guard {guard}"] if len(guards) > 1 else []
+        parts += [state] if len(states) > 1 else []
+        parts += [auth] if len(auths) > 1 else []
+        return " ".join(parts)
+
+    gateways = {label(*v): _start_gateway(v[0], upstream, tmp, v[1], v[2], v[3]) for v in variants}
     try:
         for mode, body in bodies.items():
             direct = latency(upstream, body, args.requests, mode == "stream")
@@ -231,26 +276,26 @@ def main() -> None:
                 else None
             )
             print(
-                f"{'direct':<28}{mode:<8}{pct(direct, 0.5):9.2f}{pct(direct, 0.99):9.2f}{'':>11}{'':>11}"
+                f"{'direct':<34}{mode:<8}{pct(direct, 0.5):9.2f}{pct(direct, 0.99):9.2f}{'':>11}{'':>11}"
                 f"{(f'{direct_rps:9.0f}' if direct_rps else ''):>9}"
             )
-            for server, (_, url) in gateways.items():
-                via = latency(url, body, args.requests, mode == "stream")
+            for server, (_, url, key) in gateways.items():
+                via = latency(url, body, args.requests, mode == "stream", key)
                 added50 = statistics.median(via) * 1000 - statistics.median(direct) * 1000
                 added99 = pct(via, 0.99) - pct(direct, 0.99)
                 rps = (
-                    asyncio.run(_throughput(url, bodies["json"], args.seconds, args.concurrency))
+                    asyncio.run(_throughput(url, bodies["json"], args.seconds, args.concurrency, key))
                     if mode == "json"
                     else None
                 )
                 ratio = f"{rps / direct_rps:7.2f}" if rps and direct_rps else ""
                 print(
-                    f"{'ccgate/' + server:<28}{mode:<8}{pct(via, 0.5):9.2f}{pct(via, 0.99):9.2f}"
+                    f"{'ccgate/' + server:<34}{mode:<8}{pct(via, 0.5):9.2f}{pct(via, 0.99):9.2f}"
                     f"{added50:11.2f}{added99:11.2f}"
                     f"{(f'{rps:9.0f}' if rps else ''):>9}{ratio}"
                 )
     finally:
-        for proc, _ in gateways.values():
+        for proc, _, _ in gateways.values():
             proc.terminate()
             proc.wait()
         if stub is not None:

@@ -12,12 +12,15 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from router.api import admin, health, messages
 from router.api import metrics as api_metrics
+from router.api.auth import auth_mode
 from router.api.errors import EXCEPTION_HANDLERS
 from router.gateway import Gateway, safe_url
 from router.policy.loader import default_policy_path, load_policy
 from router.policy.schema import Policy
 from router.reloader import PolicyReloader
 from router.settings import Settings
+from router.state.accounting import Accounting
+from router.state.keys import KeyStore
 from router.state.redis_shared import RedisShared
 from router.state.shared import LocalShared
 from router.telemetry.metrics import Metrics
@@ -38,6 +41,16 @@ def create_app(
     metrics.watch_backends(gateway.snapshot)
     metrics.start_at_zero(policy)
     gateway.on_policy = metrics.start_at_zero
+    gateway.on_usage = metrics.count_team_usage
+    gateway.on_wait = lambda backend, seconds: metrics.waits.labels(backend).observe(seconds)
+    gateway.on_queue = lambda backend, change: metrics.waiting.labels(backend).inc(change)
+    gateway.on_limited = lambda identity, limit: metrics.limited.labels(identity.team, limit).inc()
+    mode = auth_mode(settings, policy)
+    if mode == "keys":
+        if not isinstance(shared, RedisShared):
+            raise ValueError("CCGATE_AUTH=keys keeps its keys and usage in Redis: set REDIS_URL")
+        gateway.keys = KeyStore(shared.client, policy.state.key_prefix)
+        gateway.accounting = Accounting(shared.client, policy.state.key_prefix)
     gateway.on_prefix = lambda backend, reused: metrics.count_prefix(backend, reused)
 
     reloader = PolicyReloader(
@@ -51,11 +64,14 @@ def create_app(
         for line in gateway.describe():
             log.info(line)
         log.info("state: %s", _describe_state(shared))
+        log.info("auth: %s", _describe_auth(mode, settings))
         try:
             yield
         finally:
             await reloader.stop()
             await gateway.stop()
+            if gateway.accounting is not None:
+                await gateway.accounting.drain()
             if tracer_provider is not None:
                 tracer_provider.shutdown()  # flushes what the batch processor still holds
 
@@ -69,6 +85,10 @@ def create_app(
             health.healthz,
             health.readyz,
             admin.admin_explain,
+            admin.list_keys,
+            admin.add_key,
+            admin.revoke_key,
+            admin.usage,
             api_metrics.prometheus_metrics,
         ],
         state=State({"gateway": gateway, "settings": settings, "metrics": metrics}),
@@ -92,6 +112,15 @@ def _shared_state(settings: Settings, policy: Policy, metrics: Metrics) -> Local
         prefix=policy.state.key_prefix,
         on_error=metrics.redis_errors.inc,
         on_state=lambda up: metrics.redis_up.set(1 if up else 0),
+    )
+
+
+def _describe_auth(mode: str, settings: Settings) -> str:
+    admin = "open to CCGATE_ADMIN_TOKEN" if settings.admin_token else "closed (no CCGATE_ADMIN_TOKEN)"
+    if mode == "keys":
+        return f"team keys (x-api-key, Authorization: Bearer or x-ccgate-key); /admin/ {admin}"
+    return f"open: anyone who reaches {settings.host}:{settings.port} uses it; /admin/ " + (
+        admin if settings.admin_token else "open (auth open)"
     )
 
 

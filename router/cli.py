@@ -23,6 +23,39 @@ def main(argv: list[str] | None = None) -> int:
     )
     serve.add_argument("--host", help="address to listen on (env CCGATE_HOST; default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (env CCGATE_PORT; default 4000)")
+    serve.add_argument(
+        "--allow-open",
+        action="store_true",
+        help="serve without team keys on a non-loopback address, on purpose (env CCGATE_ALLOW_OPEN=1)",
+    )
+
+    keys = commands.add_parser("keys", help="team keys: add, list, revoke (needs REDIS_URL)")
+    keys_commands = keys.add_subparsers(dest="keys_command", required=True)
+    add = keys_commands.add_parser("add", help="make a key; it is printed once, alone on the last line")
+    add.add_argument("name")
+    add.add_argument("--team", required=True)
+    add.add_argument("--rpm", type=int, help="requests per minute")
+    add.add_argument("--tpm", type=int, help="tokens per minute (input + cached + output)")
+    add.add_argument("--cloud-tokens", type=int, help="cloud tokens per --budget-per period")
+    add.add_argument("--budget-per", choices=["day", "month"])
+    add.add_argument("--local-share", type=int, help="requests at once on the local box")
+    add.add_argument("--backends", help="the backends it may use, comma separated (e.g. local-only: local)")
+    add.add_argument("--when-busy", choices=["fallback", "wait", "reject"])
+    add.add_argument("--wait-seconds", type=float, help="with --when-busy wait (default 30)")
+    listing = keys_commands.add_parser("list", help="every key: name, team, limits, made, revoked")
+    listing.add_argument("--json", action="store_true")
+    revoke = keys_commands.add_parser("revoke", help="refuse a key from now on (every replica within a second)")
+    revoke.add_argument("name")
+    for sub in (add, listing, revoke):
+        sub.add_argument("--config", type=Path, help="policy file (for state.redis_url / key_prefix)")
+
+    usage = commands.add_parser(
+        "usage", help="tokens per key, team, backend or model: local share, cloud cost (needs REDIS_URL)"
+    )
+    usage.add_argument("--since", default="7d", help="how many days back: 7d, 30d (default 7d)")
+    usage.add_argument("--by", choices=["key", "team", "backend", "model"], default="key")
+    usage.add_argument("--json", action="store_true")
+    usage.add_argument("--config", type=Path, help="policy file (for state.redis_url / key_prefix)")
 
     check = commands.add_parser("check-policy", help="validate a policy file and exit")
     check.add_argument("file", type=Path)
@@ -49,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     args = parser.parse_args(argv)
+    if args.command in ("keys", "usage"):
+        from router.team_cli import run_team_command
+
+        return run_team_command(args)
     if args.command == "doctor":
         return _doctor(args)
     if args.command == "check-policy":
@@ -130,10 +167,24 @@ async def _live_state(policy: object) -> dict:
 
 def _serve(args: argparse.Namespace) -> int:
     try:
-        settings = Settings.from_env(config=args.config, host=args.host, port=args.port)
+        settings = Settings.from_env(
+            config=args.config, host=args.host, port=args.port, allow_open=True if args.allow_open else None
+        )
         policy = load_policy(settings.policy_path)
     except (PolicyError, ValueError) as exc:
         print(f"ccgate: {exc}", file=sys.stderr)
+        return 2
+    mode = settings.auth or policy.auth or "open"
+    if mode not in ("keys", "open"):
+        print(f"ccgate: CCGATE_AUTH must be keys or open, not {mode!r}", file=sys.stderr)
+        return 2
+    if mode == "open" and not _loopback(settings.host) and not settings.allow_open:
+        print(
+            f"ccgate: refusing to serve {settings.host} without team keys: anyone who reaches it would spend "
+            "the team's cloud key and GPU. Set CCGATE_AUTH=keys (with REDIS_URL), or --allow-open if that is "
+            "what you want.",
+            file=sys.stderr,
+        )
         return 2
     configure_logging(settings.log_level, settings.log_format)
 
@@ -141,11 +192,26 @@ def _serve(args: argparse.Namespace) -> int:
 
     from router.app import create_app
 
-    app = create_app(settings, policy)
+    try:
+        app = create_app(settings, policy)
+    except ValueError as exc:
+        print(f"ccgate: {exc}", file=sys.stderr)
+        return 2
     uvicorn.run(
         app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False, lifespan="on"
     )
     return 0
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 if __name__ == "__main__":

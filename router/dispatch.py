@@ -67,6 +67,7 @@ class DispatchFailed(Exception):
         rule: str,
         fallbacks: list[str],
         passed: list[tuple[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -75,6 +76,7 @@ class DispatchFailed(Exception):
         self.rule = rule
         self.fallbacks = fallbacks
         self.passed = passed or []
+        self.headers = headers or {}  # e.g. retry-after and anthropic-ratelimit-* for a 429
 
 
 async def dispatch(
@@ -105,7 +107,7 @@ async def dispatch(
         if marks is not None and to_the_api(backend.config):
             for_api = for_api or for_the_api(incoming, marks)
             attempt, handoff = for_api
-        end = _both(store.begin(name), track_slot(name, slot) if track_slot else None)
+        end = both(store.begin(name), track_slot(name, slot) if track_slot else None)
         span = tracer.start_span(
             f"{GEN_AI_OPERATION[operation]} {backend.config.upstream_model(incoming.request.model)}",
             kind=trace.SpanKind.CLIENT,
@@ -162,7 +164,7 @@ async def dispatch(
             if handoff is not None:
                 span.set_attribute("ccgate.handoff", handoff.actions)
             return Outcome(reply, name, decision.rule, passed_over, passed, choice, handoff)
-    failure = _failure(decision.rule, failures, passed_over)
+    failure = _failure(decision.rule, failures, passed_over, decision.skip_kinds)
     failure.passed = passed
     raise failure
 
@@ -177,7 +179,7 @@ def known_secrets(backends: Mapping[str, Backend], headers: Mapping[str, str]) -
     return found
 
 
-def _both(first: Callable[[], None], second: Callable[[], None] | None) -> Callable[[], None]:
+def both(first: Callable[[], None], second: Callable[[], None] | None) -> Callable[[], None]:
     if second is None:
         return first
 
@@ -237,8 +239,27 @@ def _is_backend_fault(exc: BackendError) -> bool:
     return not isinstance(exc, BackendHTTPError) or exc.status >= 500
 
 
-def _failure(rule: str, failures: list[BackendError], passed_over: list[str]) -> DispatchFailed:
+def _failure(
+    rule: str, failures: list[BackendError], passed_over: list[str], kinds: dict[str, str] | None = None
+) -> DispatchFailed:
     summary = "; ".join(passed_over) or "no rule matched the request"
+    kinds = kinds or {}
+    if (
+        not failures
+        and "budget" in kinds.values()
+        and all(k in ("forbidden", "budget", "busy", "share", "unhealthy", "breaker") for k in kinds.values())
+    ):
+        return DispatchFailed(
+            429,
+            f"the key's cloud budget is spent and nothing local can take the request ({summary})",
+            "rate_limit_error",
+            rule,
+            passed_over,
+        )
+    if not failures and kinds and all(kind == "forbidden" for kind in kinds.values()):
+        return DispatchFailed(
+            403, f"this key may not use this rule's backends ({summary})", "permission_error", rule, passed_over
+        )
     if not failures or all(isinstance(f, BackendUnavailable) for f in failures):
         return DispatchFailed(
             529, f"no backend can take the request ({summary})", "overloaded_error", rule, passed_over

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from typing import Any
@@ -12,12 +13,14 @@ from urllib.parse import urlsplit, urlunsplit
 import msgspec
 from opentelemetry import trace
 
+from router.admission import budget_refusal, local_backends, refusal, within_budget
 from router.backends.base import Backend, Incoming
 from router.backends.registry import build_backend, build_backends
-from router.dispatch import Operation, Outcome, dispatch
+from router.dispatch import DispatchFailed, Operation, Outcome, both, dispatch
 from router.policy.affinity import known_prompt_tokens
-from router.policy.engine import Engine
-from router.policy.features import features_of
+from router.policy.engine import Decision, Engine
+from router.policy.features import Features, features_of
+from router.policy.identity import Identity
 from router.policy.prefix import hashed
 from router.policy.schema import Policy
 from router.policy.snapshot import BackendSnapshot
@@ -25,12 +28,18 @@ from router.policy.transforms import Transform, apply
 from router.protocol.anthropic import validate
 from router.protocol.estimate import BYTES_PER_TOKEN
 from router.protocol.handoff import Marks
+from router.protocol.usage import Usage
+from router.state.accounting import Accounting
+from router.state.keys import KeyStore
 from router.state.poller import Poller
+from router.state.queue import SlotQueue
+from router.state.redis_shared import RedisShared
 from router.state.secret import local_secret, shared_secret
 from router.state.shared import LocalShared
 from router.state.store import BreakerSettings, MemoryState
 
 RETIRE_AFTER = 900.0  # seconds a replaced backend's connections stay open for requests still on it
+WAIT_POLL = 0.05  # seconds between looks at a busy backend, for a request waiting for it
 PASSIVE_HOLD_UNPOLLED = 10.0  # seconds an unreachable backend is skipped when no poller re-checks it
 
 
@@ -71,6 +80,14 @@ class Gateway:
         self._sequence = itertools.count()
         self.on_prefix: Callable[[str, int], None] = lambda backend, reused: None  # metrics hook
         self.on_policy: Callable[[Policy], None] = lambda policy: None  # told of each policy put in force
+        self.on_usage: Callable[[str, str, bool, Usage], None] = lambda team, backend, cloud, usage: None
+        self.on_wait: Callable[[str, float], None] = lambda backend, seconds: None
+        self.on_queue: Callable[[str, int], None] = lambda backend, change: None  # requests waiting
+        self.on_limited: Callable[[Identity, str], None] = lambda identity, limit: None
+        # Team keys, their limits and usage (with REDIS_URL); None: auth open, or no Redis
+        self.keys: KeyStore | None = None
+        self.accounting: Accounting | None = None
+        self.queue = SlotQueue(self.shared.client if isinstance(self.shared, RedisShared) else None)
 
     @property
     def policy(self) -> Policy:
@@ -98,18 +115,32 @@ class Gateway:
         for backend in self.backends.values():
             await backend.aclose()
 
-    async def route(self, incoming: Incoming, operation: Operation) -> Outcome:
+    async def route(self, incoming: Incoming, operation: Operation, identity: Identity | None = None) -> Outcome:
         routing = self._routing  # a reload mid-request does not change this request's world
         features = features_of(incoming.request, incoming.raw, incoming.headers, len(incoming.body))
         hashes, total_bytes = hashed(incoming.raw)
         with self.tracer.start_as_current_span("ccgate.route") as span:
-            view = await self.shared.view(hashes)
+            if identity is not None and self.accounting is not None and operation == "messages":
+                # its limits, checked beside the shared view (counting tokens is free and unlimited)
+                view, admission = await asyncio.gather(self.shared.view(hashes), self.accounting.admit(identity))
+                if not admission.admitted:
+                    self.on_limited(identity, admission.refused)
+                    raise refusal(identity, admission)
+                identity = within_budget(identity, admission)
+            else:
+                view = await self.shared.view(hashes)
+            if identity is not None:
+                held = self.shared.held(identity.key, local_backends(routing.policy))
+                features = replace(features, identity=identity, team=identity.team, local_in_flight=held)
             snapshot = _with_other_replicas(self.store.snapshot(), view.others, self.shared.breakers)
             known = known_prompt_tokens(view.prefix, total_bytes, BYTES_PER_TOKEN)
             if known is not None:
                 incoming = replace(incoming, known_tokens=known)
                 features = replace(features, tokens=known)
             decision = routing.engine.decide(features, snapshot, view.prefix, next(self._sequence))
+            queued: tuple[str, str] | None = None  # (backend, ticket) of a request that waited its turn
+            if decision.wait_for is not None and not decision.candidates and identity is not None:
+                decision, queued = await self._wait_for_slot(decision, features, hashes, identity, span)
             if span.is_recording():
                 span.set_attributes(
                     {
@@ -122,20 +153,96 @@ class Gateway:
         if decision.transform is not None:
             incoming = transformed(incoming, decision.transform)
         moves_on = frozenset(routing.policy.fallback.on)
-        outcome = await dispatch(
-            decision,
-            routing.backends,
-            self.store,
-            incoming,
-            operation,
-            moves_on,
-            self.tracer,
-            self.shared.begin,
-            self.marks,
-        )
+        track = self.shared.begin
+        if identity is not None:
+            key = identity.key
+
+            def track(backend: str, slot: int) -> Callable[[], None]:
+                if queued is not None:  # on the slot now: the next in the queue may have the next one
+                    self._spawn(self.queue.leave(*queued))
+                return both(self.shared.begin(backend, slot), self.shared.hold(key, backend))
+
+        try:
+            outcome = await dispatch(
+                decision, routing.backends, self.store, incoming, operation, moves_on, self.tracer, track, self.marks
+            )
+        except DispatchFailed as failure:
+            if failure.status == 429 and identity is not None and identity.budget_spent:
+                raise budget_refusal(identity, failure, time.time()) from None
+            if failure.status == 529 and identity is not None and decision.rejected_busy:
+                failure.message = (
+                    f"the local box is busy (or key {identity.key} holds its whole local share) "
+                    "and the key does not fall back (when_busy: reject); retry shortly"
+                )
+            raise
+        finally:
+            if queued is not None:
+                await self.queue.leave(*queued)
         if operation == "messages":
             self._learn_on_close(outcome, hashes, total_bytes)
+            if identity is not None and (counting := self._account_on_close(outcome, identity, routing)):
+                await counting  # a whole answer is counted before it is sent: the next request sees it
         return outcome
+
+    async def _wait_for_slot(
+        self, decision: Decision, features: Features, hashes: list[str], identity: Identity, span: trace.Span
+    ) -> tuple[Decision, tuple[str, str]]:
+        """`when_busy: wait`: queue for the local backend, first come first served across replicas,
+        until a slot frees (then the request goes there, and leaves the queue once on the slot) or
+        the wait runs out (529)."""
+        backend = decision.wait_for
+        assert backend is not None
+        clock = asyncio.get_running_loop().time
+        started = clock()
+        ticket = await self.queue.join(backend, identity.wait_seconds)
+        self.on_queue(backend, 1)
+        try:
+            while True:
+                await asyncio.sleep(WAIT_POLL)
+                view = await self.shared.view(hashes)
+                routing = self._routing
+                held = self.shared.held(identity.key, local_backends(routing.policy))
+                snapshot = _with_other_replicas(self.store.snapshot(), view.others, self.shared.breakers)
+                again = routing.engine.decide(
+                    replace(features, local_in_flight=held), snapshot, view.prefix, next(self._sequence)
+                )
+                waited = clock() - started
+                if again.candidates and await self.queue.first(backend, ticket):
+                    self.on_wait(backend, waited)
+                    span.add_event("ccgate.waited", {"ccgate.backend": backend, "ccgate.wait_seconds": waited})
+                    return again, (backend, ticket)
+                if waited >= identity.wait_seconds:
+                    self.on_wait(backend, waited)
+                    raise DispatchFailed(
+                        529,
+                        f"waited {identity.wait_seconds:g}s for a free slot on {backend} "
+                        f"(key {identity.key}: when_busy wait)",
+                        "overloaded_error",
+                        decision.rule,
+                        [f"{n}: {why}" for n, why in again.skipped.items()],
+                    )
+        except BaseException:  # gave up, or the client left: out of the queue now
+            await self.queue.leave(backend, ticket)
+            raise
+        finally:
+            self.on_queue(backend, -1)
+
+    def _account_on_close(self, outcome: Outcome, identity: Identity, routing: Routing) -> asyncio.Task[None] | None:
+        """Once the answer is complete, count its tokens against the key's limits and usage; for a
+        whole answer, the count being written is returned."""
+        reply, backend = outcome.reply, outcome.backend
+        cloud = routing.policy.backends[backend].kind != "llamacpp"
+
+        def account() -> asyncio.Task[None] | None:
+            self.on_usage(identity.team, backend, cloud, reply.usage)
+            if self.accounting is None:
+                return None
+            return self.accounting.record(identity, backend, cloud, reply.usage)
+
+        if reply.streaming:
+            reply.on_close.append(account)
+            return None
+        return account()
 
     def _learn_on_close(self, outcome: Outcome, hashes: list[str], total_bytes: int) -> None:
         """Once the answer is complete, record which backend and slot now hold this prompt."""

@@ -21,6 +21,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_format: str = "auto"  # json | text | auto (json when stderr is not a terminal)
     reload_interval: float = 1.0  # seconds between checks of the policy file; 0: only on SIGHUP
     redis_url: str | None = None  # REDIS_URL: share state with other replicas; None: in memory
+    auth: str | None = None  # CCGATE_AUTH: keys | open (else the policy's `auth:`, else open)
+    admin_token: str | None = None  # CCGATE_ADMIN_TOKEN: the only thing that opens /admin/*
+    allow_open: bool = False  # CCGATE_ALLOW_OPEN / --allow-open: serve open off loopback on purpose
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -36,6 +39,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             ("log_format", "CCGATE_LOG_FORMAT"),
             ("reload_interval", "CCGATE_RELOAD_INTERVAL"),
             ("redis_url", "REDIS_URL"),
+            ("auth", "CCGATE_AUTH"),
+            ("admin_token", "CCGATE_ADMIN_TOKEN"),
+            ("allow_open", "CCGATE_ALLOW_OPEN"),
         ):
             if env.get(var):
                 values[field] = env[var]

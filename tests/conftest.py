@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlparse
@@ -64,6 +65,14 @@ def owned() -> Iterator[Callable[[Process], Process]]:
     yield own
     for proc in reversed(started):
         proc.stop()
+
+
+@pytest.fixture
+def standin(logdir: Path, owned: Callable[[Process], Process]) -> Process:
+    """tests/harness/anthropic_standin.py: the Anthropic API's rules, and what reached it."""
+    port = procs.free_port()
+    args = [sys.executable, "-m", "tests.harness.anthropic_standin", "--port", str(port)]
+    return owned(Process(f"standin-{port}", args, port, logdir / f"standin-{port}.log").start("/_requests"))
 
 
 @pytest.fixture(scope="session")

@@ -77,6 +77,7 @@ def on_dispatch_failed(_: Request, exc: DispatchFailed) -> Response[dict]:
         headers["x-ccgate-fallback-reason"] = header_safe("; ".join(exc.fallbacks))
     if exc.status == 529:
         headers["retry-after"] = "1"
+    headers.update(exc.headers)
     return error_response(exc.status, exc.message, exc.error_type, headers)
 
 

@@ -11,6 +11,7 @@ from litestar.exceptions import HTTPException
 from litestar.response import Stream
 from opentelemetry import trace
 
+from router.api.auth import Refused, identify
 from router.api.errors import on_dispatch_failed, on_refused, with_trace_id
 from router.api.replies import ClientGone, to_response, unless_client_leaves
 from router.backends.base import Incoming
@@ -40,16 +41,24 @@ async def _handle(
     )
     with trace.use_span(span, end_on_exit=False):
         try:
+            identity, headers = await identify(request)
+        except Refused as refused:
+            record.refused(metrics, refused.response.status_code, client)
+            _end_failed(span, refused.response.status_code, refused.response.content["error"]["message"])
+            return with_trace_id(refused.response, span)
+        if identity is not None:
+            span.set_attribute("ccgate.team", identity.team)
+        try:
             body = await request.body()
             raw = decode_body(body)
-            incoming = Incoming(validate(raw, kind), raw, body, request.headers, request.url.query or "")
+            incoming = Incoming(validate(raw, kind), raw, body, headers, request.url.query or "")
         except (InvalidRequest, HTTPException) as exc:
             status = exc.status_code if isinstance(exc, HTTPException) else 400
             response = on_refused(request, exc)
             _end_failed(span, status, response.content["error"]["message"])
             return with_trace_id(response, span)
         try:
-            outcome = await unless_client_leaves(request, gateway.route(incoming, op))
+            outcome = await unless_client_leaves(request, gateway.route(incoming, op, identity))
         except ClientGone:
             record.client_gone(metrics, client)
             span.set_attribute("error.type", "client_gone")
@@ -91,6 +100,8 @@ async def _handle(
                 "fallbacks": outcome.fallbacks,
                 "handoff": outcome.handoff.describe() if outcome.handoff else None,
                 "client": client,
+                "key": identity.key if identity else None,
+                "team": identity.team if identity else None,
                 "trace_id": trace_id(span),
             }
         },
@@ -115,8 +126,12 @@ async def count_tokens(request: Request) -> Response | Stream:
 
 
 @get("/v1/models")
-async def list_models(request: Request) -> dict:
+async def list_models(request: Request) -> Response[dict] | dict:
     """The models the policy's backends serve: configured names, else what each server lists."""
+    try:
+        await identify(request)
+    except Refused as refused:
+        return refused.response
     gateway: Gateway = request.app.state.gateway
     listed = await asyncio.gather(*(b.models() for b in gateway.backends.values()))
     names = list(dict.fromkeys(name for names in listed for name in names))

@@ -29,6 +29,10 @@ class Decision:
     transform: Transform | None = None
     skip_kinds: dict[str, str] = field(default_factory=dict)  # backend → busy, unhealthy, ... (a metric label)
     slots: dict[str, SlotChoice] = field(default_factory=dict)  # llama.cpp slot to pin, per candidate
+    # The key's `when_busy: wait`: the local backend to wait for (its slots, or the key's share,
+    # are taken); `reject`: the local box was busy and nothing after it is tried.
+    wait_for: str | None = None
+    rejected_busy: bool = False
 
 
 def busy_limit(config: BackendConfig, state: BackendSnapshot) -> int | None:
@@ -80,12 +84,22 @@ class Engine:
         skipped: dict[str, str] = {}
         kinds: dict[str, str] = {}
         slots: dict[str, SlotChoice] = {}
+        wait_for: str | None = None
+        when_busy = features.identity.when_busy if features.identity else "fallback"
         for group in rule.groups:
             eligible: list[str] = []
             for name in group:
-                why = self._skip_reason(self.policy.backends[name], state.get(name, BackendSnapshot()), features)
+                why = self._skip_reason(name, self.policy.backends[name], state.get(name, BackendSnapshot()), features)
                 if why:
                     kinds[name], skipped[name] = why
+                    local = self.policy.backends[name].kind == "llamacpp"
+                    if local and why[0] in ("busy", "share") and when_busy != "fallback":
+                        if when_busy == "wait":
+                            wait_for = wait_for or name
+                        else:  # reject: the box being busy is the answer, not a reason to move on
+                            return Decision(
+                                rule.name, tuple(candidates), skipped, rule.transform, kinds, slots, rejected_busy=True
+                            )
                 else:
                     eligible.append(name)
             for name in eligible if rule.pick == "affinity" else ():
@@ -94,11 +108,22 @@ class Engine:
             if len(eligible) > 1:
                 eligible = _pick(rule.pick, eligible, state, slots, sequence)
             candidates += eligible
-        return Decision(rule.name, tuple(candidates), skipped, rule.transform, kinds, slots)
+        if wait_for is not None:  # nothing before the box may take it: wait for the box, not the cloud
+            before = rule.targets[: rule.targets.index(wait_for)]
+            if not any(name in candidates for name in before):
+                candidates = []
+        return Decision(rule.name, tuple(candidates), skipped, rule.transform, kinds, slots, wait_for)
 
     @staticmethod
-    def _skip_reason(config: BackendConfig, state: BackendSnapshot, features: Features) -> tuple[str, str] | None:
+    def _skip_reason(
+        name: str, config: BackendConfig, state: BackendSnapshot, features: Features
+    ) -> tuple[str, str] | None:
         """(kind, reason) when the target cannot take the request."""
+        identity = features.identity
+        if identity is not None and not identity.may_use(name):
+            return "forbidden", f"not for key {identity.key}"
+        if identity is not None and identity.budget_spent and config.kind != "llamacpp":
+            return "budget", f"key {identity.key} has spent its cloud budget"
         if not state.healthy:
             return "unhealthy", f"unhealthy: {state.detail}" if state.detail else "unhealthy"
         if state.breaker == "open":
@@ -116,6 +141,9 @@ class Engine:
             return "capability", "no thinking support"
         if is_busy(config, state) and not features.counting:
             return "busy", f"busy {state.queue_depth}/{busy_limit(config, state)}"
+        share = identity.limits.local_share if identity is not None and not features.counting else None
+        if share is not None and config.kind == "llamacpp" and features.local_in_flight >= share:
+            return "share", f"key {identity.key} has {features.local_in_flight}/{share} of the local box"
         return None
 
 

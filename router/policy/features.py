@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from router.policy.identity import Identity
 from router.protocol.anthropic import CountTokensRequest, MessagesRequest
 from router.protocol.estimate import estimate_input_tokens
 
@@ -30,7 +31,9 @@ class Features:
     max_tokens: int = 0
     client: str = "other"
     headers: Mapping[str, str] = field(default_factory=dict)
-    team: str | None = None  # set by team keys, a later issue; conditions can already name it
+    team: str | None = None  # the team of the request's key (conditions may name it)
+    identity: Identity | None = None  # who sent it (team keys); None with auth open
+    local_in_flight: int = 0  # this identity's requests now on local backends, every replica's
     # A count_tokens request: it only tokenizes, so neither a context window nor a busy slot
     # stands in its way.
     counting: bool = False

@@ -132,6 +132,11 @@ def _check_references(policy: Policy, source: str, node: yaml.Node | None) -> No
                 known = ", ".join(sorted(policy.backends)) or "none"
                 line = _line_of(node, f"$.rules[{i}].to[{j}]")
                 raise PolicyError(f"{source}:{line}: rules[{i}].to: unknown backend {name!r} (defined: {known})")
+    for team, limits in policy.teams.items():
+        for name in limits.backends or ():
+            if name not in policy.backends:
+                line = _line_of(node, f"$.teams.{team}.backends")
+                raise PolicyError(f"{source}:{line}: teams.{team}.backends: unknown backend {name!r}")
     for name, backend in policy.backends.items():
         if not backend.url.startswith(("http://", "https://")):
             line = _line_of(node, f"$.backends.{name}.url")

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from router.policy.identity import Limits
 from router.policy.transforms import Transform
 
 Kind = Literal["llamacpp", "openai", "anthropic"]
@@ -175,8 +176,27 @@ class State(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tru
     key_prefix: str = "ccgate:"
 
 
+AuthMode = Literal["keys", "open"]
+
+
+class Price(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Dollars per million tokens of a model, for the usage report."""
+
+    input: float = 0.0
+    cached: float = 0.0  # prompt tokens read from the provider's cache
+    output: float = 0.0
+
+
 class Policy(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     backends: dict[str, BackendConfig]
     rules: list[Rule]
     fallback: Fallback = Fallback()
     state: State = State()
+    # keys: every request needs a team key (`ccgate keys add`); open: anyone who can reach the
+    # gateway uses it. CCGATE_AUTH wins over this; default open, refused off loopback.
+    auth: AuthMode | None = None
+    # Teams and their limits, for those who keep them in git; a key's own limits win over its team's.
+    teams: dict[str, Limits] = msgspec.field(default_factory=dict)
+    # Prices of models by glob on the name the backend answered with (first match wins), so that
+    # `ccgate usage` and /admin/usage report cloud cost in dollars: {"claude-sonnet-4*": {...}}.
+    prices: dict[str, Price] = msgspec.field(default_factory=dict)

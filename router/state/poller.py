@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from contextlib import suppress
+from urllib.parse import urlsplit
 
 from router.backends.base import Backend, Probe
 from router.state.store import StateStore
@@ -24,15 +25,25 @@ class Poller:
         """`everyone`: check even backends that are only checked when suspect (at start-up, so
         the first lines a person reads tell the truth about each)."""
         backends = dict(self.backends)
-        ours = {name: self.store.ours(name) for name in backends}
+        before = self._ours_per_server(backends)
         results = await asyncio.gather(
             *(b.probe(suspect=everyone or self.store.suspect(n)) for n, b in backends.items()), return_exceptions=True
         )
+        after = self._ours_per_server(backends)
         for name, result in zip(backends, results, strict=True):
             if isinstance(result, BaseException):
                 log.warning("probing backend %s failed: %r", name, result)
                 result = Probe(False, f"probe failed: {type(result).__name__}")
-            self.store.observe(name, result, ours[name])
+            self.store.observe(name, result, max(before[name], after[name]))
+
+    def _ours_per_server(self, backends: Mapping[str, Backend]) -> dict[str, int]:
+        """Our requests in progress on each backend's server: two backends may be one server (one
+        llama-server spoken to in two dialects), whose report counts the requests of both."""
+        servers: dict[str, int] = {}
+        for name, backend in backends.items():
+            server = _server(backend.config.url)
+            servers[server] = servers.get(server, 0) + self.store.ours(name)
+        return {name: servers[_server(backend.config.url)] for name, backend in backends.items()}
 
     def start(self) -> None:
         if self._task is None and self.interval > 0:
@@ -49,3 +60,8 @@ class Poller:
         while True:
             await asyncio.sleep(self.interval)
             await self.poll_once()
+
+
+def _server(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()

@@ -6,7 +6,8 @@ Keys (prefix `ccgate:` by default):
 - `slots` (hash) "backend\\tslot" → "tail\\ttokens\\tat": what each llama.cpp slot holds;
 - `inflight` (hash) "replica\\tbackend\\tslot" → requests that replica has in progress there;
 - `alive` (hash) replica → the time its heartbeat runs out;
-- `breakers` (hash) backend → until when a replica's breaker for it is open.
+- `breakers` (hash) backend → until when a replica's breaker for it is open;
+- `held` (hash) "replica\tkey\tbackend" → a team key's requests in progress there (its share).
 
 In-flight counts are per-replica hash fields under a heartbeat rather than shared INCR/DECR
 counters or per-request leases: a replica writes its own whole counts (idempotent, so a lost
@@ -64,6 +65,7 @@ class RedisShared(LocalShared):
         self._replay: list[tuple[list[tuple[str, Entry]], str, int, SlotState]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._written: set[str] = set()  # this replica's inflight fields in Redis
+        self._written_held: set[str] = set()  # and its held fields
         self.changed = self._dirty.set
 
     async def start(self) -> None:
@@ -84,6 +86,8 @@ class RedisShared(LocalShared):
                 pipe = self.client.pipeline(transaction=False)
                 if self._written:
                     pipe.hdel(self._key("inflight"), *self._written)
+                if self._written_held:
+                    pipe.hdel(self._key("held"), *self._written_held)
                 pipe.hdel(self._key("alive"), self.replica)
                 await pipe.execute()
         with suppress(RedisError, OSError):
@@ -101,12 +105,14 @@ class RedisShared(LocalShared):
             pipe.hgetall(self._key("breakers"))
             pipe.hgetall(self._key("inflight"))
             pipe.hgetall(self._key("alive"))
+            pipe.hgetall(self._key("held"))
             results = await pipe.execute()
         except (RedisError, OSError) as exc:
             self._failed(exc)
             return SharedView(local)
         raw_entries = results[0] if hashes else []
-        slots_raw, breakers_raw, inflight_raw, alive_raw = results[-4:]
+        slots_raw, breakers_raw, inflight_raw, alive_raw, held_raw = results[-5:]
+        self._held_elsewhere(held_raw, alive_raw)
         self.breakers = _open_breakers(breakers_raw)
         entries = tuple(_entry(v) for v in raw_entries)
         slots = {}
@@ -138,6 +144,16 @@ class RedisShared(LocalShared):
             per_slot[(backend, slot)] = per_slot.get((backend, slot), 0) + count
         self.others = per_backend
         return per_backend, per_slot
+
+    def _held_elsewhere(self, held: dict[str, str], alive: dict[str, str]) -> None:
+        now = time.time()
+        live = {replica for replica, until in alive.items() if _float(until) > now}
+        counts: dict[tuple[str, str], int] = {}
+        for field, value in held.items():
+            parts = field.split("\t")
+            if len(parts) == 3 and parts[0] != self.replica and parts[0] in live:
+                counts[(parts[1], parts[2])] = counts.get((parts[1], parts[2]), 0) + int(_float(value))
+        self.held_elsewhere = counts
 
     def remember(
         self,
@@ -202,15 +218,22 @@ class RedisShared(LocalShared):
     async def _publish(self) -> None:
         counts = {f"{self.replica}\t{b}\t{s}": n for (b, s), n in self.busy_counts().items()}
         gone = self._written - set(counts)
+        held = {f"{self.replica}\t{k}\t{b}": n for (k, b), n in self.held_counts().items()}
+        gone_held = self._written_held - set(held)
         try:
             pipe = self.client.pipeline(transaction=False)
             if counts:
                 pipe.hset(self._key("inflight"), mapping=counts)
             if gone:
                 pipe.hdel(self._key("inflight"), *gone)
+            if held:
+                pipe.hset(self._key("held"), mapping=held)
+            if gone_held:
+                pipe.hdel(self._key("held"), *gone_held)
             pipe.hset(self._key("alive"), self.replica, str(time.time() + HEARTBEAT_TTL))
             await pipe.execute()
             self._written = set(counts)
+            self._written_held = set(held)
         except (RedisError, OSError) as exc:
             self._failed(exc)
 
@@ -246,17 +269,22 @@ class RedisShared(LocalShared):
             pipe.hgetall(self._key("inflight"))
             pipe.hgetall(self._key("alive"))
             pipe.hgetall(self._key("breakers"))
-            inflight, alive, breakers = await pipe.execute()
+            pipe.hgetall(self._key("held"))
+            inflight, alive, breakers, held = await pipe.execute()
             self._other_replicas(inflight, alive)
+            self._held_elsewhere(held, alive)
             self.breakers = _open_breakers(breakers)
             now = time.time()
             dead = {r for r, until in alive.items() if _float(until) < now - HEARTBEAT_TTL}
             if not dead:
                 return
             stale = [f for f in inflight if f.split("\t", 1)[0] in dead]
+            stale_held = [f for f in held if f.split("\t", 1)[0] in dead]
             pipe = self.client.pipeline(transaction=False)
             if stale:
                 pipe.hdel(self._key("inflight"), *stale)
+            if stale_held:
+                pipe.hdel(self._key("held"), *stale_held)
             pipe.hdel(self._key("alive"), *dead)
             await pipe.execute()
         except (RedisError, OSError) as exc:

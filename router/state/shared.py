@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 
@@ -37,6 +37,8 @@ class LocalShared:
         self.changed: Callable[[], None] = lambda: None  # called when in-flight counts change
         self.others: dict[str, int] = {}  # other replicas' requests in progress, as last read
         self.breakers: dict[str, float] = {}  # backend → until when another replica's breaker is open
+        self._held: dict[tuple[str, str], int] = {}  # (team key, backend) → our requests in progress
+        self.held_elsewhere: dict[tuple[str, str], int] = {}  # the same, other replicas', as last read
 
     async def start(self) -> None:
         return None
@@ -108,6 +110,32 @@ class LocalShared:
 
     def busy_counts(self) -> dict[tuple[str, int], int]:
         return dict(self._busy)
+
+    def hold(self, key: str, backend: str) -> Callable[[], None]:
+        """Count a team key's request in progress on a backend (its share of the local box)."""
+        field = (key, backend)
+        self._held[field] = self._held.get(field, 0) + 1
+        self.changed()
+        done = False
+
+        def end() -> None:
+            nonlocal done
+            if not done:
+                done = True
+                self._held[field] -= 1
+                if not self._held[field]:
+                    del self._held[field]
+                self.changed()
+
+        return end
+
+    def held(self, key: str, backends: Collection[str]) -> int:
+        """A key's requests in progress on these backends, every replica's."""
+        mine = sum(n for (k, b), n in self._held.items() if k == key and b in backends)
+        return mine + sum(n for (k, b), n in self.held_elsewhere.items() if k == key and b in backends)
+
+    def held_counts(self) -> dict[tuple[str, str], int]:
+        return dict(self._held)
 
 
 def extension(hashes: Sequence[str], previous: SlotState | None, now: float) -> tuple[int, float]:

@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector
 from router.policy.features import CLIENT_KINDS
 from router.policy.schema import Policy
 from router.policy.snapshot import BackendSnapshot
+from router.protocol.usage import Usage
 
 # LLM latencies: 10 ms (a cached prompt) to minutes (a cold 20k-token prompt on a CPU).
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320, 640)
@@ -23,9 +24,9 @@ BREAKER_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 
 # Label values known in advance, so a healthy day's panels show 0 rather than No data.
 CLIENTS = tuple(dict.fromkeys([kind for _, kind in CLIENT_KINDS] + ["other"]))
-DISPATCH_FAILURES = ("overloaded", "timeout", "upstream_error", "rejected")  # a rule matched, nobody answered
-EDGE_FAILURES = ("invalid", "client_gone", "error")  # refused at the door, client left, gateway fault
-SKIP_REASONS = ("unhealthy", "breaker", "context", "capability", "busy")
+DISPATCH_FAILURES = ("overloaded", "timeout", "upstream_error", "rejected", "limited")  # a rule matched, no answer
+EDGE_FAILURES = ("invalid", "unauthorized", "client_gone", "error")  # refused at the door, client left, fault
+SKIP_REASONS = ("unhealthy", "breaker", "context", "capability", "busy", "forbidden", "budget", "share")
 ATTEMPT_FAILURES = ("connect", "timeout", "5xx", "4xx", "429", "529", "context", "broken", "tool_call", "runaway")
 HANDOFF_ACTIONS = ("dropped_thinking", "thinking_off", "renamed_ids")
 TOOL_CALL_OUTCOMES = ("passed", "repaired", "converted", "failed", "unchecked")
@@ -115,6 +116,32 @@ class Metrics:
             ["backend", "action"],
             registry=r,
         )
+        self.team_tokens = Counter(
+            "ccgate_team_tokens",
+            "Tokens of answered requests per team (team keys) and backend: input, cached, output; place: "
+            "local (the team's llama.cpp box) or cloud. Never a key or a person: a few series per team.",
+            ["team", "backend", "place", "kind"],
+            registry=r,
+        )
+        self.limited = Counter(
+            "ccgate_limited",
+            "Requests refused with 429 by a team key's limit, per team and limit (requests, tokens).",
+            ["team", "limit"],
+            registry=r,
+        )
+        self.waits = Histogram(
+            "ccgate_queue_wait_seconds",
+            "How long requests of keys with when_busy: wait waited for a local slot.",
+            ["backend"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160),
+            registry=r,
+        )
+        self.waiting = Gauge(
+            "ccgate_queue_waiting",
+            "Requests of keys with when_busy: wait now waiting for a local slot, on this replica.",
+            ["backend"],
+            registry=r,
+        )
         self.decisions = Counter("ccgate_decisions", "Routing decisions by matched rule.", ["rule"], registry=r)
         self.reloads = Counter("ccgate_policy_reloads", "Policy reloads by result.", ["result"], registry=r)
 
@@ -128,6 +155,16 @@ class Metrics:
                     self.requests.labels(rule.name, "none", outcome, client)
         for result in ("ok", "rejected"):
             self.reloads.labels(result)
+        for team in policy.teams:
+            for limit in ("requests", "tokens"):
+                self.limited.labels(team, limit)
+            for name, backend in policy.backends.items():
+                for kind in ("input", "cached", "output"):
+                    self.team_tokens.labels(team, name, "local" if backend.kind == "llamacpp" else "cloud", kind)
+        for name, backend in policy.backends.items():
+            if backend.kind == "llamacpp":  # what a key with when_busy: wait queues for
+                self.waiting.labels(name)
+                self.waits.labels(name)
         for rule in policy.rules:
             self.decisions.labels(rule.name)
             targets = rule.targets
@@ -145,6 +182,12 @@ class Metrics:
             if config.guards_tools:
                 for outcome in TOOL_CALL_OUTCOMES:
                     self.tool_calls.labels(name, outcome)
+
+    def count_team_usage(self, team: str, backend: str, cloud: bool, usage: Usage) -> None:
+        place = "cloud" if cloud else "local"
+        for kind, n in (("input", usage.input), ("cached", usage.cached), ("output", usage.output)):
+            if n:
+                self.team_tokens.labels(team, backend, place, kind).inc(n)
 
     def count_prefix(self, backend: str, reused: int) -> None:
         self.prefix.labels(backend, "hit" if reused else "miss").inc()

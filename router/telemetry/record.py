@@ -11,6 +11,8 @@ from router.telemetry.metrics import Metrics
 
 
 def outcome_label(status: int) -> str:
+    if status == 429:
+        return "limited"
     if status == 529:
         return "overloaded"
     if status == 504:
@@ -87,5 +89,7 @@ def client_gone(metrics: Metrics, client: str) -> None:
 
 
 def refused(metrics: Metrics, status: int, client: str) -> None:
-    """Refused before any routing: an invalid body (400, 413), or a fault of the gateway's own (5xx)."""
-    metrics.requests.labels("none", "none", "error" if status >= 500 else "invalid", client).inc()
+    """Refused before any routing: no good team key (401), an invalid body (400, 413), or a fault
+    of the gateway's own (5xx)."""
+    outcome = "error" if status >= 500 else "unauthorized" if status == 401 else "invalid"
+    metrics.requests.labels("none", "none", outcome, client).inc()

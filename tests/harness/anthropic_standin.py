@@ -16,7 +16,8 @@ blocks sent back in a conversation (https://docs.claude.com/en/docs/build-with-c
 
 It answers like a model that thinks (a signed thinking block first, when thinking is on), calls
 `Read` on a.txt when asked fresh, and says "The file a.txt says hi (from the cloud)." after a tool
-result. `GET /_requests` lists the bodies it received, exactly as received, for the tests.
+result. `GET /_requests` lists the bodies it received, exactly as received, and `GET /_headers`
+the headers that came with them, for the tests.
 """
 
 from __future__ import annotations
@@ -129,17 +130,21 @@ def events_of(message: dict[str, Any]) -> list[bytes]:
 class StandIn(TinyServer):
     def __init__(self) -> None:
         self.received: list[str] = []
+        self.headers: list[dict[str, str]] = []
 
     async def answer(
         self, method: str, path: str, headers: dict[str, str], body: bytes, writer: asyncio.StreamWriter
     ) -> bool:
         if method == "GET" and path == "/_requests":
             return await self.send_json(writer, 200, self.received)
+        if method == "GET" and path == "/_headers":
+            return await self.send_json(writer, 200, self.headers)
         if method != "POST" or path not in ("/v1/messages", "/v1/messages/count_tokens"):
             return await self.send_json(
                 writer, 404, {"type": "error", "error": {"type": "not_found_error", "message": path}}
             )
         request = json.loads(body)
+        self.headers.append(headers)
         if path.endswith("count_tokens"):
             return await self.send_json(writer, 200, {"input_tokens": max(1, len(body) // 4)})
         self.received.append(body.decode())

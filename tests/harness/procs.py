@@ -145,12 +145,14 @@ def start_gateway(policy: Path, logdir: Path, env: dict[str, str] | None = None)
     return Process(f"ccgate-{port}", args, port, logdir / f"ccgate-{port}.log", env).start("/healthz")
 
 
-def start_redis(logdir: Path, port: int | None = None) -> Process:
+def start_redis(logdir: Path, port: int | None = None, *flags: str) -> Process:
+    """A private redis-server; `flags` (e.g. the compose file's `--appendonly yes --dir D`) come
+    after the defaults (nothing kept on disk), so they win."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is not installed and REDIS_URL is not reachable: run ./scripts/test")
     port = port or free_port()
-    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", *flags]
     proc = Process(f"redis-{port}", args, port, logdir / f"redis-{port}.log").launch()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -12,27 +12,28 @@ from tests.harness.procs import Process, claude_binary
 
 
 def run_claude(
-    gateway: Process, tmp_path: Path, *args: str, prompt: str = "read a.txt"
+    gateway: Process, tmp_path: Path, *args: str, prompt: str = "read a.txt", env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """One `claude -p` in tmp_path's project, with its own HOME there (so `--continue` finds the
-    session a previous run in the same tmp_path left)."""
+    session a previous run in the same tmp_path left); `env` adds to or replaces its variables."""
     project = tmp_path / "project"
     home = tmp_path / "home"
-    project.mkdir(exist_ok=True)
-    home.mkdir(exist_ok=True)
+    project.mkdir(parents=True, exist_ok=True)
+    home.mkdir(parents=True, exist_ok=True)
     (project / "a.txt").write_text("hi\n")
-    env = {
+    environment = {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "HOME": str(home),
         "ANTHROPIC_BASE_URL": gateway.url,
         "ANTHROPIC_AUTH_TOKEN": "test",
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
         "DISABLE_AUTOUPDATER": "1",
+        **(env or {}),
     }
     # As root, Claude Code refuses --dangerously-skip-permissions; --allowedTools works.
     command = [claude_binary(), "-p", prompt, "--allowedTools", "Read", *args]
     return subprocess.run(
-        command, cwd=project, env=env, capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL
+        command, cwd=project, env=environment, capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL
     )
 
 

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.harness.procs import Process, free_port
+from tests.harness.procs import Process
 from tests.harness.wait import wait_until
 from tests.integration.test_claude_cli import blocks, run_claude
 from tests.integration.test_metrics import scrape, value
@@ -25,13 +24,6 @@ from tests.integration.test_passthrough import READ_TOOL
 
 CLOUD_FINAL = "The file a.txt says hi (from the cloud)."
 LOCAL_FINAL = "The file a.txt says hi."
-
-
-@pytest.fixture
-def standin(logdir: Path, owned) -> Process:
-    port = free_port()
-    args = [sys.executable, "-m", "tests.harness.anthropic_standin", "--port", str(port)]
-    return owned(Process(f"standin-{port}", args, port, logdir / f"standin-{port}.log").start("/_requests"))
 
 
 def received(standin: Process) -> list[str]:

@@ -23,6 +23,12 @@ def value(samples: dict, name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
+def total(samples: dict, name: str, **labels: str) -> float:
+    """The sum of every series of `name` that has these labels (and any others)."""
+    wanted = set(labels.items())
+    return sum(v for (n, series), v in samples.items() if n == name and wanted <= set(series))
+
+
 def test_metrics_of_a_scripted_sequence(start_ccgate, tool_llama: Process, text_llama: Process) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     gw = start_ccgate(

@@ -131,3 +131,48 @@ def test_counting_tokens_needs_neither_room_nor_a_free_slot() -> None:
     )
     assert big.candidates[0] == "small" and big.skipped == {}
     assert ENGINE.decide(feats(model="claude-haiku", tokens=9000), {}).skipped["small"].startswith("context")
+
+
+def test_a_key_only_reaches_the_backends_it_may_use() -> None:
+    from router.policy.identity import Identity, Limits
+
+    local_only = Identity("ann", "infra", Limits(backends=["local"]))
+    d = ENGINE.decide(feats(identity=local_only), {"local": BackendSnapshot(slots=1, in_flight=1)})
+    assert d.candidates == () and d.skipped["fallback"] == "not for key ann" and d.skip_kinds["fallback"] == "forbidden"
+
+
+def test_a_key_over_its_share_of_the_box_goes_where_busy_would_send_it() -> None:
+    from router.policy.identity import Identity, Limits
+
+    bob = Identity("bob", "app", Limits(local_share=1))
+    free = {"local": BackendSnapshot(slots=2, in_flight=1)}
+    assert ENGINE.decide(feats(identity=bob, local_in_flight=0), free).candidates[0] == "local"
+    over = ENGINE.decide(feats(identity=bob, local_in_flight=1), free)
+    assert over.candidates == ("fallback",) and over.skip_kinds["local"] == "share"
+
+
+def test_when_busy_wait_waits_for_the_box_and_reject_goes_nowhere() -> None:
+    from router.policy.identity import Identity, Limits
+
+    busy = {"local": BackendSnapshot(slots=1, in_flight=1)}  # (thinking on: the `spill` rule does not match)
+    waits = ENGINE.decide(feats(thinking=True, identity=Identity("c", "t", Limits(when_busy="wait"))), busy)
+    assert waits.wait_for == "local" and waits.candidates == ()
+    rejects = ENGINE.decide(feats(thinking=True, identity=Identity("d", "t", Limits(when_busy="reject"))), busy)
+    assert rejects.rejected_busy and rejects.candidates == ()
+    falls = ENGINE.decide(feats(thinking=True, identity=Identity("e", "t", Limits(when_busy="fallback"))), busy)
+    assert falls.candidates == ("fallback",) and falls.wait_for is None
+
+
+def test_a_keys_limits_over_its_teams() -> None:
+    from router.policy.identity import Limits
+
+    team = Limits(rpm=60, tpm=100_000, backends=["local"], when_busy="wait")
+    key = Limits(rpm=10, local_share=1)
+    merged = key.over(team)
+    assert (merged.rpm, merged.tpm, merged.backends, merged.local_share, merged.when_busy) == (
+        10,
+        100_000,
+        ["local"],
+        1,
+        "wait",
+    )

@@ -1,0 +1,259 @@
+"""Limits and usage of team keys, in Redis so that every replica counts the same.
+
+- requests per minute: a sliding one-minute log per key (`{prefix}rl:req:{key}`, a sorted set of
+  arrival times on Redis's own clock), checked and added to by one script at admission, so that
+  two replicas can never both admit the limit's last request, and no window edge lets a burst of
+  twice the limit through;
+- tokens per minute: the tokens each answer used (input, cached and output, as the backend
+  reported them) logged in `{prefix}rl:tok:{key}` when the answer ends; admission refuses a key
+  whose last minute already holds its limit;
+- a cloud budget: cloud tokens per day or month, `{prefix}budget:{key}:{period}`; once spent,
+  cloud backends are skipped for the key (local ones still serve it);
+- usage: `{prefix}usage:{day}` hash, field "key\tteam\tbackend\tmodel\tkind" → tokens (kind:
+  input, cached, output), kept 400 days; with Redis's append-only file it survives restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import logging
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+from router.policy.identity import Identity
+from router.policy.schema import Price
+from router.protocol.usage import Usage
+
+log = logging.getLogger("ccgate.accounting")
+USAGE_KINDS = ("input", "cached", "output")
+USAGE_TTL = 400 * 86400
+MAX_DAYS = 400
+USAGE_BY = ("key", "team", "backend", "model")
+WINDOW_MS = 60_000
+
+# KEYS: request log, token log, budget counter. ARGV: rpm, tpm, a unique member, budget wanted.
+# Returns {refused (0 no, 1 requests, 2 tokens), requests in the window, ms until it would pass,
+# tokens in the window, cloud tokens spent}.
+ADMIT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local since = now - 60000
+local rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2])
+local used = 0
+if tpm > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', since)
+  local entries = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
+  for i = 1, #entries, 2 do used = used + (tonumber(string.match(entries[i], '^%d+')) or 0) end
+  if used >= tpm then
+    local left = used
+    for i = 1, #entries, 2 do
+      left = left - (tonumber(string.match(entries[i], '^%d+')) or 0)
+      if left < tpm then return {2, 0, tonumber(entries[i + 1]) + 60000 - now, used, 0} end
+    end
+  end
+end
+local made = 0
+if rpm > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', since)
+  made = redis.call('ZCARD', KEYS[1])
+  if made >= rpm then
+    local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+    return {1, made, tonumber(oldest[2]) + 60000 - now, used, 0}
+  end
+  redis.call('ZADD', KEYS[1], now, ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], 60000)
+  made = made + 1
+end
+local spent = 0
+if ARGV[4] == '1' then spent = tonumber(redis.call('GET', KEYS[3]) or '0') end
+return {0, made, 0, used, spent}
+"""
+
+# KEYS: token log. ARGV: tokens, a unique member.
+LOG_TOKENS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now, ARGV[1] .. ':' .. ARGV[2])
+redis.call('PEXPIRE', KEYS[1], 60000)
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What admission found: refused (429, with when to come back) or admitted, and whether the
+    key's cloud budget is spent (then only local backends may serve it)."""
+
+    refused: str = ""  # requests | tokens: the limit it is over; "" when admitted
+    limit: int = 0
+    remaining: int = 0
+    reset_seconds: float = 0.0
+    budget_spent: bool = False
+    tokens_limit: int = 0
+    tokens_remaining: int = 0
+
+    @property
+    def admitted(self) -> bool:
+        return not self.refused
+
+
+def budget_period(now: float, per: str) -> str:
+    day = time.strftime("%Y-%m-%d", time.gmtime(now))
+    return day if per == "day" else day[:7]
+
+
+def period_reset(now: float, per: str) -> float:
+    """Seconds until the budget period (a UTC day or month) ends."""
+    if per == "day":
+        return 86400 - (now % 86400)
+    today = datetime.fromtimestamp(now, tz=UTC)
+    following = datetime(today.year + (today.month == 12), today.month % 12 + 1, 1, tzinfo=UTC)
+    return following.timestamp() - now
+
+
+class Accounting:
+    def __init__(self, client: redis.Redis, prefix: str = "ccgate:") -> None:
+        self.client = client
+        self.prefix = prefix
+        self._admit = client.register_script(ADMIT)
+        self._log_tokens = client.register_script(LOG_TOKENS)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _key(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    async def admit(self, identity: Identity, now: float | None = None) -> Admission:
+        now = time.time() if now is None else now
+        limits = identity.limits
+        if not (limits.rpm or limits.tpm or limits.cloud_tokens):
+            return Admission()
+        budget = self._key("budget", identity.key, budget_period(now, limits.budget_per or "day"))
+        refused, made, wait_ms, used, spent = await self._admit(
+            keys=[self._key("rl:req", identity.key), self._key("rl:tok", identity.key), budget],
+            args=[limits.rpm or 0, limits.tpm or 0, uuid.uuid4().hex, int(bool(limits.cloud_tokens))],
+        )
+        reset = max(0.0, int(wait_ms) / 1000)
+        if refused == 1:
+            return Admission("requests", limits.rpm or 0, 0, reset)
+        if refused == 2:
+            return Admission("tokens", reset_seconds=reset, tokens_limit=limits.tpm or 0)
+        return Admission(
+            limit=limits.rpm or 0,
+            remaining=max(0, (limits.rpm or 0) - int(made)),
+            budget_spent=bool(limits.cloud_tokens) and int(spent) >= (limits.cloud_tokens or 0),
+            tokens_limit=limits.tpm or 0,
+            tokens_remaining=max(0, (limits.tpm or 0) - int(used)),
+        )
+
+    def record(self, identity: Identity, backend: str, cloud: bool, usage: Usage) -> asyncio.Task[None] | None:
+        """Count an answer's tokens, in the background (the answer is already on its way); the
+        task is returned for a caller that wants the count in before it answers."""
+        if not usage.input + usage.cached + usage.output:
+            return None
+        task = asyncio.get_running_loop().create_task(self._record(identity, backend, cloud, usage))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _record(self, identity: Identity, backend: str, cloud: bool, usage: Usage) -> None:
+        now = time.time()
+        total = usage.input + usage.cached + usage.output
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            if identity.limits.tpm:
+                await self._log_tokens(
+                    keys=[self._key("rl:tok", identity.key)], args=[total, uuid.uuid4().hex], client=pipe
+                )
+            if cloud:
+                budget = self._key("budget", identity.key, budget_period(now, identity.limits.budget_per or "day"))
+                pipe.incrby(budget, total)
+                pipe.expire(budget, 40 * 86400)
+            usage_key = self._key("usage", budget_period(now, "day"))
+            model = (usage.model or "?").replace("\t", " ")[:120]
+            for kind, n in zip(USAGE_KINDS, (usage.input, usage.cached, usage.output), strict=True):
+                if n:
+                    pipe.hincrby(usage_key, f"{identity.key}\t{identity.team}\t{backend}\t{model}\t{kind}", n)
+            pipe.expire(usage_key, USAGE_TTL)
+            await pipe.execute()
+        except (RedisError, OSError) as exc:
+            log.warning("usage of key %s not recorded (%s)", identity.key, type(exc).__name__)
+
+    async def usage(self, days: Iterable[str]) -> list[UsageRow]:
+        """What was used on these days (YYYY-MM-DD)."""
+        days = list(days)
+        pipe = self.client.pipeline(transaction=False)
+        for day in days:
+            pipe.hgetall(self._key("usage", day))
+        rows = []
+        for day, fields in zip(days, await pipe.execute(), strict=True):
+            for field, value in fields.items():
+                field = field.decode() if isinstance(field, bytes) else field
+                parts = field.split("\t")
+                if len(parts) == 5 and parts[4] in USAGE_KINDS:
+                    rows.append(UsageRow(day, *parts, int(value)))
+        return rows
+
+    async def drain(self) -> None:
+        """Wait for the usage writes in flight (at shutdown)."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    day: str
+    key: str
+    team: str
+    backend: str
+    model: str
+    kind: str  # input | cached | output
+    tokens: int
+
+
+def usage_days(since: str) -> int | None:
+    """Days in a `--since` such as 7d (or 7); None when it is not one."""
+    text = since.strip().removesuffix("d")
+    return int(text) if text.isdigit() and 1 <= int(text) <= MAX_DAYS else None
+
+
+def last_days(count: int, now: float | None = None) -> list[str]:
+    now = time.time() if now is None else now
+    return [budget_period(now - i * 86400, "day") for i in range(count)]
+
+
+def price_of(model: str, prices: Mapping[str, Price]) -> Price | None:
+    """The price of the first glob in `prices` that matches the model."""
+    return next((p for glob, p in prices.items() if fnmatch.fnmatchcase(model, glob)), None)
+
+
+def summarize(
+    rows: Iterable[UsageRow], by: str, local: Iterable[str], prices: Mapping[str, Price] | None = None
+) -> list[dict]:
+    """Usage totalled per key, team or backend: tokens input, cached and output, the share that
+    the local box served, and the cost in dollars of what was priced (None when nothing was)."""
+    local = set(local)
+    totals: dict[str, dict] = {}
+    for row in rows:
+        name = getattr(row, by)
+        entry = totals.setdefault(
+            name, {by: name, "input": 0, "cached": 0, "output": 0, "local": 0, "cloud": 0, "cost_usd": None}
+        )
+        entry[row.kind] += row.tokens
+        entry["local" if row.backend in local else "cloud"] += row.tokens
+        price = price_of(row.model, prices or {})
+        if price is not None:
+            entry["cost_usd"] = (entry["cost_usd"] or 0.0) + row.tokens * getattr(price, row.kind) / 1e6
+    out = sorted(totals.values(), key=lambda e: -(e["input"] + e["cached"] + e["output"]))
+    for entry in out:
+        total = entry["local"] + entry["cloud"]
+        entry["local_share"] = round(entry["local"] / total, 3) if total else 0.0
+        if entry["cost_usd"] is not None:
+            entry["cost_usd"] = round(entry["cost_usd"], 4)
+    return out
