@@ -89,6 +89,29 @@ GATEWAY = [
         "reqps",
         [("{{backend}} {{action}}", f"sum by (backend, action) (rate(ccgate_handoffs_total[{RATE}]))")],
     ),
+    (
+        "Tokens per second by team (team keys)",
+        "none",
+        [("{{team}} {{place}}", f"sum by (team, place) (rate(ccgate_team_tokens_total[{RATE}]))")],
+    ),
+    (
+        "Local vs cloud share of the team's tokens",
+        "percentunit",
+        [
+            (
+                "{{place}}",
+                f"sum by (place) (rate(ccgate_team_tokens_total[{RATE}])) / scalar(sum(rate(ccgate_team_tokens_total[{RATE}])) > 0)",
+            )
+        ],
+    ),
+    (
+        "Refused by a key's limits (429) / waiting for a local slot",
+        "none",
+        [
+            ("{{team}} over {{limit}}/s", f"sum by (team, limit) (rate(ccgate_limited_total[{RATE}]))"),
+            ("waiting on {{backend}}", "sum by (backend) (ccgate_queue_waiting)"),
+        ],
+    ),
 ]
 
 LOCAL_MODELS = [

@@ -4,9 +4,12 @@ real Prometheus scraping ccgate and a real llama-server during a short scripted 
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import shutil
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -65,7 +68,7 @@ def prometheus(tmp_path: Path, logdir: Path, owned):  # type: ignore[no-untyped-
 
 
 def test_every_panel_query_returns_data(
-    prometheus, owned, tmp_path: Path, logdir: Path, tool_llama: Process, text_llama: Process
+    prometheus, owned, tmp_path: Path, logdir: Path, tool_llama: Process, text_llama: Process, redis_url: str
 ) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     policy = tmp_path / "policy.yaml"
@@ -81,18 +84,31 @@ def test_every_panel_query_returns_data(
                     {"name": "doomed", "when": {"model": "*doomed*"}, "to": ["dead"]},
                     {"name": "default", "to": ["dead", "local", "fallback"]},
                 ],
+                "teams": {"core": {}},  # the team panels: one team's usage, local and cloud
+                "state": {"key_prefix": f"test-{secrets.token_hex(4)}:"},
             }
         )
     )
-    gw = owned(start_gateway(policy, logdir, {"CCGATE_RELOAD_INTERVAL": "0"}))
+    env = {"CCGATE_RELOAD_INTERVAL": "0", "CCGATE_AUTH": "keys", "REDIS_URL": redis_url}
+    gw = owned(start_gateway(policy, logdir, env))
+    made = subprocess.run(
+        [sys.executable, "-m", "router.cli", "keys", "add", "dev", "--team", "core", "--config", str(policy)],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert made.returncode == 0, made.stderr
+    key = {"x-api-key": made.stdout.splitlines()[-1]}
     url = prometheus({"ccgate": f"127.0.0.1:{gw.port}", "llama": f"127.0.0.1:{tool_llama.port}"})
     gw.proc.send_signal(signal.SIGHUP)  # type: ignore[union-attr]  # one policy reload
     scrapes = 0
     for i in range(8):  # a short scripted load spread over several scrapes
         stream = i % 2 == 0
-        r = httpx.post(gw.url + "/v1/messages", json={**ask(), "stream": stream}, timeout=30)
+        r = httpx.post(gw.url + "/v1/messages", json={**ask(), "stream": stream}, headers=key, timeout=30)
         assert r.status_code == 200
-        assert httpx.post(gw.url + "/v1/messages", json={**ask(), "model": "doomed"}, timeout=30).status_code == 529
+        doomed = httpx.post(gw.url + "/v1/messages", json={**ask(), "model": "doomed"}, headers=key, timeout=30)
+        assert doomed.status_code == 529
         scrapes = scraped_since(url, scrapes)
     check = subprocess.run(
         ["promtool", "check", "metrics"], input=httpx.get(gw.url + "/metrics").text, capture_output=True, text=True
