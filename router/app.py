@@ -10,7 +10,7 @@ from litestar import Litestar
 from litestar.datastructures import State
 from opentelemetry.sdk.trace import TracerProvider
 
-from router.api import admin, health, messages
+from router.api import admin, health, messages, openai
 from router.api import metrics as api_metrics
 from router.api.auth import auth_mode
 from router.api.errors import EXCEPTION_HANDLERS
@@ -80,6 +80,8 @@ def create_app(
             messages.create_message,
             messages.count_tokens,
             messages.list_models,
+            openai.chat_completions,
+            openai.responses,
             health.probe_head,
             health.index,
             health.healthz,

@@ -132,6 +132,9 @@ def _explain(args: argparse.Namespace) -> int:
     import asyncio
     import json
 
+    import msgspec
+
+    from router.api.dialects import dialect_for
     from router.policy.engine import Engine
     from router.policy.explain import explain, render
     from router.policy.features import features_of
@@ -142,14 +145,17 @@ def _explain(args: argparse.Namespace) -> int:
         policy = load_policy(settings.policy_path)
         loaded = json.loads(args.request.read_text())
         capture = isinstance(loaded, dict) and isinstance(loaded.get("body"), dict)
-        raw = loaded["body"] if capture else loaded
+        body = loaded["body"] if capture else loaded
         headers = {k.lower(): v for k, v in (loaded.get("headers") or {}).items()} if capture else {}
+        dialect = dialect_for(loaded.get("path") if capture else None, body)
+        parsed = dialect.parse(msgspec.json.encode(body))
+        raw = parsed.canonical
         request = validate(raw, MessagesRequest)
     except (PolicyError, ValueError, OSError, InvalidRequest) as exc:
         print(f"ccgate explain: {exc}", file=sys.stderr)
         return 2
     state = asyncio.run(_live_state(policy)) if args.state == "live" else {}
-    explained = explain(Engine(policy), features_of(request, raw, headers), state)
+    explained = explain(Engine(policy), features_of(request, raw, headers), state, dialect.name, parsed.dropped_tools)
     print(json.dumps(explained, indent=2) if args.json else render(explained))
     return 0
 

@@ -353,7 +353,7 @@ async def _close_later(backend: Backend, delay: float) -> None:
 
 
 def transformed(incoming: Incoming, step: Transform) -> Incoming:
+    """The request after a rule's transform: a client's native body no longer says what to send."""
     raw = apply(step, incoming.raw)
-    return Incoming(
-        validate(raw, type(incoming.request)), raw, msgspec.json.encode(raw), incoming.headers, incoming.query
-    )
+    request = validate(raw, type(incoming.request))
+    return Incoming(request, raw, msgspec.json.encode(raw), incoming.headers, incoming.query, dialect=incoming.dialect)

@@ -8,6 +8,7 @@ from litestar import Request, Response, delete, get, post
 
 from router.admission import limits_problem, local_backends
 from router.api.auth import admin_refusal
+from router.api.dialects import BY_NAME, dialect_for
 from router.api.errors import error_response
 from router.gateway import Gateway
 from router.policy.explain import explain
@@ -28,10 +29,14 @@ class NewKey(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 async def admin_explain(request: Request) -> Response | dict:
     if (refused := admin_refusal(request)) is not None:
         return refused
-    raw = decode_body(await request.body())
-    parsed = validate(raw, MessagesRequest)
+    body = await request.body()
+    # ?dialect=chat|responses|anthropic, else told from the body's shape
+    dialect = BY_NAME.get(request.query_params.get("dialect", "")) or dialect_for(None, decode_body(body))
+    parsed = dialect.parse(body)
+    canonical = validate(parsed.canonical, MessagesRequest)
     gateway: Gateway = request.app.state.gateway
-    return explain(gateway.engine, features_of(parsed, raw, request.headers), gateway.snapshot())
+    features = features_of(canonical, parsed.canonical, request.headers)
+    return explain(gateway.engine, features, gateway.snapshot(), dialect.name, parsed.dropped_tools)
 
 
 @get("/admin/keys")

@@ -28,11 +28,15 @@ MISSING = (
 
 
 class Refused(Exception):
-    """The request carries no usable team key; `response` says why, in Anthropic's shape."""
+    """The request carries no usable team key; `response()` says why, in the caller's dialect."""
 
-    def __init__(self, response: Response) -> None:
-        super().__init__(response.status_code)
-        self.response = response
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.status = 401
+        self.message = message
+
+    def response(self, openai: bool = False) -> Response:
+        return error_response(self.status, self.message, "authentication_error", openai=openai)
 
 
 def auth_mode(settings: Settings, policy: Policy) -> str:
@@ -69,12 +73,12 @@ async def identify(request: Request) -> tuple[Identity | None, dict[str, str]]:
     if auth_mode(settings, gateway.policy) != "keys" or gateway.keys is None:
         return None, headers
     if key is None:
-        raise Refused(error_response(401, MISSING, "authentication_error"))
+        raise Refused(MISSING)
     record = await gateway.keys.lookup(key)
     if record is None:
-        raise Refused(error_response(401, "unknown team key", "authentication_error"))
+        raise Refused("unknown team key")
     if record.revoked:
-        raise Refused(error_response(401, f"the team key {record.name!r} was revoked", "authentication_error"))
+        raise Refused(f"the team key {record.name!r} was revoked")
     team = gateway.policy.teams.get(record.team, Limits())
     return Identity(record.name, record.team, record.limits.over(team)), headers
 

@@ -1,4 +1,5 @@
-"""Every failure reaches the client as an Anthropic error body, never as a stack trace."""
+"""Every failure reaches the client as an error body of its own dialect, never as a stack trace:
+Anthropic's `{"type": "error", ...}`, or OpenAI's `{"error": {...}}` on the OpenAI paths."""
 
 from __future__ import annotations
 
@@ -11,19 +12,29 @@ from opentelemetry import trace
 from router.dispatch import DispatchFailed
 from router.policy.features import client_kind
 from router.protocol.anthropic import InvalidRequest
-from router.protocol.errors import anthropic_error_body
+from router.protocol.errors import anthropic_error_body, openai_error_body
 from router.telemetry import record
 from router.telemetry.tracing import trace_id
 
 log = logging.getLogger("ccgate.api")
 
 ROUTE_HEADERS = ("x-ccgate-route", "x-ccgate-fallback-reason")
+OPENAI_PATHS = ("/v1/chat/completions", "/v1/responses")
+
+
+def openai_path(path: str) -> bool:
+    return path.rstrip("/") in OPENAI_PATHS
 
 
 def error_response(
-    status: int, message: str, error_type: str | None = None, headers: dict[str, str] | None = None
+    status: int,
+    message: str,
+    error_type: str | None = None,
+    headers: dict[str, str] | None = None,
+    openai: bool = False,
 ) -> Response[dict]:
-    return Response(anthropic_error_body(status, message, error_type), status_code=status, headers=headers)
+    body = (openai_error_body if openai else anthropic_error_body)(status, message, error_type)
+    return Response(body, status_code=status, headers=headers)
 
 
 def _count_refused(request: Request, status: int) -> None:
@@ -40,7 +51,7 @@ def on_refused(request: Request, exc: InvalidRequest | HTTPException) -> Respons
     """A body refused before routing: 400 naming the field, or 413; counted as `invalid`."""
     if isinstance(exc, InvalidRequest):
         _count_refused(request, 400)
-        return error_response(400, str(exc))
+        return error_response(400, str(exc), openai=openai_path(request.url.path))
     return _http_error(request, exc)
 
 
@@ -70,7 +81,7 @@ def traced(request: Request, response: Response[dict]) -> Response[dict]:
     return with_trace_id(response, span)
 
 
-def on_dispatch_failed(_: Request, exc: DispatchFailed) -> Response[dict]:
+def on_dispatch_failed(request: Request, exc: DispatchFailed) -> Response[dict]:
     log.warning("request failed (rule %s): %d %s", exc.rule, exc.status, exc.message)
     headers = {"x-ccgate-route": exc.rule}
     if exc.fallbacks:
@@ -78,7 +89,7 @@ def on_dispatch_failed(_: Request, exc: DispatchFailed) -> Response[dict]:
     if exc.status == 529:
         headers["retry-after"] = "1"
     headers.update(exc.headers)
-    return error_response(exc.status, exc.message, exc.error_type, headers)
+    return error_response(exc.status, exc.message, exc.error_type, headers, openai_path(request.url.path))
 
 
 def on_http_exception(request: Request, exc: HTTPException) -> Response[dict]:
@@ -97,13 +108,14 @@ def _http_error(request: Request, exc: HTTPException) -> Response[dict]:
     else:
         message = str(exc.detail)
     _count_refused(request, status)
-    return error_response(status, message)
+    return error_response(status, message, openai=openai_path(request.url.path))
 
 
 def on_unexpected(request: Request, exc: Exception) -> Response[dict]:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     _count_refused(request, 500)
-    return traced(request, error_response(500, f"internal gateway error ({type(exc).__name__})"))
+    message = f"internal gateway error ({type(exc).__name__})"
+    return traced(request, error_response(500, message, openai=openai_path(request.url.path)))
 
 
 def header_safe(text: str, limit: int = 512) -> str:

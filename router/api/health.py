@@ -18,7 +18,7 @@ async def index() -> dict:
     return {
         "name": "ccgate",
         "version": __version__,
-        "api": ["/v1/messages", "/v1/messages/count_tokens", "/v1/models"],
+        "api": ["/v1/messages", "/v1/messages/count_tokens", "/v1/chat/completions", "/v1/responses", "/v1/models"],
     }
 
 

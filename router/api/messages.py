@@ -1,144 +1,47 @@
-"""The Anthropic Messages dialect: /v1/messages, /v1/messages/count_tokens, /v1/models."""
+"""The Anthropic Messages dialect: /v1/messages, /v1/messages/count_tokens; and /v1/models,
+answered in the shape of whoever asks."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import time
 
 from litestar import Request, Response, get, post
-from litestar.exceptions import HTTPException
 from litestar.response import Stream
-from opentelemetry import trace
 
 from router.api.auth import Refused, identify
-from router.api.errors import on_dispatch_failed, on_refused, with_trace_id
-from router.api.replies import ClientGone, to_response, unless_client_leaves
-from router.backends.base import Incoming
-from router.dispatch import DispatchFailed, Operation
+from router.api.dialects import ANTHROPIC
+from router.api.ingress import handle
 from router.gateway import Gateway
-from router.policy.features import client_kind
-from router.protocol.anthropic import CountTokensRequest, InvalidRequest, MessagesRequest, decode_body, validate
-from router.telemetry import record
-from router.telemetry.metrics import Metrics
-from router.telemetry.tracing import trace_id
-
-log = logging.getLogger("ccgate.api")
-CLIENT_CLOSED = 499  # nginx's "client closed request": nobody is left to read it
-
-
-async def _handle(
-    request: Request, kind: type[MessagesRequest] | type[CountTokensRequest], op: Operation
-) -> Response | Stream:
-    gateway: Gateway = request.app.state.gateway
-    metrics: Metrics = request.app.state.metrics
-    client = client_kind(request.headers.get("user-agent", ""))
-    started = time.perf_counter()
-    span = gateway.tracer.start_span(
-        f"POST {request.url.path}",
-        kind=trace.SpanKind.SERVER,
-        attributes={"http.request.method": "POST", "url.path": request.url.path, "ccgate.client": client},
-    )
-    with trace.use_span(span, end_on_exit=False):
-        try:
-            identity, headers = await identify(request)
-        except Refused as refused:
-            record.refused(metrics, refused.response.status_code, client)
-            _end_failed(span, refused.response.status_code, refused.response.content["error"]["message"])
-            return with_trace_id(refused.response, span)
-        if identity is not None:
-            span.set_attribute("ccgate.team", identity.team)
-        try:
-            body = await request.body()
-            raw = decode_body(body)
-            incoming = Incoming(validate(raw, kind), raw, body, headers, request.url.query or "")
-        except (InvalidRequest, HTTPException) as exc:
-            status = exc.status_code if isinstance(exc, HTTPException) else 400
-            response = on_refused(request, exc)
-            _end_failed(span, status, response.content["error"]["message"])
-            return with_trace_id(response, span)
-        try:
-            outcome = await unless_client_leaves(request, gateway.route(incoming, op, identity))
-        except ClientGone:
-            record.client_gone(metrics, client)
-            span.set_attribute("error.type", "client_gone")
-            span.end()
-            log.info("%s: client left before the answer started; upstream request cancelled", op)
-            return Response(b"", status_code=CLIENT_CLOSED)
-        except DispatchFailed as failure:
-            record.failed(metrics, failure, client)
-            _end_failed(span, failure.status, failure.message)
-            return with_trace_id(on_dispatch_failed(request, failure), span)
-        record.answered(metrics, outcome, client, started)
-        span.set_attributes({"http.response.status_code": outcome.reply.status, "ccgate.backend": outcome.backend})
-        if outcome.reply.streaming:
-            outcome.reply.on_close.append(span.end)
-        else:
-            span.end()
-    elapsed_ms = (time.perf_counter() - started) * 1000
-    log.info(
-        "%s %s -> %s (rule %s)%s: %d in %.0f ms%s",
-        op,
-        incoming.request.model,
-        outcome.backend,
-        outcome.rule,
-        f" after [{'; '.join(outcome.fallbacks)}]" if outcome.fallbacks else "",
-        outcome.reply.status,
-        elapsed_ms,
-        " to first byte" if outcome.reply.streaming else "",
-        extra={
-            "fields": {
-                "op": op,
-                "model": incoming.request.model,
-                "rule": outcome.rule,
-                "backend": outcome.backend,
-                "slot": outcome.slot if outcome.slot >= 0 else None,
-                "reused_tokens": outcome.choice.reused if outcome.choice else 0,
-                "status": outcome.reply.status,
-                "stream": outcome.reply.streaming,
-                "ms": round(elapsed_ms, 1),
-                "fallbacks": outcome.fallbacks,
-                "handoff": outcome.handoff.describe() if outcome.handoff else None,
-                "client": client,
-                "key": identity.key if identity else None,
-                "team": identity.team if identity else None,
-                "trace_id": trace_id(span),
-            }
-        },
-    )
-    return with_trace_id(to_response(outcome), span)
-
-
-def _end_failed(span: trace.Span, status: int, message: str) -> None:
-    span.set_attribute("http.response.status_code", status)
-    span.set_status(trace.Status(trace.StatusCode.ERROR, message))
-    span.end()
+from router.protocol.anthropic import CountTokensRequest, MessagesRequest
 
 
 @post("/v1/messages", status_code=200)
 async def create_message(request: Request) -> Response | Stream:
-    return await _handle(request, MessagesRequest, "messages")
+    return await handle(request, ANTHROPIC, MessagesRequest, "messages")
 
 
 @post("/v1/messages/count_tokens", status_code=200)
 async def count_tokens(request: Request) -> Response | Stream:
-    return await _handle(request, CountTokensRequest, "count_tokens")
+    return await handle(request, ANTHROPIC, CountTokensRequest, "count_tokens")
 
 
 @get("/v1/models")
 async def list_models(request: Request) -> Response[dict] | dict:
-    """The models the policy's backends serve: configured names, else what each server lists."""
+    """The models the policy's backends serve: configured names, else what each server lists.
+
+    Anthropic clients (they send `anthropic-version`) get Anthropic's page shape; everyone else
+    OpenAI's list, which also carries Anthropic's paging fields so a plain reader of either works."""
+    anthropic = "anthropic-version" in request.headers
     try:
         await identify(request)
     except Refused as refused:
-        return refused.response
+        return refused.response(openai=not anthropic)
     gateway: Gateway = request.app.state.gateway
     listed = await asyncio.gather(*(b.models() for b in gateway.backends.values()))
     names = list(dict.fromkeys(name for names in listed for name in names))
-    data = [{"type": "model", "id": n, "display_name": n, "created_at": "1970-01-01T00:00:00Z"} for n in names]
-    return {
-        "data": data,
-        "has_more": False,
-        "first_id": names[0] if names else None,
-        "last_id": names[-1] if names else None,
-    }
+    paging = {"has_more": False, "first_id": names[0] if names else None, "last_id": names[-1] if names else None}
+    if anthropic:
+        data = [{"type": "model", "id": n, "display_name": n, "created_at": "1970-01-01T00:00:00Z"} for n in names]
+        return {"data": data, **paging}
+    data = [{"id": n, "object": "model", "created": 0, "owned_by": "ccgate"} for n in names]
+    return {"object": "list", "data": data, **paging}

@@ -87,6 +87,7 @@ class AnthropicWireBackend:
             reply.tool_calls = guard.outcomes
         if client_streams or self.streams_upstream:
             reply.runaway = runaway
+        reply.passthrough = incoming.dialect == "anthropic"
         return reply
 
     async def count_tokens(self, incoming: Incoming) -> Reply:
@@ -155,6 +156,16 @@ class LlamaCppBackend(AnthropicWireBackend):
     def __init__(self, name: str, config: BackendConfig) -> None:
         super().__init__(name, config)
         self._probe = LlamaProbe(self.http)
+        from router.backends.openai_wire import OpenAIWireBackend  # it imports llama_changes from here
+
+        # llama-server speaks Chat Completions too: a Chat Completions client's body goes there
+        # as sent, over the same connections, rather than through the Anthropic dialect and back
+        self._chat = OpenAIWireBackend(name, config, self.http)
+
+    async def messages(self, incoming: Incoming) -> Reply:
+        if incoming.native is not None:
+            return await self._chat.messages(incoming)
+        return await super().messages(incoming)
 
     async def probe(self, suspect: bool = False) -> Probe:
         return await self._probe()

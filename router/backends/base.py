@@ -124,6 +124,11 @@ class Incoming:
     # The prompt's tokens as measured for its known prefix (prefix index) plus an estimate of
     # the rest; for backends without a token counter of their own.
     known_tokens: int | None = None
+    # The client's own Chat Completions body: a backend that speaks that dialect is sent it
+    # (model, slot and stream options set) instead of a translation of the canonical request.
+    # None for other dialects, and once a policy transform changed the request.
+    native: dict[str, Any] | None = None
+    dialect: str = "anthropic"  # the caller's: anthropic, chat or responses
 
 
 @dataclass(slots=True)
@@ -145,6 +150,7 @@ class Reply:
     usage: Usage = field(default_factory=Usage)  # complete once the reply is closed
     tool_calls: list[str] = field(default_factory=list)  # the guard's verdict per call (tool_guard)
     runaway: RunawayGuard | None = None  # says, once the answer is over, whether it stopped one
+    passthrough: bool = False  # the client's own body went upstream, not a translation of it
     _closed: bool = False
 
     @property

@@ -25,11 +25,22 @@ JSON = "application/json"
 CHAT = "/v1/chat/completions"
 
 
+def _capped(body: dict[str, object], cap: int | None) -> dict[str, object]:
+    """The client's output limit fields, held to the backend's `output_cap`."""
+    if not cap:
+        return {}
+    return {
+        name: min(value, cap)
+        for name in ("max_tokens", "max_completion_tokens")
+        if isinstance(value := body.get(name), int) and not isinstance(value, bool)
+    } or {"max_tokens": cap}
+
+
 class OpenAIWireBackend:
-    def __init__(self, name: str, config: BackendConfig) -> None:
+    def __init__(self, name: str, config: BackendConfig, http: UpstreamClient | None = None) -> None:
         self.name = name
         self.config = config
-        self.http = UpstreamClient(name, config)
+        self.http = http or UpstreamClient(name, config)
         self._llama = LlamaProbe(self.http) if config.kind == "llamacpp" and not config.health_path else None
 
     async def messages(self, incoming: Incoming) -> Reply:
@@ -47,12 +58,18 @@ class OpenAIWireBackend:
         cap = self.config.output_cap
         if cap and request.max_tokens > cap:
             request = msgspec.structs.replace(request, max_tokens=cap)
+        native = incoming.native
+        if native is not None:  # the client's own body: its fields reach the server untranslated
+            local.pop("system", None)  # its system prompt is in its messages, as it sent them
+            local = {"model": model, **_capped(native, cap), **local}
         if request.stream or self._llama is not None:
             streamed = request if request.stream else msgspec.structs.replace(request, stream=True)
-            body = msgspec.json.encode({**to_openai_request(streamed, model), **local})
+            base = native if native is not None else to_openai_request(streamed, model)
+            usage = {"stream_options": {**(base.get("stream_options") or {}), "include_usage": True}}
+            body = msgspec.json.encode({**base, **local, "stream": True, **usage})
             reply = await self._stream(body, headers, request.model, guard, collect_all=not request.stream)
         else:
-            body = msgspec.json.encode({**to_openai_request(request, model), **local})
+            body = msgspec.json.encode({**(native or to_openai_request(request, model)), **local})
             _, content = await self.http.post(CHAT, body, headers)
             try:
                 decoded = msgspec.json.decode(content)
@@ -66,6 +83,7 @@ class OpenAIWireBackend:
             )
         if guard is not None:
             reply.tool_calls = guard.outcomes
+        reply.passthrough = native is not None
         return reply
 
     async def _stream(

@@ -10,7 +10,15 @@ from router.policy.features import Features
 from router.policy.snapshot import BackendSnapshot
 
 
-def explain(engine: Engine, features: Features, state: Mapping[str, BackendSnapshot]) -> dict[str, Any]:
+def explain(
+    engine: Engine,
+    features: Features,
+    state: Mapping[str, BackendSnapshot],
+    dialect: str = "anthropic",
+    dropped_tools: list[str] | None = None,
+) -> dict[str, Any]:
+    """`dialect`: the caller's (anthropic, chat, responses); `dropped_tools`: hosted tool types
+    taken out on the way in, because no backend of a policy can run them."""
     decision = engine.decide(features, state)
     rule = next((r for r in engine.policy.rules if r.name == decision.rule), None)
     targets = rule.targets if rule else []
@@ -35,6 +43,8 @@ def explain(engine: Engine, features: Features, state: Mapping[str, BackendSnaps
             "images": features.images,
             "max_tokens": features.max_tokens,
             "client": features.client,
+            "dialect": dialect,
+            "dropped_tools": dropped_tools or [],
         },
     }
 
@@ -45,6 +55,12 @@ def render(explained: dict[str, Any]) -> str:
     lines = [
         f"request: model {f['model']}, ~{f['tokens']} tokens, {f['tools']} tools, "
         f"thinking {'on' if f['thinking'] else 'off'}, images {'yes' if f['images'] else 'no'}, client {f['client']}",
+        f"dialect: {f['dialect']}"
+        + (
+            f" (dropped hosted tools no backend here runs: {', '.join(f['dropped_tools'])})"
+            if f["dropped_tools"]
+            else ""
+        ),
         f"rule:    {explained['rule']}",
         f"goes to: {explained['backend'] or 'nobody (529 overloaded)'}",
         "",

@@ -15,6 +15,8 @@ CLIENT_KINDS = (
     ("claude-cli/", "claude-cli"),
     ("opencode/", "opencode"),
     ("crush/", "crush"),
+    ("codex_", "codex"),  # codex_exec/0.169.0, codex_cli_rs/...
+    ("qwencode/", "qwen-code"),
     ("anthropic/", "sdk"),
     ("openai/", "sdk"),
 )

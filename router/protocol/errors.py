@@ -47,6 +47,17 @@ def anthropic_error_body(status: int, message: str, error_type: str | None = Non
     }
 
 
+# OpenAI's error types by HTTP status; `code` carries the finer kind (the Anthropic-style type).
+OPENAI_ERROR_TYPES: dict[int, str] = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
+
+
+def openai_error_body(status: int, message: str, error_type: str | None = None) -> dict[str, Any]:
+    """`{"error": {message, type, param, code}}`, the shape the OpenAI SDKs read."""
+    kind = OPENAI_ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
+    code = error_type if error_type in KNOWN_TYPES else anthropic_error_type(status)
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+
+
 def anthropic_error_event(status: int, message: str, error_type: str | None = None) -> bytes:
     """An SSE `event: error` that ends an Anthropic stream after bytes were already sent."""
     data = msgspec.json.encode(anthropic_error_body(status, message, error_type))
