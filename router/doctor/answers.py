@@ -112,6 +112,47 @@ def read_openai_stream(body: bytes) -> Answer:
     return answer
 
 
+def read_responses(body: bytes) -> Answer:
+    try:
+        response = msgspec.json.decode(body)
+        output = response["output"]
+    except (msgspec.DecodeError, KeyError, TypeError):
+        return Answer(200, upstream_error_message(body) or "not a response object")
+    return _response_answer(response, output)
+
+
+def read_responses_stream(body: bytes) -> Answer:
+    """The stream's last `response.completed` (or `.incomplete`) holds the whole response."""
+    for event in reversed(SSEDecoder().feed(body + b"\n\n")):
+        try:
+            data = msgspec.json.decode(event.data)
+        except msgspec.DecodeError:
+            return Answer(200, f"stream event is not JSON: {event.data[:120]!r}")
+        kind = data.get("type") if isinstance(data, dict) else None
+        if (
+            kind in ("error", "response.failed")
+            or event.event == "error"
+            or (isinstance(data, dict) and data.get("error"))
+        ):
+            return Answer(200, upstream_error_message(event.data.encode()) or str(data)[:200])
+        if kind in ("response.completed", "response.incomplete") and isinstance(data.get("response"), dict):
+            return _response_answer(data["response"], data["response"].get("output") or [])
+    return Answer(200, "the stream has no response.completed event")
+
+
+def _response_answer(response: dict[str, Any], output: list[Any]) -> Answer:
+    usage = response.get("usage") or {}
+    answer = Answer(200, input_tokens=usage.get("input_tokens") if isinstance(usage, dict) else None)
+    for item in output:
+        if not isinstance(item, dict):
+            continue
+        if item.get("type") == "function_call":
+            answer.calls.append((item.get("name", ""), item.get("arguments") or ""))
+        elif item.get("type") == "message":
+            answer.text += "".join(p.get("text", "") for p in item.get("content") or () if isinstance(p, dict))
+    return answer
+
+
 def _anthropic_input(usage: dict[str, Any] | None) -> int | None:
     if not usage:
         return None

@@ -19,6 +19,8 @@ from router.doctor.answers import (
     read_anthropic_stream,
     read_openai,
     read_openai_stream,
+    read_responses,
+    read_responses_stream,
 )
 from router.policy.model_families import Family, family_of, family_of_template
 from router.policy.schema import BackendConfig
@@ -26,8 +28,18 @@ from router.protocol.tool_check import ToolBox, ToolCallError
 from router.protocol.tool_text import extract
 
 Status = Literal["ok", "fail", "warn", "skip"]
-Dialect = Literal["anthropic", "openai"]
-PATHS: dict[Dialect, str] = {"anthropic": "/v1/messages", "openai": "/v1/chat/completions"}
+Dialect = Literal["anthropic", "openai", "responses"]
+PATHS: dict[Dialect, str] = {
+    "anthropic": "/v1/messages",
+    "openai": "/v1/chat/completions",
+    "responses": "/v1/responses",
+}
+BODIES = {"anthropic": req.anthropic_body, "openai": req.openai_body, "responses": req.responses_body}
+READERS = {
+    "anthropic": (read_anthropic, read_anthropic_stream),
+    "openai": (read_openai, read_openai_stream),
+    "responses": (read_responses, read_responses_stream),
+}
 TEMPLATE_FIX = (
     "start llama-server with --jinja and the chat template made for your model "
     "(--chat-template-file model.jinja, or a GGUF whose embedded template renders tools)"
@@ -90,7 +102,9 @@ async def examine(name: str, config: BackendConfig, probe_timeout: float) -> Rep
 
 def _dialects(config: BackendConfig) -> list[Dialect]:
     if config.kind == "llamacpp":
-        return ["anthropic", "openai"]  # llama-server speaks both; ccgate uses `dialect`
+        # llama-server speaks all three; ccgate sends `dialect` (anthropic or openai), and the
+        # Responses probe says whether Codex CLI's own dialect works there too
+        return ["anthropic", "openai", "responses"]
     return ["openai"] if config.kind == "openai" else ["anthropic"]
 
 
@@ -252,19 +266,27 @@ async def _probe(
     tools: bool = True,
 ) -> Answer:
     model = config.upstream_model(facts.model or "claude-sonnet-4-5")
-    body = req.anthropic_body(model, stream, tools) if dialect == "anthropic" else req.openai_body(model, stream, tools)
+    body = BODIES[dialect](model, stream, tools)
     headers = {"content-type": "application/json", **_headers(config)}
-    try:
-        response = await http.client.post(http.url(PATHS[dialect]), json=body, headers=headers, timeout=probe_timeout)
-    except httpx.TimeoutException:
-        return Answer(0, f"no answer within {probe_timeout:g}s")
-    except httpx.HTTPError as exc:
-        return Answer(0, describe(exc))
+    for attempt in (1, 2):
+        try:
+            response = await http.client.post(
+                http.url(PATHS[dialect]), json=body, headers=headers, timeout=probe_timeout
+            )
+            break
+        except httpx.RemoteProtocolError as exc:
+            # a kept-alive connection the server had just closed: the probe changes nothing, so
+            # it is sent once more on a new connection before it counts as the server's answer
+            if attempt == 2:
+                return Answer(0, describe(exc))
+        except httpx.TimeoutException:
+            return Answer(0, f"no answer within {probe_timeout:g}s")
+        except httpx.HTTPError as exc:
+            return Answer(0, describe(exc))
     if response.status_code >= 400:
         return error_answer(response.status_code, response.content)
-    if dialect == "anthropic":
-        return read_anthropic_stream(response.content) if stream else read_anthropic(response.content)
-    return read_openai_stream(response.content) if stream else read_openai(response.content)
+    whole, streamed = READERS[dialect]
+    return streamed(response.content) if stream else whole(response.content)
 
 
 async def _tools_dropped(

@@ -57,3 +57,21 @@ def openai_body(model: str, stream: bool, tools: bool = True) -> dict[str, Any]:
         function = {"name": "Read", "description": READ_TOOL["description"], "parameters": READ_SCHEMA}
         body["tools"] = [{"type": "function", "function": function}]
     return body
+
+
+def responses_body(model: str, stream: bool, tools: bool = True) -> dict[str, Any]:
+    """Codex CLI-shaped: instructions, input items, flat function tools, nothing stored."""
+    body: dict[str, Any] = {
+        "model": model,
+        "max_output_tokens": MAX_TOKENS,
+        "instructions": SYSTEM,
+        "input": [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": PROMPT}]}],
+        "temperature": 0,
+        "store": False,
+        "stream": stream,
+    }
+    if tools:
+        body["tools"] = [
+            {"type": "function", "name": "Read", "description": READ_TOOL["description"], "parameters": READ_SCHEMA}
+        ]
+    return body

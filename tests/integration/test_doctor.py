@@ -45,7 +45,7 @@ def checks_of(report: dict) -> dict[str, dict]:
     return {check["name"]: check for check in report["checks"]}
 
 
-PROBES = ["tool call anthropic", "tool call anthropic stream", "tool call openai", "tool call openai stream"]
+PROBES = [f"tool call {d}{s}" for d in ("anthropic", "openai", "responses") for s in ("", " stream")]
 
 
 def test_doctor_tells_each_failure_and_its_fix(policy: Path) -> None:
@@ -79,6 +79,7 @@ def test_doctor_tells_each_failure_and_its_fix(policy: Path) -> None:
 
     vllm_like = checks_of(reports["vllm_like"])
     assert set(vllm_like) >= {"tool call openai", "tool call openai stream"} and "tool call anthropic" not in vllm_like
+    assert "tool call responses" not in vllm_like
     assert vllm_like["tool call openai"]["detail"].startswith("no tool call returned")
 
     down = checks_of(reports["down"])
