@@ -2,6 +2,7 @@
 
     python bench/overhead.py [--requests 400] [--servers uvicorn,granian] [--upstream URL]
                              [--state memory,redis] [--auth open,keys]
+                             [--dialects anthropic,chat,responses]
 
 The upstream is, by default, a minimal HTTP/1.1 server in its own process that answers
 `/v1/messages` at once with a fixed Anthropic reply (JSON, or SSE when the body asks to
@@ -15,6 +16,13 @@ line is what to compare across machines.
 `--auth keys` adds team keys and limits: each request carries a key whose rpm and tpm limits are
 checked (one Redis script) and whose usage is recorded, so its row against `--auth open` on the
 same state is what auth + limits cost per request. Keys need Redis: `keys` implies `redis`.
+
+`--dialects chat,responses` sends the same conversation as OpenAI Chat Completions (Opencode's
+dialect) or Responses (Codex CLI's) to ccgate's endpoints for them. Chat Completions goes to the
+stub's /v1/chat/completions as sent (llama-server's own endpoint for that dialect; the stub
+answers it with OpenAI chunks); Responses is converted and asks /v1/messages. The direct row is
+the Anthropic request straight to the stub, so each row against `anthropic` is what that
+dialect's path costs.
 """
 
 from __future__ import annotations
@@ -64,17 +72,30 @@ EVENTS = (
 )
 
 
+CHUNKS = (
+    b'data: {"id":"c","object":"chat.completion.chunk","created":0,"model":"bench",'
+    b'"choices":[{"index":0,"delta":{"role":"assistant","content":"ok"},"finish_reason":null}]}\n\n'
+    b'data: {"id":"c","object":"chat.completion.chunk","created":0,"model":"bench",'
+    b'"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
+    b'data: {"id":"c","object":"chat.completion.chunk","created":0,"model":"bench","choices":[],'
+    b'"usage":{"prompt_tokens":20000,"completion_tokens":1,"total_tokens":20001}}\n\n'
+    b"data: [DONE]\n\n"
+)
+
+
 async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
         while True:
             head = await reader.readuntil(b"\r\n\r\n")
+            chat = b"/chat/completions" in head.split(b"\r\n", 1)[0]  # llama-server's other dialect
             length = 0
             for line in head.split(b"\r\n"):
                 if line.lower().startswith(b"content-length:"):
                     length = int(line.split(b":", 1)[1])
             body = await reader.readexactly(length) if length else b""
             if b'"stream":true' in body or b'"stream": true' in body:
-                chunk = b"%x\r\n%s\r\n0\r\n\r\n" % (len(EVENTS), EVENTS)
+                events = CHUNKS if chat else EVENTS
+                chunk = b"%x\r\n%s\r\n0\r\n\r\n" % (len(events), events)
                 writer.write(
                     b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n" + chunk
                 )
@@ -175,18 +196,53 @@ async def _make_key(prefix: str) -> str:
         await client.aclose()
 
 
-def latency(base: str, body: bytes, n: int, stream: bool, key: str = "bench") -> list[float]:
+PATHS = {"anthropic": "/v1/messages?beta=true", "chat": "/v1/chat/completions", "responses": "/v1/responses"}
+
+
+def dialect_bodies(capture: dict, dialect: str) -> dict[str, bytes]:
+    """The captured Claude Code request in one dialect, streamed and not."""
+    from router.protocol.anthropic import MessagesRequest, validate
+    from router.protocol.to_openai import to_openai_request
+
+    if dialect == "anthropic":
+        whole = capture
+    else:
+        whole = to_openai_request(validate({**capture, "stream": False}, MessagesRequest), capture["model"])
+        if dialect == "responses":
+            whole = _as_responses(whole)
+    streamed = {**whole, "stream": True}
+    if dialect == "chat":
+        streamed["stream_options"] = {"include_usage": True}
+    return {"stream": json.dumps(streamed).encode(), "json": json.dumps({**whole, "stream": False}).encode()}
+
+
+def _as_responses(chat: dict) -> dict:
+    items: list[dict] = []
+    instructions = "\n".join(m["content"] for m in chat["messages"] if m["role"] == "system")
+    for m in chat["messages"]:
+        if m["role"] in ("user", "assistant"):
+            kind = "input_text" if m["role"] == "user" else "output_text"
+            parts = m["content"] if isinstance(m["content"], list) else [{"text": m["content"] or ""}]
+            content = [{"type": kind, "text": p.get("text", "")} for p in parts]
+            items.append({"type": "message", "role": m["role"], "content": content})
+    tools = [{"type": "function", **t["function"]} for t in chat.get("tools", [])]
+    return {"model": chat["model"], "instructions": instructions, "input": items, "tools": tools, "store": False}
+
+
+def latency(
+    base: str, body: bytes, n: int, stream: bool, key: str = "bench", path: str = PATHS["anthropic"]
+) -> list[float]:
     headers = {"content-type": "application/json", "anthropic-version": "2023-06-01", "x-api-key": key}
     samples: list[float] = []
     with httpx.Client(timeout=30) as client:
         for i in range(n + 20):
             start = time.perf_counter()
             if stream:
-                with client.stream("POST", base + "/v1/messages?beta=true", content=body, headers=headers) as r:
+                with client.stream("POST", base + path, content=body, headers=headers) as r:
                     for _ in r.iter_raw():
                         pass
             else:
-                r = client.post(base + "/v1/messages?beta=true", content=body, headers=headers)
+                r = client.post(base + path, content=body, headers=headers)
             elapsed = time.perf_counter() - start
             assert r.status_code == 200, r.status_code
             if i >= 20:  # warm-up: connections, caches
@@ -194,7 +250,9 @@ def latency(base: str, body: bytes, n: int, stream: bool, key: str = "bench") ->
     return samples
 
 
-async def _throughput(base: str, body: bytes, seconds: float, concurrency: int, key: str = "bench") -> float:
+async def _throughput(
+    base: str, body: bytes, seconds: float, concurrency: int, key: str = "bench", path: str = "/v1/messages"
+) -> float:
     headers = {"content-type": "application/json", "x-api-key": key}
     done = 0
     deadline = time.perf_counter() + seconds
@@ -202,7 +260,7 @@ async def _throughput(base: str, body: bytes, seconds: float, concurrency: int, 
     async def worker(client: httpx.AsyncClient) -> None:
         nonlocal done
         while time.perf_counter() < deadline:
-            r = await client.post(base + "/v1/messages", content=body, headers=headers)
+            r = await client.post(base + path, content=body, headers=headers)
             assert r.status_code == 200
             done += 1
 
@@ -228,13 +286,13 @@ def main() -> None:
     parser.add_argument("--tool-guard", default="on", help="comma list: on, off (the tool-call guard; default on)")
     parser.add_argument("--state", default="memory", help="comma list: memory, redis (REDIS_URL) for routing state")
     parser.add_argument("--auth", default="open", help="comma list: open, keys (team keys + limits; needs Redis)")
+    parser.add_argument("--dialects", default="anthropic", help="comma list: anthropic, chat, responses")
     args = parser.parse_args()
 
     capture = json.loads(FIXTURE.read_text())["body"]
-    bodies = {
-        "stream": json.dumps(capture).encode(),
-        "json": json.dumps({**capture, "stream": False}).encode(),
-    }
+    dialects = args.dialects.split(",")
+    by_dialect = {d: dialect_bodies(capture, d) for d in dialects}
+    bodies = dialect_bodies(capture, "anthropic")
     stub = None
     upstream = args.upstream
     if upstream is None:
@@ -267,6 +325,7 @@ def main() -> None:
         return " ".join(parts)
 
     gateways = {label(*v): _start_gateway(v[0], upstream, tmp, v[1], v[2], v[3]) for v in variants}
+    rows = [(name, gw, d) for name, gw in gateways.items() for d in dialects]
     try:
         for mode, body in bodies.items():
             direct = latency(upstream, body, args.requests, mode == "stream")
@@ -279,12 +338,15 @@ def main() -> None:
                 f"{'direct':<34}{mode:<8}{pct(direct, 0.5):9.2f}{pct(direct, 0.99):9.2f}{'':>11}{'':>11}"
                 f"{(f'{direct_rps:9.0f}' if direct_rps else ''):>9}"
             )
-            for server, (_, url, key) in gateways.items():
-                via = latency(url, body, args.requests, mode == "stream", key)
+            for server, (_, url, key), dialect in rows:
+                server = f"{server} {dialect}" if len(dialects) > 1 else server
+                body = by_dialect[dialect][mode]
+                path = PATHS[dialect]
+                via = latency(url, body, args.requests, mode == "stream", key, path)
                 added50 = statistics.median(via) * 1000 - statistics.median(direct) * 1000
                 added99 = pct(via, 0.99) - pct(direct, 0.99)
                 rps = (
-                    asyncio.run(_throughput(url, bodies["json"], args.seconds, args.concurrency, key))
+                    asyncio.run(_throughput(url, body, args.seconds, args.concurrency, key, path.split("?")[0]))
                     if mode == "json"
                     else None
                 )

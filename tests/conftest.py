@@ -14,6 +14,7 @@ import yaml
 
 from tests.harness import procs, scripted_model
 from tests.harness.procs import Process, start_gateway, start_llama, start_redis
+from tests.harness.team import make_team  # noqa: F401  (a fixture: team keys on real Redis)
 
 StartLlama = Callable[..., Process]
 StartGateway = Callable[..., Process]

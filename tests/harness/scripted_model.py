@@ -46,6 +46,14 @@ BROKEN_CALL = '<tool_call>\n{"name": "Read", "arguments": {"file_path": "a.txt"}
 # Prose, then a call whose argument is misnamed (`path`, not `file_path`): with a template that
 # ignores tools, the prose reaches the client before the guard can judge the call.
 CHATTY_CALL = 'Let me check that file.\n<tool_call>\n{"name": "Read", "arguments": {"path": "a.txt"}}\n</tool_call>'
+# The agents' own file and shell tools: Opencode's `read` (filePath), Codex CLI's `exec_command`.
+OPENCODE_CALL = '<tool_call>\n{"name": "read", "arguments": {"filePath": "a.txt"}}\n</tool_call>'
+CODEX_CALL = '<tool_call>\n{"name": "exec_command", "arguments": {"cmd": "cat a.txt"}}\n</tool_call>'
+# Qwen Code's `read_file` takes only absolute paths inside its workspace: the test's project is here.
+QWEN_PROJECT = "/tmp/ccgate-qwen-code"
+QWEN_CALL = '<tool_call>\n{"name": "read_file", "arguments": {"file_path": "' + QWEN_PROJECT + '/a.txt"}}\n</tool_call>'
+# A tool no agent offers: llama-server's grammar refuses it (HTTP 500), Opencode would retry.
+UNOFFERED_CALL = '<tool_call>\n{"name": "Teleport", "arguments": {"to": "mars"}}\n</tool_call>'
 LOOP_WORD = " loop"
 # An answer, then another family's end-of-turn markup written out as text, and what follows it.
 LEAKY_REPLY = "The answer is 42.<end_of_turn>\n<start_of_turn>user\nand now something else"
@@ -194,6 +202,10 @@ SCRIPTS: dict[str, Script] = {
         REASONING_TEMPLATE,
     ),
     "busy": Script("busy", _busy_cycle()),
+    "opencode": Script("opencode", {**_reply(NEWLINE_BYTE, OPENCODE_CALL), **_reply(AFTER_TOOL, TOOL_FINAL)}),
+    "codex": Script("codex", {**_reply(NEWLINE_BYTE, CODEX_CALL), **_reply(AFTER_TOOL, TOOL_FINAL)}),
+    "qwen": Script("qwen", {**_reply(NEWLINE_BYTE, QWEN_CALL), **_reply(AFTER_TOOL, TOOL_FINAL)}),
+    "unoffered": Script("unoffered", {**_reply(NEWLINE_BYTE, UNOFFERED_CALL), **_reply(AFTER_TOOL, UNOFFERED_CALL)}),
     **{f"fmt-{family}": Script(f"fmt-{family}", _reply(NEWLINE_BYTE, text)) for family, text in FAMILY_CALLS.items()},
     "leaky": Script("leaky", _reply(NEWLINE_BYTE, LEAKY_REPLY)),
     "loop": Script(

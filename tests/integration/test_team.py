@@ -12,7 +12,6 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
@@ -20,60 +19,16 @@ import httpx
 import pytest
 
 from tests.harness.procs import Process
+from tests.harness.team import ADMIN_TOKEN
 from tests.harness.wait import wait_until
 from tests.integration.test_claude_cli import run_claude
 from tests.integration.test_metrics import scrape, total, value
 from tests.integration.test_passthrough import ask
 
-ADMIN_TOKEN = "adm-" + secrets.token_urlsafe(24)
+ANTHROPIC = {"anthropic-version": "2023-06-01"}  # what tells /v1/models an Anthropic client asks
 HAIKU_TO_CLOUD = {
     "rules": [{"name": "cloud", "when": {"model": "*haiku*"}, "to": ["cloud"]}, {"name": "d", "to": ["local"]}]
 }
-
-
-@dataclass
-class Team:
-    """Two replicas of one policy, keys in auth mode, and the CLI pointed at the same Redis."""
-
-    replicas: list[Process]
-    env: dict[str, str]
-    keys: dict[str, str] = field(default_factory=dict)  # name → key, for the leak checks
-
-    @property
-    def policy(self) -> str:
-        args = self.replicas[0].args
-        return args[args.index("--config") + 1]
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-m", "router.cli", *args, "--config", self.policy]
-        return subprocess.run(command, env={**os.environ, **self.env}, capture_output=True, text=True, timeout=60)
-
-    def add_key(self, name: str, team: str, *limits: str) -> str:
-        done = self.cli("keys", "add", name, "--team", team, *limits)
-        assert done.returncode == 0, done.stderr
-        key = done.stdout.splitlines()[-1]
-        assert key.startswith("ccg-") and len(key) == 4 + 43, done.stdout  # 32 bytes, urlsafe base64
-        self.keys[name] = key
-        return key
-
-    def post(self, key: str | None, body: dict | None = None, replica: int = 0, **headers: str) -> httpx.Response:
-        sent = {"x-api-key": key} if key else {}
-        return httpx.post(
-            self.replicas[replica].url + "/v1/messages", json=body or ask(), headers={**sent, **headers}, timeout=120
-        )
-
-
-@pytest.fixture
-def make_team(start_ccgate, redis_url: str):
-    def make(
-        backends: dict[str, dict], extra: dict | None = None, replicas: int = 2, env: dict[str, str] | None = None
-    ) -> Team:
-        env = {"REDIS_URL": redis_url, "CCGATE_AUTH": "keys", "CCGATE_ADMIN_TOKEN": ADMIN_TOKEN, **(env or {})}
-        extra = {"state": {"key_prefix": f"test-{secrets.token_hex(4)}:"}, **(extra or {})}
-        started = [start_ccgate(backends, env=env, extra=extra) for _ in range(replicas)]
-        return Team(started, env)
-
-    return make
 
 
 def error_of(r: httpx.Response) -> tuple[int, str, str]:
@@ -157,10 +112,12 @@ def test_keys_from_each_header_and_every_refusal_in_anthropic_shape(
     not_ours = team.post(None, **{"authorization": "Bearer sk-ant-somebody-else"})
     assert error_of(not_ours)[:2] == (401, "authentication_error")  # no team key in it at all
     for path, method in (("/v1/models", "GET"), ("/v1/messages/count_tokens", "POST")):
-        r = httpx.request(method, team.replicas[0].url + path, json=ask(), timeout=30)
+        r = httpx.request(method, team.replicas[0].url + path, json=ask(), headers=ANTHROPIC, timeout=30)
         assert error_of(r)[:2] == (401, "authentication_error"), path
         ok = httpx.request(method, team.replicas[0].url + path, json=ask(), headers={"x-api-key": key}, timeout=30)
         assert ok.status_code == 200, (path, ok.text)
+    openai_shaped = httpx.get(team.replicas[0].url + "/v1/models", timeout=30)  # no anthropic-version
+    assert openai_shaped.status_code == 401 and openai_shaped.json()["error"]["type"] == "authentication_error"
 
     # Revoked on the CLI: the other replica refuses it within a second of the revocation.
     assert team.post(key, replica=1).status_code == 200  # replica 1 has the key in its cache now
