@@ -194,18 +194,19 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     configure_logging(settings.log_level, settings.log_format)
 
-    import uvicorn
-
     from router.app import create_app
+    from router.shutdown import serve
 
     try:
         app = create_app(settings, policy)
     except ValueError as exc:
         print(f"ccgate: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(
-        app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False, lifespan="on"
-    )
+
+    def drain() -> None:
+        app.state.draining = True
+
+    serve(app, settings.host, settings.port, settings.log_level, settings.shutdown_grace, drain)
     return 0
 
 

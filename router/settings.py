@@ -24,6 +24,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     auth: str | None = None  # CCGATE_AUTH: keys | open (else the policy's `auth:`, else open)
     admin_token: str | None = None  # CCGATE_ADMIN_TOKEN: the only thing that opens /admin/*
     allow_open: bool = False  # CCGATE_ALLOW_OPEN / --allow-open: serve open off loopback on purpose
+    # CCGATE_SHUTDOWN_GRACE: seconds requests in flight (streams included) get to finish after
+    # SIGTERM; /readyz says 503 from the first moment, so a load balancer stops sending more
+    shutdown_grace: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -42,14 +45,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             ("auth", "CCGATE_AUTH"),
             ("admin_token", "CCGATE_ADMIN_TOKEN"),
             ("allow_open", "CCGATE_ALLOW_OPEN"),
+            ("shutdown_grace", "CCGATE_SHUTDOWN_GRACE"),
         ):
             if env.get(var):
                 values[field] = env[var]
         values.update({k: str(v) if k == "config" else v for k, v in overrides.items() if v is not None})
         try:
-            return msgspec.convert(values, cls, strict=False)
+            settings = msgspec.convert(values, cls, strict=False)
         except msgspec.ValidationError as exc:
             raise ValueError(f"invalid setting: {exc}") from None
+        if settings.shutdown_grace < 0:
+            raise ValueError("invalid setting: CCGATE_SHUTDOWN_GRACE must be 0 or more seconds")
+        return settings
 
     @property
     def policy_path(self) -> Path | None:

@@ -42,6 +42,8 @@ async def readyz(request: Request) -> Response[dict]:
         }
         for name, s in gateway.snapshot().items()
     }
+    if request.app.state.get("draining"):  # SIGTERM: finishing what is in flight (router/shutdown.py)
+        return Response({"status": "draining", "backends": backends}, status_code=503)
     ready = gateway.ready()
     return Response(
         {"status": "ready" if ready else "unavailable", "backends": backends}, status_code=200 if ready else 503

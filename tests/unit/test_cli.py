@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BAD = (
     "backends:\n  local:\n    kind: llamacpp\n    url: http://x\n    colour: red\nrules:\n  - {name: d, to: [local]}\n"
 )
@@ -49,3 +51,13 @@ def test_settings_from_environment_and_flags() -> None:
     flagged = Settings.from_env(env, port=5000, config=Path("/x.yaml"))
     assert (flagged.port, flagged.policy_path) == (5000, Path("/x.yaml"))
     assert Settings.from_env({}).port == 4000 and Settings.from_env({}).policy_path is None
+
+
+def test_the_shutdown_grace_is_read_and_checked() -> None:
+    from router.settings import Settings
+
+    assert Settings.from_env({}).shutdown_grace == 30.0
+    assert Settings.from_env({"CCGATE_SHUTDOWN_GRACE": "2.5"}).shutdown_grace == 2.5
+    for bad in ("-1", "soon"):
+        with pytest.raises(ValueError, match="invalid setting"):
+            Settings.from_env({"CCGATE_SHUTDOWN_GRACE": bad})
