@@ -206,7 +206,7 @@ def _serve(args: argparse.Namespace) -> int:
     def drain() -> None:
         app.state.draining = True
 
-    serve(app, settings.host, settings.port, settings.log_level, settings.shutdown_grace, drain)
+    serve(app, settings, drain)
     return 0
 
 

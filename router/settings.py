@@ -27,6 +27,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # CCGATE_SHUTDOWN_GRACE: seconds requests in flight (streams included) get to finish after
     # SIGTERM; /readyz says 503 from the first moment, so a load balancer stops sending more
     shutdown_grace: float = 30.0
+    # CCGATE_HEADER_TIMEOUT: seconds a connection has to send a whole request head (slowloris)
+    header_timeout: float = 10.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -46,6 +48,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             ("admin_token", "CCGATE_ADMIN_TOKEN"),
             ("allow_open", "CCGATE_ALLOW_OPEN"),
             ("shutdown_grace", "CCGATE_SHUTDOWN_GRACE"),
+            ("header_timeout", "CCGATE_HEADER_TIMEOUT"),
         ):
             if env.get(var):
                 values[field] = env[var]
@@ -56,6 +59,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError(f"invalid setting: {exc}") from None
         if settings.shutdown_grace < 0:
             raise ValueError("invalid setting: CCGATE_SHUTDOWN_GRACE must be 0 or more seconds")
+        if settings.header_timeout <= 0:
+            raise ValueError("invalid setting: CCGATE_HEADER_TIMEOUT must be more than 0 seconds")
         return settings
 
     @property

@@ -19,6 +19,9 @@ from types import FrameType
 
 import uvicorn
 
+from router.http_limits import with_header_timeout
+from router.settings import Settings
+
 log = logging.getLogger("ccgate.shutdown")
 LAST_WORDS = 1.0  # seconds uvicorn gives what is left once the grace is over, before cancelling it
 
@@ -59,16 +62,15 @@ class DrainingServer(uvicorn.Server):
         return await super().on_tick(counter)
 
 
-def serve(
-    app: object, settings_host: str, port: int, log_level: str, grace: float, on_drain: Callable[[], None]
-) -> None:
+def serve(app: object, settings: Settings, on_drain: Callable[[], None]) -> None:
     config = uvicorn.Config(
         app,  # type: ignore[arg-type]
-        host=settings_host,
-        port=port,
-        log_level=log_level,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=LAST_WORDS,
+        http=with_header_timeout(settings.header_timeout),
     )
-    DrainingServer(config, grace, on_drain).run()
+    DrainingServer(config, settings.shutdown_grace, on_drain).run()
