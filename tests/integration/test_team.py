@@ -448,6 +448,19 @@ def test_no_key_reaches_a_log_a_span_a_metric_or_an_error(
         answers += [team.post(alice, replica=1)]  # over its rpm: 429
         answers += [team.post(gone), team.post(stranger), team.post(None, **{"x-ccgate-key": stranger})]
         answers += [team.post(None, **{"authorization": f"Bearer {stranger}"})]
+        bob = team.add_key("bob", "core")  # the OpenAI dialects, as Opencode and Codex send keys
+
+        def openai(path: str, body: dict, key: str) -> httpx.Response:
+            url = team.replicas[0].url + path
+            return httpx.post(url, json=body, headers={"authorization": f"Bearer {key}"}, timeout=60)
+
+        chat = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+        answers += [
+            openai("/v1/chat/completions", chat, bob),
+            openai("/v1/chat/completions", {**chat, "model": "claude-haiku-4-5", "stream": True}, bob),
+            openai("/v1/responses", {"model": "m", "input": "hi", "stream": True}, bob),
+            openai("/v1/chat/completions", chat, stranger),
+        ]
         for headers in ({"authorization": f"Bearer {alice}"}, {"authorization": f"Bearer {ADMIN_TOKEN}x"}):
             answers.append(httpx.get(team.replicas[0].url + "/admin/keys", headers=headers, timeout=10))
         admin = {"authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -459,7 +472,9 @@ def test_no_key_reaches_a_log_a_span_a_metric_or_an_error(
         for gw in team.replicas:
             gw.stop()  # flushes the spans still batched
         receiver.shutdown()
-    assert [r.status_code for r in answers] == [200, 200, 200, 429, 401, 401, 401, 401, 401, 401, 200, 200]
+    messages_then_openai = [200, 200, 200, 429, 401, 401, 401, 401, 200, 200, 200, 401]
+    admin_answers = [401, 401, 200, 200]
+    assert [r.status_code for r in answers] == messages_then_openai + admin_answers
     assert exported, "no spans were exported"
     logs = "".join(gw.log.read_text(errors="replace") for gw in team.replicas)
     assert "auth: team keys" in logs
@@ -470,7 +485,14 @@ def test_no_key_reaches_a_log_a_span_a_metric_or_an_error(
         "answers": b"".join(r.content + str(r.headers).encode() for r in answers),
         "cli": listing.encode(),
     }
-    secrets_given = {"alice": alice, "gone": gone, "stranger": stranger, "admin": ADMIN_TOKEN, "upstream": upstream_key}
+    secrets_given = {
+        "alice": alice,
+        "bob": bob,
+        "gone": gone,
+        "stranger": stranger,
+        "admin": ADMIN_TOKEN,
+        "upstream": upstream_key,
+    }
     found = [
         (what, where) for what, s in secrets_given.items() for where, text in everything.items() if s.encode() in text
     ]
