@@ -17,6 +17,8 @@ answers each request as its `model` says:
 | `huge-error`     | 500 whose message is 1 MiB with control characters                          |
 | `long-call`      | a good answer that calls Read with 29 a's and a stop (the ReDoS input)      |
 | `crlf-nope`      | a stream in CRLF, each line end split between two writes, calling `Nope`    |
+| `firehose`       | a good stream start, then text deltas without end, as fast as it is read;   |
+|                  | `GET /_sent`: bytes the last such stream got out so far, and how many are open |
 | anything else    | a good answer: "Hello from the hostile server."                             |
 
 It stands in for upstream faults no real llama-server produces; a real process on a real port,
@@ -28,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import os
 
 from tests.harness.tiny_http import TinyServer, serve, sse
 
@@ -128,6 +131,9 @@ def openai_stream(bad: str | None = None) -> list[bytes]:
 
 
 class Hostile(TinyServer):
+    sent = 0  # bytes the current `firehose` stream has written (drained into the socket)
+    streaming = 0  # `firehose` streams still open (the client, ccgate, has not hung up)
+
     async def answer(
         self, method: str, path: str, headers: dict[str, str], body: bytes, writer: asyncio.StreamWriter
     ) -> bool:
@@ -141,6 +147,7 @@ class Hostile(TinyServer):
                 },
                 "/v1/models": {"object": "list", "data": [{"id": "hostile", "object": "model"}]},
                 "/slots": [],
+                "/_sent": {"sent": self.sent, "open": self.streaming},
             }
             if path in known:
                 return await self.send(writer, 200, "application/json", json.dumps(known[path]).encode())
@@ -168,6 +175,8 @@ class Hostile(TinyServer):
         if mode == "endless-line":
             kind = "text/event-stream" if stream else "application/json"
             return await self.endless(writer, kind)
+        if mode == "firehose" and not openai:
+            return await self.firehose(writer)
         if mode == "crlf-nope" and not openai:
             return await self.split_crlf(writer, anthropic_stream("crlf-nope"))
         if stream:
@@ -193,6 +202,24 @@ class Hostile(TinyServer):
             await writer.drain()
             await asyncio.sleep(0.005)  # the server's pacing: each piece its own TCP segment, usually
         return False
+
+    async def firehose(self, writer: asyncio.StreamWriter) -> bool:
+        """Writes only as fast as the reader takes it (drain): what it got out shows backpressure."""
+        self.sent = 0
+        start = anthropic_stream("firehose")[:2]  # message_start, content_block_start
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n")
+        for event in start:
+            writer.write(event)
+        self.streaming += 1
+        try:
+            while True:  # until ccgate hangs up; random text, so no runaway guard takes it for a loop
+                text = {"type": "text_delta", "text": os.urandom(512).hex()}
+                delta = sse("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": text})
+                writer.write(delta)
+                await writer.drain()
+                self.sent += len(delta)
+        finally:
+            self.streaming -= 1
 
     async def endless(self, writer: asyncio.StreamWriter, kind: str) -> bool:
         writer.write(f"HTTP/1.1 200 OK\r\ncontent-type: {kind}\r\nconnection: close\r\n\r\n".encode())
