@@ -7,9 +7,10 @@ single uvicorn worker, so no multiprocess mode is needed.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -142,6 +143,12 @@ class Metrics:
             ["backend"],
             registry=r,
         )
+        # The process itself (RSS, open fds, CPU) and its event loop: what a leak shows in first.
+        ProcessCollector(registry=r)
+        self.loop_tasks = Gauge(
+            "ccgate_event_loop_tasks", "asyncio tasks alive in the serving event loop, read at scrape.", registry=r
+        )
+        self.loop_tasks.set_function(_loop_tasks)
         self.decisions = Counter("ccgate_decisions", "Routing decisions by matched rule.", ["rule"], registry=r)
         self.reloads = Counter("ccgate_policy_reloads", "Policy reloads by result.", ["result"], registry=r)
 
@@ -230,3 +237,10 @@ class _BackendState(Collector):
             if s.slots is not None:
                 families["slots"].add_metric([name], s.slots)
         yield from families.values()
+
+
+def _loop_tasks() -> float:
+    try:
+        return float(len(asyncio.all_tasks()))
+    except RuntimeError:  # scraped outside the loop (a test reading the registry directly)
+        return 0.0
