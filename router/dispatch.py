@@ -260,6 +260,16 @@ def _failure(
         return DispatchFailed(
             403, f"this key may not use this rule's backends ({summary})", "permission_error", rule, passed_over
         )
+    if not failures and kinds and all(kind == "context" for kind in kinds.values()):
+        # No backend's window holds it, now or after any wait: a 529 would only make the client
+        # retry for ever. Anthropic's words, which Claude Code answers by offering to compact.
+        return DispatchFailed(
+            400,
+            f"prompt is too long for every backend of this rule ({summary})",
+            "invalid_request_error",
+            rule,
+            passed_over,
+        )
     if not failures or all(isinstance(f, BackendUnavailable) for f in failures):
         return DispatchFailed(
             529, f"no backend can take the request ({summary})", "overloaded_error", rule, passed_over
