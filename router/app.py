@@ -10,7 +10,7 @@ from litestar import Litestar
 from litestar.datastructures import State
 from opentelemetry.sdk.trace import TracerProvider
 
-from router.api import admin, health, messages, openai
+from router.api import admin, health, messages, openai, openapi
 from router.api import metrics as api_metrics
 from router.api.auth import auth_mode
 from router.api.errors import EXCEPTION_HANDLERS
@@ -92,6 +92,7 @@ def create_app(
             admin.revoke_key,
             admin.usage,
             api_metrics.prometheus_metrics,
+            openapi.openapi_document,
         ],
         state=State({"gateway": gateway, "settings": settings, "metrics": metrics}),
         lifespan=[lifespan],

@@ -74,6 +74,8 @@ def tools_of(tools: Any, where: str) -> list[ContentBlock]:
     for i, tool in enumerate(tools):
         if not isinstance(tool, dict):
             raise InvalidRequest(f"{where}[{i}]: Expected `object`")
+        if not isinstance(tool.get("type", "function"), str):
+            raise InvalidRequest(f"{where}[{i}].type: Expected `str`")
         if tool.get("type", "function") != "function":
             continue  # hosted tools: the caller decides (responses.py) whether they are kept
         function = tool.get("function") if isinstance(tool.get("function"), dict) else tool

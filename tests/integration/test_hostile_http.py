@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 
 import httpx
+import jsonschema_rs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from router.api.openapi import document
 from tests.harness.procs import Process
 from tests.unit.test_fuzz_requests import bodies as anthropic_bodies
 from tests.unit.test_fuzz_requests import json_values, scalars
@@ -150,11 +152,34 @@ valid_messages = st.builds(
 )
 
 PATHS = {"anthropic": "/v1/messages", "chat": "/v1/chat/completions", "responses": "/v1/responses"}
+
+
+def test_the_document_is_published_and_names_every_model_path(gateway: Process) -> None:
+    published = httpx.get(gateway.url + "/openapi.json").json()
+    assert published == json.loads(json.dumps(DOCUMENT))
+    assert published["openapi"].startswith("3.1") and set(PATHS.values()) <= set(published["paths"])
+
+
 SUCCESS = {"anthropic": ("type", "message"), "chat": ("object", "chat.completion"), "responses": ("object", "response")}
+
+
+DOCUMENT = document()  # what GET /openapi.json publishes: every answer below must be one it lists
+
+
+def documented(path: str, r: httpx.Response) -> None:
+    """The status is one the document lists for the path, and a JSON body matches its schema."""
+    responses = DOCUMENT["paths"][path]["post"]["responses"]
+    assert str(r.status_code) in responses, (path, r.status_code, r.text[:200])
+    content = responses[str(r.status_code)]["content"]
+    if r.headers["content-type"].startswith("application/json"):
+        schema = content["application/json"]["schema"]
+        errors = [e.message for e in jsonschema_rs.validator_for(schema).iter_errors(r.json())]
+        assert not errors, (path, r.status_code, errors, r.text[:200])
 
 
 def check(r: httpx.Response, dialect: str) -> None:
     assert r.status_code != 500, r.text[:500]
+    documented(PATHS[dialect], r)
     if r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream"):
         assert r.text.rstrip().endswith(("[DONE]", "}")), r.text[-300:]  # it ended, with a complete event
         return
