@@ -13,8 +13,9 @@ from typing import Any
 
 import msgspec
 
+from router.protocol.answer_events import AnswerEvents
 from router.protocol.errors import openai_error_body
-from router.protocol.sse import Event, encode_data, object_of
+from router.protocol.sse import Event, encode_data
 
 FINISH_REASONS = {
     "end_turn": "stop",
@@ -32,12 +33,17 @@ def finish_reason(stop_reason: str | None) -> str:
     return FINISH_REASONS.get(stop_reason or "end_turn", "stop")
 
 
-def openai_usage(usage: dict[str, Any] | None) -> dict[str, Any]:
-    """OpenAI counts cached prompt tokens inside prompt_tokens; Anthropic apart from input_tokens."""
+def token_counts(usage: dict[str, Any] | None) -> tuple[int, int, int]:
+    """(prompt, cached, output) the OpenAI way, which counts cached prompt tokens inside the
+    prompt; Anthropic counts them apart from input_tokens."""
     u = usage or {}
     cached = _int(u.get("cache_read_input_tokens"))
     prompt = _int(u.get("input_tokens")) + cached + _int(u.get("cache_creation_input_tokens"))
-    completion = _int(u.get("output_tokens"))
+    return prompt, cached, _int(u.get("output_tokens"))
+
+
+def openai_usage(usage: dict[str, Any] | None) -> dict[str, Any]:
+    prompt, cached, completion = token_counts(usage)
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
@@ -83,31 +89,25 @@ def chat_completion(message: dict[str, Any], model: str) -> dict[str, Any]:
     }
 
 
-class ChatStream:
+class ChatStream(AnswerEvents):
     """Anthropic stream events in, `chat.completion.chunk` lines out (ending in `data: [DONE]`).
 
     `include_usage`: the client asked (stream_options) for a last chunk with the usage and no
     choices, as OpenAI sends it."""
 
     def __init__(self, model: str, include_usage: bool) -> None:
+        super().__init__(model)
         self.id = completion_id()
         self.created = int(time.time())
-        self.model = model
         self.include_usage = include_usage
-        self.done = False
-        self._usage: dict[str, Any] = {}
         self._calls: dict[int, int] = {}  # Anthropic block index → OpenAI tool_calls index
-        self._stop: str | None = None
 
     def feed(self, event: Event) -> list[bytes]:
-        if self.done:
+        read = self.read(event)
+        if read is None:
             return []
-        data = object_of(event.data)
-        kind = event.event or data.get("type")
+        kind, data = read
         if kind == "message_start":
-            message = data.get("message") or {}
-            self.model = message.get("model") or self.model
-            self._usage.update(message.get("usage") or {})
             return [self._chunk({"role": "assistant", "content": ""})]
         if kind == "content_block_start":
             block = data.get("content_block") or {}
@@ -123,10 +123,6 @@ class ChatStream:
             return [self._chunk({"tool_calls": [call]})]
         if kind == "content_block_delta":
             return self._delta(data)
-        if kind == "message_delta":
-            self._stop = (data.get("delta") or {}).get("stop_reason") or self._stop
-            self._usage.update(data.get("usage") or {})
-            return []
         if kind == "message_stop":
             return self.finish()
         if kind == "error":
@@ -143,9 +139,9 @@ class ChatStream:
         if self.done:
             return []
         self.done = True
-        out = [self._chunk({}, finish_reason(self._stop))]
+        out = [self._chunk({}, finish_reason(self.stop))]
         if self.include_usage:
-            usage = {**self._frame(), "choices": [], "usage": openai_usage(self._usage)}
+            usage = {**self._frame(), "choices": [], "usage": openai_usage(self.usage)}
             out.append(encode_data(usage))
         out.append(DONE)
         return out

@@ -32,11 +32,7 @@ def chat_to_canonical(body: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"model": model, "messages": messages, "max_tokens": max_tokens_of(body)}
     if system:
         out["system"] = system
-    if body.get("stream"):
-        out["stream"] = True
-    for name in ("temperature", "top_p"):
-        if isinstance(body.get(name), int | float) and not isinstance(body.get(name), bool):
-            out[name] = body[name]
+    out.update(common_fields(body))
     stop = body.get("stop")
     if isinstance(stop, str):
         out["stop_sequences"] = [stop]
@@ -50,6 +46,15 @@ def chat_to_canonical(body: dict[str, Any]) -> dict[str, Any]:
             out["tool_choice"] = choice
     if isinstance(body.get("user"), str):
         out["metadata"] = {"user_id": body["user"]}
+    return out
+
+
+def common_fields(body: dict[str, Any]) -> dict[str, Any]:
+    """`stream`, `temperature` and `top_p`, read the same way in both OpenAI dialects."""
+    out: dict[str, Any] = {"stream": True} if body.get("stream") else {}
+    for name in ("temperature", "top_p"):
+        if isinstance(body.get(name), int | float) and not isinstance(body.get(name), bool):
+            out[name] = body[name]
     return out
 
 

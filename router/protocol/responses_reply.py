@@ -13,8 +13,9 @@ import time
 import uuid
 from typing import Any
 
-from router.protocol.chat_reply import arguments_of
-from router.protocol.sse import Event, encode_event, object_of
+from router.protocol.answer_events import AnswerEvents
+from router.protocol.chat_reply import arguments_of, token_counts
+from router.protocol.sse import Event, encode_event
 
 INCOMPLETE = {"max_tokens": "max_output_tokens", "model_context_window_exceeded": "max_output_tokens"}
 
@@ -24,10 +25,7 @@ def _id(prefix: str) -> str:
 
 
 def responses_usage(usage: dict[str, Any] | None) -> dict[str, Any]:
-    u = usage or {}
-    cached = _int(u.get("cache_read_input_tokens"))
-    prompt = _int(u.get("input_tokens")) + cached + _int(u.get("cache_creation_input_tokens"))
-    output = _int(u.get("output_tokens"))
+    prompt, cached, output = token_counts(usage)
     return {
         "input_tokens": prompt,
         "input_tokens_details": {"cached_tokens": cached},
@@ -106,28 +104,24 @@ def response_object(message: dict[str, Any], request: dict[str, Any], model: str
     return frame.response("completed", output, message.get("usage") or {}, message.get("stop_reason"))
 
 
-class ResponsesStream:
+class ResponsesStream(AnswerEvents):
     """Anthropic stream events in, typed Responses events out."""
 
     def __init__(self, request: dict[str, Any], model: str) -> None:
+        super().__init__(model)
         self.frame = ResponseFrame(request, model)
-        self.done = False
         self._sequence = 0
         self._output: list[dict[str, Any]] = []
         self._open: dict[str, Any] | None = None  # the item being filled
         self._text: list[str] = []  # its text or arguments so far
-        self._usage: dict[str, Any] = {}
-        self._stop: str | None = None
 
     def feed(self, event: Event) -> list[bytes]:
-        if self.done:
+        read = self.read(event)
+        if read is None:
             return []
-        data = object_of(event.data)
-        kind = event.event or data.get("type")
+        kind, data = read
         if kind == "message_start":
-            message = data.get("message") or {}
-            self.frame.model = message.get("model") or self.frame.model
-            self._usage.update(message.get("usage") or {})
+            self.frame.model = self.model
             started = self.frame.response("in_progress", [], None, None)
             return [
                 self._emit("response.created", response=started),
@@ -139,16 +133,12 @@ class ResponsesStream:
             return self._delta(data.get("delta") or {})
         if kind == "content_block_stop":
             return self._close()
-        if kind == "message_delta":
-            self._stop = (data.get("delta") or {}).get("stop_reason") or self._stop
-            self._usage.update(data.get("usage") or {})
-            return []
         if kind == "message_stop":
             return self.finish()
         if kind == "error":
             self.done = True
             error = data.get("error") or {}
-            failed = self.frame.response("failed", self._output, self._usage, None)
+            failed = self.frame.response("failed", self._output, self.usage, None)
             failed["error"] = {
                 "code": error.get("type") or "server_error",
                 "message": str(error.get("message") or "the backend's stream failed"),
@@ -161,7 +151,7 @@ class ResponsesStream:
             return []
         self.done = True
         out = self._close()
-        whole = self.frame.response("completed", self._output, self._usage, self._stop)
+        whole = self.frame.response("completed", self._output, self.usage, self.stop)
         name = "response.completed" if whole["status"] == "completed" else "response.incomplete"
         out.append(self._emit(name, response=whole))
         return out
@@ -244,7 +234,3 @@ class ResponsesStream:
     def _emit(self, name: str, **fields: Any) -> bytes:
         self._sequence += 1
         return encode_event(name, {"type": name, "sequence_number": self._sequence - 1, **fields})
-
-
-def _int(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0

@@ -13,6 +13,7 @@ from typing import Any
 from router.protocol.anthropic import ContentBlock, InvalidRequest
 from router.protocol.chat_request import (
     append_turn,
+    common_fields,
     instruction,
     max_tokens_of,
     tool_choice_of,
@@ -46,11 +47,7 @@ def responses_to_canonical(body: dict[str, Any]) -> tuple[dict[str, Any], list[s
     }
     if system:
         out["system"] = system
-    if body.get("stream"):
-        out["stream"] = True
-    for name in ("temperature", "top_p"):
-        if isinstance(body.get(name), int | float) and not isinstance(body.get(name), bool):
-            out[name] = body[name]
+    out.update(common_fields(body))
     raw_tools = body.get("tools")
     tools = tools_of(raw_tools, "tools")
     dropped = sorted({t.get("type", "") for t in raw_tools or () if t.get("type", "function") != "function"})

@@ -163,6 +163,13 @@ def start_gateway(policy: Path, logdir: Path, env: dict[str, str] | None = None)
     return Process(f"ccgate-{port}", args, port, logdir / f"ccgate-{port}.log", env).start("/healthz")
 
 
+def start_hostile(logdir: Path) -> Process:
+    """tests/harness/hostile_upstream.py: a model server that misbehaves as each request's model says."""
+    port = free_port()
+    args = [sys.executable, "-m", "tests.harness.hostile_upstream", "--port", str(port)]
+    return Process(f"hostile-{port}", args, port, logdir / f"hostile-{port}.log").start("/health")
+
+
 def start_redis(logdir: Path, port: int | None = None, *flags: str) -> Process:
     """A private redis-server; `flags` (e.g. the compose file's `--appendonly yes --dir D`) come
     after the defaults (nothing kept on disk), so they win."""

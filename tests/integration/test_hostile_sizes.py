@@ -8,25 +8,21 @@ sent, so what is measured is ccgate's own handling (parsing, hashing, the tool g
 from __future__ import annotations
 
 import json
-import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.harness.procs import Process, free_port
+from tests.harness.health_watch import HealthWatch
+from tests.harness.procs import Process, start_hostile
 
 HOSTILE_TEXT = "Hello from the hostile server."
 
 
 @pytest.fixture(scope="module")
 def upstream(logdir: Path) -> Iterator[Process]:
-    port = free_port()
-    args = [sys.executable, "-m", "tests.harness.hostile_upstream", "--port", str(port)]
-    proc = Process(f"hostile-{port}", args, port, logdir / f"hostile-{port}.log").start("/health")
+    proc = start_hostile(logdir)
     yield proc
     proc.stop()
 
@@ -63,46 +59,17 @@ ATTACKS = {
 }
 
 
-class Watch:
-    """Asks /healthz over and over from another thread while an attack runs."""
-
-    def __init__(self, gw: Process) -> None:
-        self.gw = gw
-        self.latencies: list[float] = []
-        self.failures: list[str] = []
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-
-    def run(self) -> None:
-        with httpx.Client(timeout=60) as client:
-            while not self.done.is_set():
-                started = time.perf_counter()
-                try:
-                    assert client.get(self.gw.url + "/healthz").status_code == 200
-                except (httpx.HTTPError, AssertionError) as exc:
-                    self.failures.append(repr(exc))
-                self.latencies.append(time.perf_counter() - started)
-
-    def __enter__(self) -> Watch:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.done.set()
-        self.thread.join(timeout=120)
-
-
 @pytest.mark.parametrize("attack", list(ATTACKS))
 def test_a_huge_request_is_answered_and_others_are_served_meanwhile(gateway: Process, attack: str) -> None:
     body = json.dumps({"model": "hostile", "max_tokens": 16, **ATTACKS[attack]}).encode()
-    with Watch(gateway) as watch:
+    with HealthWatch(gateway.url) as watch:
         r = httpx.post(
             gateway.url + "/v1/messages", content=body, headers={"content-type": "application/json"}, timeout=120
         )
     assert r.status_code == 200, r.text[:300]
     assert r.json()["content"][0]["text"] == HOSTILE_TEXT
-    assert not watch.failures and watch.latencies
-    print(f"{attack} ({len(body) / 1e6:.1f} MB): {r.status_code}; /healthz worst {max(watch.latencies) * 1000:.0f} ms")
+    assert watch.failures == 0
+    print(f"{attack} ({len(body) / 1e6:.1f} MB): {r.status_code}; /healthz worst {watch.worst * 1000:.0f} ms")
 
 
 def test_json_nested_ten_thousand_deep_is_a_clean_400_in_every_dialect(gateway: Process) -> None:

@@ -9,7 +9,6 @@ The upstream is tests/harness/hostile_upstream.py, a real server process misbeha
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import httpx
 import pytest
 
 from tests.harness.health_watch import HealthWatch
-from tests.harness.procs import Process, free_port, start_gateway
+from tests.harness.procs import Process, start_gateway, start_hostile
 from tests.integration.test_passthrough import ask
 
 KINDS = {
@@ -34,9 +33,7 @@ FALLBACK_TEXT = "Hello from the scripted model."
 
 @pytest.fixture(scope="module")
 def hostile(logdir: Path) -> Iterator[Process]:
-    port = free_port()
-    args = [sys.executable, "-m", "tests.harness.hostile_upstream", "--port", str(port)]
-    proc = Process(f"hostile-{port}", args, port, logdir / f"hostile-{port}.log").start("/health")
+    proc = start_hostile(logdir)
     yield proc
     proc.stop()
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import socket
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.harness.procs import Process, free_port
+from tests.harness.procs import Process, start_hostile
 from tests.harness.wait import wait_until
 
 MIB = 1024 * 1024
@@ -20,9 +19,7 @@ MIB = 1024 * 1024
 
 @pytest.fixture
 def firehose(logdir: Path) -> Iterator[Process]:
-    port = free_port()
-    args = [sys.executable, "-m", "tests.harness.hostile_upstream", "--port", str(port)]
-    proc = Process(f"hostile-{port}", args, port, logdir / f"hostile-{port}.log").start("/health")
+    proc = start_hostile(logdir)
     yield proc
     proc.stop()
 
