@@ -93,7 +93,8 @@ def _items(items: Any, system: list[ContentBlock]) -> list[dict[str, Any]]:
             result = {"type": "tool_result", "tool_use_id": call_id, "content": _output(item.get("output"), where)}
             append_turn(messages, "user", [result])
         elif kind == "reasoning":
-            summary = "".join(part.get("text", "") for part in item.get("summary") or () if isinstance(part, dict))
+            parts = item.get("summary") if isinstance(item.get("summary"), list) else []
+            summary = "".join(p["text"] for p in parts if isinstance(p, dict) and isinstance(p.get("text"), str))
             if summary:  # what the model thought, for a model that reads its own thinking back
                 append_turn(messages, "assistant", [{"type": "thinking", "thinking": summary, "signature": ""}])
         elif kind in ("custom_tool_call", "local_shell_call", "web_search_call", "item_reference"):

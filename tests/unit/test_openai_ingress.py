@@ -282,6 +282,7 @@ def test_codex_shaped_input_items_become_the_canonical_conversation() -> None:
     [
         ({"previous_response_id": "resp_1"}, "previous_response_id"),
         ({"tools": [{"type": []}]}, "tools[0].type"),  # found by the property test over HTTP
+        ({"input": [{"type": "reasoning", "summary": [{"text": {}}]}]}, "input"),  # ditto: was a 500
         ({"input": []}, "input"),
         ({"input": [{"type": "mystery"}]}, "input[0].type"),
         ({"input": [{"type": "function_call", "name": "x"}]}, "input[0]"),
