@@ -38,6 +38,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -119,6 +120,53 @@ def _serve_stub(port: int) -> None:
     asyncio.run(main())
 
 
+class _Traces:
+    """Answers OTLP/HTTP trace exports (POST /v1/traces) with 200 and counts them."""
+
+    exports = None  # a multiprocessing.Value, set in the receiver process
+
+    @staticmethod
+    def serve(port: int, exports: Any) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("content-length", 0)))
+                with exports.get_lock():
+                    exports.value += 1
+                self.send_response(200)
+                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+
+
+class OtlpReceiver:
+    """A live OTLP receiver in its own process, so that span export is part of what is measured."""
+
+    def __init__(self) -> None:
+        port = _free_port()
+        self.exports = multiprocessing.Value("i", 0)
+        self.process = multiprocessing.Process(target=_Traces.serve, args=(port, self.exports), daemon=True)
+        self.process.start()
+        self.url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                httpx.post(self.url + "/v1/traces", content=b"", timeout=1)
+                return
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        raise RuntimeError("the OTLP receiver did not come up")
+
+    def stop(self) -> None:
+        self.process.terminate()
+
+
 def _free_port() -> int:
     import socket
 
@@ -139,9 +187,17 @@ def _wait(url: str, timeout: float = 30) -> None:
 
 
 def _start_gateway(
-    server: str, upstream: str, policy_dir: Path, guard: str = "on", state: str = "memory", auth: str = "open"
+    server: str,
+    upstream: str,
+    policy_dir: Path,
+    guard: str = "on",
+    state: str = "memory",
+    auth: str = "open",
+    otlp: str | None = None,
+    workers: int = 1,
 ) -> tuple[subprocess.Popen[bytes], str, str]:
-    """A gateway, its URL, and the key its requests carry ("bench" when auth is open)."""
+    """A gateway, its URL, and the key its requests carry ("bench" when auth is open). `otlp`:
+    export spans there (batch processor, OTLP over HTTP)."""
     port = _free_port()
     policy = policy_dir / f"bench-{server}-{guard}-{state}-{auth}.yaml"
     prefix = f"bench-{port}:"
@@ -152,6 +208,12 @@ def _start_gateway(
     )
     env = {**os.environ, "CCGATE_CONFIG": str(policy), "CCGATE_LOG_LEVEL": os.environ.get("CCGATE_LOG_LEVEL", "info")}
     env.pop("REDIS_URL", None)
+    for name in [n for n in env if n.startswith("OTEL_")]:
+        env.pop(name)
+    if otlp:
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = otlp
+    if workers > 1:
+        env["CCGATE_WORKERS"] = str(workers)
     key = "bench"
     if state == "redis" or auth == "keys":
         env["REDIS_URL"] = REDIS_URL

@@ -22,6 +22,7 @@ from router.backends.base import (
     BackendUnavailable,
     Probe,
 )
+from router.backends.wire import WireClient, WireResponse
 from router.policy.schema import BackendConfig
 from router.protocol.errors import upstream_error_message, upstream_error_type, upstream_n_ctx
 
@@ -36,11 +37,15 @@ class TotalTimeout(TimeoutError):
 
 
 class UpstreamClient:
+    """Requests go over `wire` (the request path's own HTTP/1.1 client); probes and listings over
+    `client` (httpx)."""
+
     def __init__(self, name: str, config: BackendConfig, max_connections: int = 256) -> None:
         self.name = name
         self.config = config
         self.base = config.url.rstrip("/").removesuffix("/v1")
         t = config.timeouts
+        self.wire = WireClient(self.base, t.connect, max_connections=max_connections)
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(connect=t.connect, read=None, write=t.idle, pool=t.first_byte),
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=32),
@@ -52,7 +57,7 @@ class UpstreamClient:
     def url(self, path: str) -> str:
         return self.base + path
 
-    async def post(self, path: str, body: bytes, headers: Mapping[str, str]) -> tuple[httpx.Response, bytes]:
+    async def post(self, path: str, body: bytes, headers: Mapping[str, str]) -> tuple[WireResponse, bytes]:
         """A whole (non-streamed) answer and its decoded body; raises BackendError for anything
         but 2xx, and for a body over MAX_ANSWER_BYTES."""
         response = await self._open(path, body, headers, self.config.timeouts.first_byte)
@@ -73,7 +78,7 @@ class UpstreamClient:
             await response.aclose()
         return response, b"".join(parts)
 
-    async def stream(self, path: str, body: bytes, headers: Mapping[str, str]) -> tuple[httpx.Response, bytes]:
+    async def stream(self, path: str, body: bytes, headers: Mapping[str, str]) -> tuple[WireResponse, bytes]:
         """Open a streamed answer and read its first chunk; the caller owns `response`.
 
         The rest of the body is read with `rest(response)`, from the same iterator.
@@ -99,7 +104,7 @@ class UpstreamClient:
             raise BackendBroken(self.name, f"stream broke before its first byte: {describe(exc)}") from None
         return response, first
 
-    async def rest(self, response: httpx.Response) -> AsyncIterator[bytes]:
+    async def rest(self, response: WireResponse) -> AsyncIterator[bytes]:
         """The chunks after the first; TimeoutError / httpx.HTTPError propagate to the caller."""
         while True:
             chunk = await self.next_chunk(response)
@@ -108,7 +113,7 @@ class UpstreamClient:
             if chunk:
                 yield chunk
 
-    async def next_chunk(self, response: httpx.Response) -> bytes | None:
+    async def next_chunk(self, response: WireResponse) -> bytes | None:
         """The stream's next chunk within `idle` (and `total`); None at its end."""
         chunks = response.extensions["ccgate_chunks"]
         deadline: float | None = response.extensions["ccgate_deadline"]
@@ -151,14 +156,16 @@ class UpstreamClient:
 
     async def aclose(self) -> None:
         with suppress(Exception):
+            await self.wire.aclose()
+        with suppress(Exception):
             await self.client.aclose()
 
-    async def _open(self, path: str, body: bytes, headers: Mapping[str, str], wait: float) -> httpx.Response:
+    async def _open(self, path: str, body: bytes, headers: Mapping[str, str], wait: float) -> WireResponse:
+        headers = {"accept-encoding": "identity", **headers}
         for attempt in (1, 2):
-            request = self.client.build_request("POST", self.url(path), content=body, headers=headers)
             try:
                 async with asyncio.timeout(wait):
-                    response = await self.client.send(request, stream=True)
+                    response = await self.wire.request("POST", path, body, headers)
                 break
             except TimeoutError:
                 raise BackendTimeout(self.name, f"no response within {wait:g}s") from None
@@ -188,7 +195,7 @@ class UpstreamClient:
         return response
 
 
-async def _raise_for_status(name: str, response: httpx.Response) -> None:
+async def _raise_for_status(name: str, response: WireResponse) -> None:
     try:
         async with asyncio.timeout(10):
             body = b""

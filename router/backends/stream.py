@@ -18,6 +18,7 @@ from router.backends.base import (
     Reply,
 )
 from router.backends.http import TotalTimeout, UpstreamClient, describe
+from router.backends.wire import WireResponse
 from router.protocol.aggregate import MessageAggregator
 from router.protocol.errors import BadUpstreamResponse, anthropic_error_event
 from router.protocol.redact import safe_text
@@ -31,7 +32,7 @@ log = logging.getLogger("ccgate.stream")
 
 async def streaming_reply(
     client: UpstreamClient,
-    response: httpx.Response,
+    response: WireResponse,
     first: bytes,
     transform: Callable[[bytes], Iterable[bytes]] | None = None,
     finish: Callable[[], Iterable[bytes]] | None = None,
@@ -141,7 +142,7 @@ def _kind(exc: BaseException) -> str:
 FIRST_EVENT_LIMIT = 1024 * 1024  # bytes an upstream may send before its first whole event
 
 
-async def first_event(client: UpstreamClient, response: httpx.Response, first: bytes) -> tuple[bytes, Event]:
+async def first_event(client: UpstreamClient, response: WireResponse, first: bytes) -> tuple[bytes, Event]:
     """Read on until the stream's first whole event is in hand, and return what was read with it.
 
     Nothing has reached the client yet, so an upstream that sends no event (an endless line,
@@ -169,7 +170,7 @@ async def first_event(client: UpstreamClient, response: httpx.Response, first: b
 
 async def collect(
     client: UpstreamClient,
-    response: httpx.Response,
+    response: WireResponse,
     first: bytes,
     transform: Callable[[bytes], Iterable[bytes]] | None = None,
     finish: Callable[[], Iterable[bytes]] | None = None,
