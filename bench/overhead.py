@@ -17,6 +17,13 @@ line is what to compare across machines.
 checked (one Redis script) and whose usage is recorded, so its row against `--auth open` on the
 same state is what auth + limits cost per request. Keys need Redis: `keys` implies `redis`.
 
+`--full` turns every feature on at once, as a team runs it: routing state in Redis, team keys with
+rpm and tpm limits and usage accounting, and spans exported (OTLP over HTTP, batch processor) to
+a live receiver in its own process. Requests/s are measured at each `--concurrency` (default 8
+and 64 clients) with a load generator that costs little CPU (ccgate's own HTTP client), since it
+shares the machine's cores with the gateway and the stub. After the tables: each gateway's RSS
+after all its requests, and its Redis round trips per request.
+
 `--dialects chat,responses` sends the same conversation as OpenAI Chat Completions (Opencode's
 dialect) or Responses (Codex CLI's) to ccgate's endpoints for them. Chat Completions goes to the
 stub's /v1/chat/completions as sent (llama-server's own endpoint for that dialect; the stub
@@ -41,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import uvloop
 
 ROOT = Path(__file__).resolve().parents[1]
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -117,7 +125,7 @@ def _serve_stub(port: int) -> None:
         async with server:
             await server.serve_forever()
 
-    asyncio.run(main())
+    uvloop.run(main())
 
 
 class _Traces:
@@ -315,22 +323,32 @@ def latency(
 async def _throughput(
     base: str, body: bytes, seconds: float, concurrency: int, key: str = "bench", path: str = "/v1/messages"
 ) -> float:
+    """Requests/s with `concurrency` clients at once. The load generator is ccgate's own HTTP
+    client (router/backends/wire.py): httpx's ~0.8 ms of CPU a request would cap it below what
+    the gateway serves, on the same 2 cores."""
+    from router.backends.wire import WireClient
+
     headers = {"content-type": "application/json", "x-api-key": key}
     done = 0
     deadline = time.perf_counter() + seconds
+    client = WireClient(base, 10, max_connections=concurrency, max_keepalive=concurrency)
 
-    async def worker(client: httpx.AsyncClient) -> None:
+    async def worker() -> None:
         nonlocal done
         while time.perf_counter() < deadline:
-            r = await client.post(base + path, content=body, headers=headers)
-            assert r.status_code == 200
+            response = await client.request("POST", path, body, headers)
+            async for _ in response.aiter_bytes():
+                pass
+            await response.aclose()
+            assert response.status_code == 200, response.status_code
             done += 1
 
-    limits = httpx.Limits(max_connections=concurrency)
-    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+    try:
         start = time.perf_counter()
-        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
         return done / (time.perf_counter() - start)
+    finally:
+        await client.aclose()
 
 
 def pct(samples: list[float], q: float) -> float:
@@ -338,18 +356,37 @@ def pct(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _scrape(url: str, name: str) -> float:
+    text = httpx.get(url + "/metrics", timeout=10).text
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each throughput run")
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--concurrency", default="8,64", help="comma list: clients at once for req/s")
     parser.add_argument("--servers", default="uvicorn", help="comma list: uvicorn, granian")
     parser.add_argument("--upstream", help="a real upstream URL instead of the built-in stub")
     parser.add_argument("--tool-guard", default="on", help="comma list: on, off (the tool-call guard; default on)")
     parser.add_argument("--state", default="memory", help="comma list: memory, redis (REDIS_URL) for routing state")
     parser.add_argument("--auth", default="open", help="comma list: open, keys (team keys + limits; needs Redis)")
     parser.add_argument("--dialects", default="anthropic", help="comma list: anthropic, chat, responses")
+    parser.add_argument(
+        "--full", action="store_true", help="every feature on: Redis state, team keys + limits, OTLP export (live)"
+    )
+    parser.add_argument("--workers", default="1", help="comma list: gateway worker processes (CCGATE_WORKERS)")
     args = parser.parse_args()
+    if args.full:
+        args.state, args.auth = "redis", "keys"
+    concurrency = [int(c) for c in args.concurrency.split(",")]
 
     capture = json.loads(FIXTURE.read_text())["body"]
     dialects = args.dialects.split(",")
@@ -363,67 +400,87 @@ def main() -> None:
         stub.start()
         upstream = f"http://127.0.0.1:{port}"
         _wait(upstream + "/health")
+    receiver = OtlpReceiver() if args.full else None
 
-    print(f"body: {len(bodies['stream']) / 1024:.0f} KB Claude Code request; upstream: {args.upstream or 'stub'}")
     print(
-        f"{'path':<34}{'mode':<8}{'p50 ms':>9}{'p99 ms':>9}{'added p50':>11}{'added p99':>11}{'req/s':>9}{'ratio':>7}"
+        f"body: {len(bodies['stream']) / 1024:.0f} KB Claude Code request; upstream: {args.upstream or 'stub'}"
+        + ("; full pipeline: Redis state, team keys + limits, OTLP export to a live receiver" if args.full else "")
     )
+    rates = "".join(f"{f'req/s@{c}':>11}{'ratio':>7}" for c in concurrency)
+    print(f"{'path':<34}{'mode':<8}{'p50 ms':>9}{'p99 ms':>9}{'added p50':>11}{'added p99':>11}{rates}")
     tmp = Path(tempfile.mkdtemp())
     guards, states, auths = args.tool_guard.split(","), args.state.split(","), args.auth.split(",")
+    workers = [int(w) for w in args.workers.split(",")]
     variants = [
-        (s, g, st, a)
+        (s, g, st, a, w)
         for s in args.servers.split(",")
         for g in guards
         for st in states
         for a in auths
+        for w in workers
         if not (a == "keys" and st == "memory")  # keys live in Redis
     ]
 
-    def label(server: str, guard: str, state: str, auth: str) -> str:
+    def label(server: str, guard: str, state: str, auth: str, worker: int) -> str:
         parts = [server]
         parts += [f"guard {guard}"] if len(guards) > 1 else []
         parts += [state] if len(states) > 1 else []
         parts += [auth] if len(auths) > 1 else []
+        parts += [f"{worker} workers"] if len(workers) > 1 else []
         return " ".join(parts)
 
-    gateways = {label(*v): _start_gateway(v[0], upstream, tmp, v[1], v[2], v[3]) for v in variants}
+    gateways = {
+        label(*v): _start_gateway(v[0], upstream, tmp, v[1], v[2], v[3], receiver.url if receiver else None, v[4])
+        for v in variants
+    }
     rows = [(name, gw, d) for name, gw in gateways.items() for d in dialects]
+    trips = "ccgate_state_redis_round_trips_total"
+    trips_before = {name: _scrape(url, trips) for name, (_, url, _) in gateways.items()}
+    sent = dict.fromkeys(gateways, 0)
     try:
         for mode, body in bodies.items():
             direct = latency(upstream, body, args.requests, mode == "stream")
             direct_rps = (
-                asyncio.run(_throughput(upstream, bodies["json"], args.seconds, args.concurrency))
+                [uvloop.run(_throughput(upstream, bodies["json"], args.seconds, c)) for c in concurrency]
                 if mode == "json"
-                else None
+                else []
             )
-            print(
-                f"{'direct':<34}{mode:<8}{pct(direct, 0.5):9.2f}{pct(direct, 0.99):9.2f}{'':>11}{'':>11}"
-                f"{(f'{direct_rps:9.0f}' if direct_rps else ''):>9}"
-            )
-            for server, (_, url, key), dialect in rows:
-                server = f"{server} {dialect}" if len(dialects) > 1 else server
+            columns = "".join(f"{r:11.0f}{'':>7}" for r in direct_rps)
+            print(f"{'direct':<34}{mode:<8}{pct(direct, 0.5):9.2f}{pct(direct, 0.99):9.2f}{'':>11}{'':>11}{columns}")
+            for name, (_, url, key), dialect in rows:
+                shown = f"{name} {dialect}" if len(dialects) > 1 else name
                 body = by_dialect[dialect][mode]
                 path = PATHS[dialect]
                 via = latency(url, body, args.requests, mode == "stream", key, path)
+                sent[name] += len(via) + 20
                 added50 = statistics.median(via) * 1000 - statistics.median(direct) * 1000
                 added99 = pct(via, 0.99) - pct(direct, 0.99)
-                rps = (
-                    asyncio.run(_throughput(url, body, args.seconds, args.concurrency, key, path.split("?")[0]))
-                    if mode == "json"
-                    else None
-                )
-                ratio = f"{rps / direct_rps:7.2f}" if rps and direct_rps else ""
+                columns = ""
+                for c, base_rps in zip(concurrency, direct_rps, strict=False):
+                    rps = uvloop.run(_throughput(url, body, args.seconds, c, key, path.split("?")[0]))
+                    sent[name] += int(rps * args.seconds)
+                    columns += f"{rps:11.0f}{rps / base_rps:7.2f}"
                 print(
-                    f"{'ccgate/' + server:<34}{mode:<8}{pct(via, 0.5):9.2f}{pct(via, 0.99):9.2f}"
-                    f"{added50:11.2f}{added99:11.2f}"
-                    f"{(f'{rps:9.0f}' if rps else ''):>9}{ratio}"
+                    f"{'ccgate/' + shown:<34}{mode:<8}{pct(via, 0.5):9.2f}{pct(via, 0.99):9.2f}"
+                    f"{added50:11.2f}{added99:11.2f}{columns}"
                 )
+        print()
+        for name, (proc, url, _) in gateways.items():
+            made = _scrape(url, trips) - trips_before[name]
+            line = f"{'ccgate/' + name:<34}~{sent[name]:,} requests; RSS {_rss_mib(proc.pid):.0f} MiB"
+            if made:
+                line += f"; Redis round trips per request {made / sent[name]:.2f} (all purposes, heartbeats included)"
+            print(line)
+        if receiver is not None:
+            print(f"OTLP exports received by the live receiver: {receiver.exports.value}")
     finally:
         for proc, _, _ in gateways.values():
             proc.terminate()
             proc.wait()
         if stub is not None:
             stub.terminate()
+        if receiver is not None:
+            receiver.stop()
 
 
 if __name__ == "__main__":

@@ -93,6 +93,7 @@ def main() -> None:
     parser.add_argument("--auth", default="open", choices=("open", "keys"))
     parser.add_argument("--otlp", action="store_true", help="export spans to a live OTLP receiver")
     parser.add_argument("--dialect", default="anthropic", choices=("anthropic", "chat", "responses"))
+    parser.add_argument("--tokens", type=int, help="a conversation of this size (bench/prompt_size.py's)")
     parser.add_argument("--svg", action="store_true", help="also write a flame graph (a second py-spy)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "profiles"))
     args = parser.parse_args()
@@ -100,6 +101,10 @@ def main() -> None:
         sys.exit("py-spy is not installed: pip install py-spy")
 
     capture = json.loads(FIXTURE.read_text())["body"]
+    if args.tokens:
+        from bench.prompt_size import conversation
+
+        capture = conversation(args.tokens)
     body = dialect_bodies(capture, args.dialect)[args.mode]
     port = _free_port()
     stub = multiprocessing.Process(target=_serve_stub, args=(port,), daemon=True)
@@ -112,6 +117,7 @@ def main() -> None:
         "uvicorn", upstream, tmp, state=args.state, auth=args.auth, otlp=receiver.url if receiver else None
     )
     name = f"{args.dialect}-{args.mode}-{args.state}-{args.auth}{'-otlp' if args.otlp else ''}-c{args.concurrency}"
+    name += f"-{args.tokens // 1000}k" if args.tokens else ""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     raw = tmp / "raw.txt"

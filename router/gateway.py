@@ -118,11 +118,13 @@ class Gateway:
     async def route(self, incoming: Incoming, operation: Operation, identity: Identity | None = None) -> Outcome:
         routing = self._routing  # a reload mid-request does not change this request's world
         features = features_of(incoming.request, incoming.raw, incoming.headers, len(incoming.body))
-        hashes, total_bytes = hashed(incoming.raw)
+        hashes, total_bytes = hashed(incoming.body)
         with self.tracer.start_as_current_span("ccgate.route") as span:
             if identity is not None and self.accounting is not None and operation == "messages":
                 # its limits, checked beside the shared view (counting tokens is free and unlimited)
-                view, admission = await asyncio.gather(self.shared.view(hashes), self.accounting.admit(identity))
+                call = self.accounting.admission_call(identity)
+                view = await self.shared.view(hashes, call)  # one round trip for both
+                admission = await self.accounting.admit(identity, answered=view.script_result)
                 if not admission.admitted:
                     self.on_limited(identity, admission.refused)
                     raise refusal(identity, admission)
@@ -180,8 +182,8 @@ class Gateway:
                 await self.queue.leave(*queued)
         if operation == "messages":
             self._learn_on_close(outcome, hashes, total_bytes)
-            if identity is not None and (counting := self._account_on_close(outcome, identity, routing)):
-                await counting  # a whole answer is counted before it is sent: the next request sees it
+            if identity is not None:
+                self._account_on_close(outcome, identity, routing)
         return outcome
 
     async def _wait_for_slot(
@@ -227,22 +229,20 @@ class Gateway:
         finally:
             self.on_queue(backend, -1)
 
-    def _account_on_close(self, outcome: Outcome, identity: Identity, routing: Routing) -> asyncio.Task[None] | None:
-        """Once the answer is complete, count its tokens against the key's limits and usage; for a
-        whole answer, the count being written is returned."""
+    def _account_on_close(self, outcome: Outcome, identity: Identity, routing: Routing) -> None:
+        """Once the answer is complete, count its tokens against the key's limits and usage."""
         reply, backend = outcome.reply, outcome.backend
         cloud = routing.policy.backends[backend].kind != "llamacpp"
 
-        def account() -> asyncio.Task[None] | None:
+        def account() -> None:
             self.on_usage(identity.team, backend, cloud, reply.usage)
-            if self.accounting is None:
-                return None
-            return self.accounting.record(identity, backend, cloud, reply.usage)
+            if self.accounting is not None:
+                self.accounting.record(identity, backend, cloud, reply.usage)
 
         if reply.streaming:
             reply.on_close.append(account)
-            return None
-        return account()
+        else:
+            account()
 
     def _learn_on_close(self, outcome: Outcome, hashes: list[str], total_bytes: int) -> None:
         """Once the answer is complete, record which backend and slot now hold this prompt."""

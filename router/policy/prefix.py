@@ -1,45 +1,128 @@
 """The prompt as a chain of block hashes, so any request's longest known prefix is a few lookups.
 
-The request is first made canonical: what changes on every request without changing what the
-model reads is dropped (Claude Code's `x-anthropic-billing-header` system block, which local
-backends are not sent either; `cache_control` markers; `metadata`), and system, tools and
-messages are serialised in that order with sorted keys, so key order never matters. The bytes
-are cut in BLOCK-sized blocks, each hashed together with the hash before it: equal hashes at
-position i mean the whole prompt up to the end of block i is equal. Only whole blocks count.
+The prompt is the request's system, tools and messages, in that order, as the bytes the client
+sent (one scan of the body finds them; nothing is decoded or re-encoded), minus what changes on
+every request without changing what the model reads: Claude Code's `x-anthropic-billing-header`
+system block (local backends are not sent it either) and `cache_control` markers, which move to
+the newest message each turn. The bytes are cut in BLOCK-sized blocks; block i's hash is the
+hash of the whole prompt up to its end, so equal hashes at i mean equal prompts up to there.
+Only whole blocks count.
+
+A client writes one conversation the same way every turn (the same key order and spacing), so
+its own bytes are as good a key as a re-encoded canonical form, at a fifth of the cost: bench/
+prompt_size.py measures it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import msgspec
 
-BLOCK = 2048  # bytes of canonical prompt per block: ~500 tokens, ~40 blocks for Claude Code's first turn
+BLOCK = 2048  # bytes of prompt per block: ~500 tokens, ~40 blocks for Claude Code's first turn
 BILLING_HEADER = "x-anthropic-billing-header:"
-VOLATILE_FIELDS = ("cache_control",)
+BILLING_MARK = BILLING_HEADER.encode()
+MARKER_NAME = b'"cache_control"'
+# A marker's value is a small flat object ({"type":"ephemeral","ttl":"1h"}). An unescaped quote
+# only occurs at a string's edge, so in valid JSON this matches a key, never text inside a string.
+MARKER = re.compile(rb'"cache_control"\s*:\s*\{[^{}]*\}')
+SPACE = b" \t\r\n"
 
 
-def canonical(raw: Mapping[str, Any]) -> bytes:
-    return b"".join(_parts(raw))
+class _Prompt(msgspec.Struct):
+    """The parts of a request body that make its prompt, each as the client wrote it."""
+
+    system: msgspec.Raw = msgspec.Raw(b"null")
+    tools: list[msgspec.Raw] | None = None
+    messages: list[msgspec.Raw] | None = None
 
 
-def block_hashes(raw: Mapping[str, Any]) -> list[str]:
-    """Hex hashes of the canonical prompt's whole blocks, each chained on the one before."""
-    return hashed(raw)[0]
+def block_hashes(body: bytes | Mapping[str, Any]) -> list[str]:
+    """Hex hashes of the prompt's whole blocks, each covering the prompt up to its end."""
+    return hashed(body)[0]
 
 
-def hashed(raw: Mapping[str, Any]) -> tuple[list[str], int]:
-    """The block hashes and the canonical prompt's length in bytes, from one serialisation."""
-    data = canonical(raw)
-    hashes: list[str] = []
-    previous = b""
+def hashed(body: bytes | Mapping[str, Any]) -> tuple[list[str], int]:
+    """The block hashes and the prompt's length in bytes. `body`: the request as sent (a mapping
+    is encoded first: for callers holding a decoded request)."""
+    data = body if isinstance(body, bytes) else msgspec.json.encode(body)
+    try:
+        prompt = msgspec.json.decode(data, type=_Prompt)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return [], 0  # not a request's shape: nothing to look up (validation says why elsewhere)
+    pieces: list[bytes | memoryview] = []
+    for tag, part in _parts(prompt):
+        pieces.append(tag)
+        _unmarked(part, pieces)
+        pieces.append(b"\n")
+    data = memoryview(b"".join(pieces))
+    sha = hashlib.sha256()
+    hashes = []
     for start in range(0, len(data) - BLOCK + 1, BLOCK):
-        digest = hashlib.blake2b(previous + data[start : start + BLOCK], digest_size=12).digest()
-        hashes.append(digest.hex())
-        previous = digest
+        sha.update(data[start : start + BLOCK])
+        hashes.append(sha.copy().digest()[:12].hex())
     return hashes, len(data)
+
+
+def _unmarked(data: bytes, out: list[bytes | memoryview]) -> None:
+    """Append `data` without its cache_control markers (and the comma that went with each)."""
+    at = data.find(MARKER_NAME)
+    if at < 0:
+        out.append(data)
+        return
+    view = memoryview(data)
+    pos = 0
+    while at >= 0:
+        match = MARKER.match(data, at)
+        if match is None:
+            at = data.find(MARKER_NAME, at + 1)
+            continue
+        start, end = match.span()
+        comma = data.rfind(b",", pos, start)
+        if comma >= 0 and not data[comma + 1 : start].strip(SPACE):
+            start = comma  # `,"cache_control":{..}`
+        else:
+            after = end
+            while after < len(data) and data[after] in SPACE:
+                after += 1
+            if data[after : after + 1] == b",":
+                end = after + 1  # `{"cache_control":{..},`: it was the first key
+        out.append(view[pos:start])
+        pos = end
+        at = data.find(MARKER_NAME, end)
+    out.append(view[pos:])
+
+
+def _parts(prompt: _Prompt) -> Iterator[tuple[bytes, bytes]]:
+    """(kind, bytes) of the system prompt, each tool and each message."""
+    system = bytes(prompt.system)
+    if BILLING_MARK in system:
+        system = _without_billing_block(system)
+    if system not in (b"null", b"[]", b'""'):
+        yield b"s", system
+    for tool in prompt.tools or ():
+        yield b"t", bytes(tool)
+    for message in prompt.messages or ():
+        yield b"m", bytes(message)
+
+
+def _without_billing_block(system: bytes) -> bytes:
+    """The system prompt's bytes without the billing block; other blocks keep their bytes."""
+    if system.startswith(b"["):
+        blocks = msgspec.json.decode(system, type=list[msgspec.Raw])
+        kept = [bytes(b) for b in blocks if not _is_billing_block(bytes(b))]
+        return b"[" + b",".join(kept) + b"]"
+    return msgspec.json.encode(without_billing_header(msgspec.json.decode(system)))
+
+
+def _is_billing_block(block: bytes) -> bool:
+    if BILLING_MARK not in block:
+        return False
+    decoded = msgspec.json.decode(block)
+    return isinstance(decoded, dict) and str(decoded.get("text", "")).startswith(BILLING_HEADER)
 
 
 def without_billing_header(system: Any) -> Any:
@@ -53,38 +136,3 @@ def without_billing_header(system: Any) -> Any:
     if isinstance(system, str) and system.startswith(BILLING_HEADER):
         return system.split("\n", 1)[1] if "\n" in system else ""
     return system
-
-
-def _parts(raw: Mapping[str, Any]) -> Iterator[bytes]:
-    system = without_billing_header(raw.get("system"))
-    if system:
-        yield _encode({"system": _blocks(system)})
-    for tool in raw.get("tools") or ():
-        yield _encode({"tool": _bare(tool)})
-    for message in raw.get("messages") or ():
-        if isinstance(message, dict):
-            yield _encode({**message, "content": _blocks(message.get("content"))})
-
-
-def _encode(value: Any) -> bytes:
-    return msgspec.json.encode(value, order="sorted") + b"\n"
-
-
-def _blocks(content: Any) -> Any:
-    """Content blocks without their markers; a tool_result's own blocks too. Markers sit only at
-    these levels, so tool schemas and call inputs are not walked."""
-    if not isinstance(content, list):
-        return content
-    out = []
-    for block in content:
-        block = _bare(block)
-        if isinstance(block, dict) and isinstance(block.get("content"), list):
-            block = {**block, "content": [_bare(b) for b in block["content"]]}
-        out.append(block)
-    return out
-
-
-def _bare(value: Any) -> Any:
-    if isinstance(value, dict) and any(k in value for k in VOLATILE_FIELDS):
-        return {k: v for k, v in value.items() if k not in VOLATILE_FIELDS}
-    return value

@@ -23,13 +23,16 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import redis.asyncio as redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from router.policy.identity import Identity
 from router.policy.schema import Price
 from router.protocol.usage import Usage
+from router.state.shared import ScriptCall
 
 log = logging.getLogger("ccgate.accounting")
 USAGE_KINDS = ("input", "cached", "output")
@@ -37,6 +40,7 @@ USAGE_TTL = 400 * 86400
 MAX_DAYS = 400
 USAGE_BY = ("key", "team", "backend", "model")
 WINDOW_MS = 60_000
+Pending = tuple[Identity, str, bool, Usage, float]  # who, backend, cloud?, tokens, when
 
 # KEYS: request log, token log, budget counter. ARGV: rpm, tpm, a unique member, budget wanted.
 # Returns {refused (0 no, 1 requests, 2 tokens), requests in the window, ms until it would pass,
@@ -124,21 +128,36 @@ class Accounting:
         self.prefix = prefix
         self._admit = client.register_script(ADMIT)
         self._log_tokens = client.register_script(LOG_TOKENS)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._pending: list[Pending] = []
+        self._writer: asyncio.Task[None] | None = None
 
     def _key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
 
-    async def admit(self, identity: Identity, now: float | None = None) -> Admission:
+    def admission_call(self, identity: Identity, now: float | None = None) -> ScriptCall | None:
+        """The admission script for this key, to run beside the routing view in one round trip;
+        None when the key has no limit to check."""
         now = time.time() if now is None else now
         limits = identity.limits
         if not (limits.rpm or limits.tpm or limits.cloud_tokens):
-            return Admission()
+            return None
         budget = self._key("budget", identity.key, budget_period(now, limits.budget_per or "day"))
-        refused, made, wait_ms, used, spent = await self._admit(
-            keys=[self._key("rl:req", identity.key), self._key("rl:tok", identity.key), budget],
-            args=[limits.rpm or 0, limits.tpm or 0, uuid.uuid4().hex, int(bool(limits.cloud_tokens))],
+        return ScriptCall(
+            self._admit.sha,
+            [self._key("rl:req", identity.key), self._key("rl:tok", identity.key), budget],
+            [limits.rpm or 0, limits.tpm or 0, uuid.uuid4().hex, int(bool(limits.cloud_tokens))],
         )
+
+    async def admit(self, identity: Identity, now: float | None = None, answered: Any = None) -> Admission:
+        """The key's admission: from `answered` (the script's result, run with the view), or
+        by running the script now (it did not run, or Redis had forgotten it)."""
+        call = self.admission_call(identity, now)
+        if call is None:
+            return Admission()
+        if answered is None:
+            answered = await self._admit(keys=call.keys, args=call.args)
+        refused, made, wait_ms, used, spent = answered
+        limits = identity.limits
         reset = max(0.0, int(wait_ms) / 1000)
         if refused == 1:
             return Admission("requests", limits.rpm or 0, 0, reset)
@@ -152,38 +171,52 @@ class Accounting:
             tokens_remaining=max(0, (limits.tpm or 0) - int(used)),
         )
 
-    def record(self, identity: Identity, backend: str, cloud: bool, usage: Usage) -> asyncio.Task[None] | None:
-        """Count an answer's tokens, in the background (the answer is already on its way); the
-        task is returned for a caller that wants the count in before it answers."""
+    def record(self, identity: Identity, backend: str, cloud: bool, usage: Usage) -> None:
+        """Count an answer's tokens, behind it (the answer is already on its way): records wait
+        in a queue that one writer empties, each batch in one pipeline, so under load many
+        answers share a round trip to Redis, and none waits for one. A key's tokens count
+        against its tpm limit once written, a round trip after its answer."""
         if not usage.input + usage.cached + usage.output:
-            return None
-        task = asyncio.get_running_loop().create_task(self._record(identity, backend, cloud, usage))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+            return
+        self._pending.append((identity, backend, cloud, usage, time.time()))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write())
 
-    async def _record(self, identity: Identity, backend: str, cloud: bool, usage: Usage) -> None:
-        now = time.time()
-        total = usage.input + usage.cached + usage.output
-        try:
-            pipe = self.client.pipeline(transaction=False)
+    async def _write(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                pipe = self.client.pipeline(transaction=False)
+                await self._queue_batch(pipe, batch)
+                await pipe.execute()
+            except (RedisError, OSError) as exc:
+                keys = sorted({identity.key for identity, *_ in batch})
+                log.warning("usage of key(s) %s not recorded (%s)", ", ".join(keys), type(exc).__name__)
+
+    async def _queue_batch(self, pipe: Pipeline, batch: list[Pending]) -> None:
+        counts: dict[tuple[str, str], int] = {}  # (usage hash, field) -> tokens, summed over the batch
+        expiring: set[str] = set()
+        for identity, backend, cloud, usage, now in batch:
+            total = usage.input + usage.cached + usage.output
             if identity.limits.tpm:
-                await self._log_tokens(
-                    keys=[self._key("rl:tok", identity.key)], args=[total, uuid.uuid4().hex], client=pipe
-                )
+                # a script in a pipeline is loaded first if Redis does not know it (after a restart)
+                log_key = self._key("rl:tok", identity.key)
+                await self._log_tokens(keys=[log_key], args=[total, uuid.uuid4().hex], client=pipe)
             if cloud:
                 budget = self._key("budget", identity.key, budget_period(now, identity.limits.budget_per or "day"))
                 pipe.incrby(budget, total)
                 pipe.expire(budget, 40 * 86400)
             usage_key = self._key("usage", budget_period(now, "day"))
+            expiring.add(usage_key)
             model = (usage.model or "?").replace("\t", " ")[:120]
             for kind, n in zip(USAGE_KINDS, (usage.input, usage.cached, usage.output), strict=True):
                 if n:
-                    pipe.hincrby(usage_key, f"{identity.key}\t{identity.team}\t{backend}\t{model}\t{kind}", n)
+                    field = f"{identity.key}\t{identity.team}\t{backend}\t{model}\t{kind}"
+                    counts[usage_key, field] = counts.get((usage_key, field), 0) + n
+        for (usage_key, field), n in counts.items():
+            pipe.hincrby(usage_key, field, n)
+        for usage_key in expiring:
             pipe.expire(usage_key, USAGE_TTL)
-            await pipe.execute()
-        except (RedisError, OSError) as exc:
-            log.warning("usage of key %s not recorded (%s)", identity.key, type(exc).__name__)
 
     async def usage(self, days: Iterable[str]) -> list[UsageRow]:
         """What was used on these days (YYYY-MM-DD)."""
@@ -201,9 +234,9 @@ class Accounting:
         return rows
 
     async def drain(self) -> None:
-        """Wait for the usage writes in flight (at shutdown)."""
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        """Wait for the usage writes queued or in flight (at shutdown, and for tests)."""
+        while self._writer is not None and not self._writer.done():
+            await asyncio.gather(self._writer, return_exceptions=True)
 
 
 @dataclass(frozen=True, slots=True)

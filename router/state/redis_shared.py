@@ -30,12 +30,13 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from contextlib import suppress
+from typing import Any
 
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from router.policy.affinity import Entry, PrefixView, SlotState
-from router.state.shared import INDEX_TTL, LocalShared, SharedView
+from router.state.shared import INDEX_TTL, LocalShared, ScriptCall, SharedView
 
 log = logging.getLogger("ccgate.state")
 
@@ -51,10 +52,16 @@ class RedisShared(LocalShared):
         prefix: str = "ccgate:",
         on_error: Callable[[], None] = lambda: None,
         on_state: Callable[[bool], None] = lambda up: None,
+        on_round_trip: Callable[[], None] = lambda: None,
     ) -> None:
         super().__init__()
         self.client = redis.Redis.from_url(
-            url, socket_timeout=0.5, socket_connect_timeout=0.5, health_check_interval=0, decode_responses=True
+            url,
+            socket_timeout=0.5,
+            socket_connect_timeout=0.5,
+            health_check_interval=0,
+            decode_responses=True,
+            connection_class=_counted(on_round_trip),  # rediss:// and unix:// URLs keep their own class
         )
         self.prefix = prefix
         self.replica = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
@@ -93,12 +100,14 @@ class RedisShared(LocalShared):
         with suppress(RedisError, OSError):
             await self.client.aclose()
 
-    async def view(self, hashes: Sequence[str]) -> SharedView:
+    async def view(self, hashes: Sequence[str], script: ScriptCall | None = None) -> SharedView:
         local = self.local_view(hashes)
         if not self.up:
             return SharedView(local)
         try:
             pipe = self.client.pipeline(transaction=False)
+            if script is not None:  # by its SHA: a pipeline with a Script object asks SCRIPT EXISTS first
+                pipe.evalsha(script.sha, len(script.keys), *script.keys, *script.args)
             if hashes:
                 pipe.mget([self._key("px:" + h) for h in hashes])
             pipe.hgetall(self._key("slots"))
@@ -106,11 +115,16 @@ class RedisShared(LocalShared):
             pipe.hgetall(self._key("inflight"))
             pipe.hgetall(self._key("alive"))
             pipe.hgetall(self._key("held"))
-            results = await pipe.execute()
+            results = await pipe.execute(raise_on_error=False)
+            failed = [r for r in results[1 if script else 0 :] if isinstance(r, Exception)]
+            if failed:
+                raise failed[0]
         except (RedisError, OSError) as exc:
             self._failed(exc)
             return SharedView(local)
-        raw_entries = results[0] if hashes else []
+        # None when the script failed (NOSCRIPT after a Redis restart): its caller runs it alone
+        scripted = results[0] if script is not None and not isinstance(results[0], Exception) else None
+        raw_entries = results[-6] if hashes else []
         slots_raw, breakers_raw, inflight_raw, alive_raw, held_raw = results[-5:]
         self._held_elsewhere(held_raw, alive_raw)
         self.breakers = _open_breakers(breakers_raw)
@@ -124,7 +138,7 @@ class RedisShared(LocalShared):
         others, elsewhere = self._other_replicas(inflight_raw, alive_raw)
         for key, count in elsewhere.items():
             busy[key] = busy.get(key, 0) + count
-        return SharedView(PrefixView(tuple(hashes), entries, slots, busy), others)
+        return SharedView(PrefixView(tuple(hashes), entries, slots, busy), others, scripted)
 
     def _other_replicas(
         self, inflight: dict[str, str], alive: dict[str, str]
@@ -339,6 +353,17 @@ def _slot_key(field: str) -> tuple[str, int] | None:
         return (backend, int(slot)) if backend else None
     except ValueError:
         return None
+
+
+def _counted(on_send: Callable[[], None]) -> type[redis.Connection]:
+    """A connection that counts what it sends: one command, or one whole pipeline, is one round trip."""
+
+    class Counted(redis.Connection):
+        async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+            on_send()
+            await super().send_packed_command(command, check_health)
+
+    return Counted
 
 
 def _float(value: str | None) -> float:

@@ -12,6 +12,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Collection, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
+from typing import Any
 
 from router.policy.affinity import Entry, PrefixView, SlotState
 from router.policy.prefix import BLOCK
@@ -24,6 +25,16 @@ INDEX_CAP = 200_000  # entries kept in memory (~40 per Claude Code prompt)
 class SharedView:
     prefix: PrefixView
     others: dict[str, int] = field(default_factory=dict)  # other replicas' requests in progress, per backend
+    script_result: Any = None  # what the script asked for with the view returned, if it ran
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptCall:
+    """A Lua script Redis knows (by its SHA-1), with its keys and arguments."""
+
+    sha: str
+    keys: list[str]
+    args: list[Any]
 
 
 class LocalShared:
@@ -46,7 +57,10 @@ class LocalShared:
     async def stop(self) -> None:
         return None
 
-    async def view(self, hashes: Sequence[str]) -> SharedView:
+    async def view(self, hashes: Sequence[str], script: ScriptCall | None = None) -> SharedView:
+        """What is known of these block hashes and the backends' load. `script`: a Redis script
+        to run in the same round trip (admission); its result is `SharedView.script_result`,
+        None when it did not run (no Redis, Redis away)."""
         return SharedView(self.local_view(hashes))
 
     def local_view(self, hashes: Sequence[str]) -> PrefixView:

@@ -99,6 +99,11 @@ class Metrics:
         self.redis_errors = Counter(
             "ccgate_state_redis_errors", "Failed Redis operations (routing then uses local state).", registry=r
         )
+        self.redis_round_trips = Counter(
+            "ccgate_state_redis_round_trips",
+            "Requests sent to Redis: one command, or one pipeline of them (a routing decision is one).",
+            registry=r,
+        )
         self.redis_up = Gauge(
             "ccgate_state_redis_up", "1 while shared state in Redis works; 0 when local only.", registry=r
         )

@@ -218,6 +218,15 @@ def test_tokens_per_minute_hold_across_two_replicas(make_team, text_llama: Proce
     key = team.add_key("alice", "core", "--tpm", str(3 * per_request))
     statuses = [team.post(key, body, replica=i % 2).status_code for i in range(3)]
     assert statuses == [200, 200, 200]
+    # an answer's tokens are written behind it (batched): they count once written
+    admin = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+
+    def logged() -> bool:
+        rows = httpx.get(team.replicas[0].url + "/admin/usage", params={"by": "key"}, headers=admin, timeout=10)
+        alice = [r for r in rows.json()["usage"] if r["key"] == "alice"]
+        return bool(alice) and alice[0]["input"] + alice[0]["cached"] + alice[0]["output"] >= 3 * per_request
+
+    wait_until(logged, "the three answers' tokens are written")
     over = team.post(key, body, replica=1)
     status, kind, message = error_of(over)
     assert (status, kind) == (429, "rate_limit_error") and "tokens per minute" in message

@@ -1,4 +1,4 @@
-"""Canonical prompts and chained block hashes: stable where the model's input is, volatile parts ignored."""
+"""Block hashes of the prompt as the client sent it: stable where the model's input is, volatile parts ignored."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import copy
 import json
 from pathlib import Path
 
-from router.policy.prefix import BLOCK, block_hashes, canonical, without_billing_header
+import msgspec
+
+from router.policy.prefix import BLOCK, block_hashes, hashed, without_billing_header
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 
@@ -16,16 +18,31 @@ def turn(name: str) -> dict:
 
 
 def test_a_claude_code_prompt_is_many_blocks() -> None:
-    hashes = block_hashes(turn("turn1"))
-    assert len(hashes) == len(canonical(turn("turn1"))) // BLOCK >= 30
+    hashes, size = hashed(turn("turn1"))
+    assert len(hashes) == size // BLOCK >= 30
     assert len(set(hashes)) == len(hashes)
 
 
-def test_key_order_does_not_matter() -> None:
+def test_only_the_prompt_counts_not_the_request_around_it() -> None:
     body = turn("turn1")
-    reordered = json.loads(json.dumps(body, sort_keys=True))
-    reordered["tools"] = [dict(reversed(list(t.items()))) for t in reordered["tools"]]
-    assert block_hashes(reordered) == block_hashes(body)
+    other = {**body, "max_tokens": 1, "stream": not body.get("stream"), "temperature": 0.3, "model": "x"}
+    other = {"metadata": {"user_id": "u"}, **other}  # and a field before the prompt
+    assert block_hashes(other) == block_hashes(body)
+
+
+def test_a_client_that_spaces_its_json_gets_the_same_chain_turn_after_turn() -> None:
+    """The Python SDK writes `", "` and `": "`: its markers move and its chain still extends."""
+    first, second = turn("turn1"), turn("turn2-tool-result")
+    spaced = [json.dumps(first).encode(), json.dumps(second).encode()]
+    assert b'"cache_control": {' in spaced[0]
+    a, b = block_hashes(spaced[0]), block_hashes(spaced[1])
+    assert len(b) >= len(a) >= 30 and b[: len(a)] == a
+    assert a != block_hashes(msgspec.json.encode(first))  # its own bytes: another client's chain
+
+
+def test_a_body_that_is_not_a_request_has_no_blocks() -> None:
+    assert hashed(b"[1, 2]") == ([], 0)
+    assert hashed(b'{"messages": 3}') == ([], 0)
 
 
 def test_the_next_turn_extends_the_chain() -> None:

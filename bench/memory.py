@@ -1,0 +1,96 @@
+"""A gateway's memory over many requests: RSS every tenth of a run of `--requests` (100k).
+
+    python bench/memory.py [--requests 100000] [--concurrency 64] [--full]
+
+The ~78 KB Claude Code request, non-streamed, to a stub upstream, from `--concurrency` clients;
+`--full` runs the gateway as bench/overhead.py --full does (Redis state, team keys, OTLP export
+to a live receiver). RSS must level off after warm-up, not grow with the requests served.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import uvloop
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.overhead import (  # noqa: E402
+    FIXTURE,
+    OtlpReceiver,
+    _free_port,
+    _rss_mib,
+    _serve_stub,
+    _start_gateway,
+    _wait,
+)
+from router.backends.wire import WireClient  # noqa: E402
+
+
+async def _send(url: str, body: bytes, key: str, count: int, concurrency: int) -> None:
+    client = WireClient(url, 10, max_connections=concurrency, max_keepalive=concurrency)
+    headers = {"content-type": "application/json", "x-api-key": key}
+    left = count
+
+    async def worker() -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            response = await client.request("POST", "/v1/messages", body, headers)
+            async for _ in response.aiter_bytes():
+                pass
+            await response.aclose()
+            assert response.status_code == 200, response.status_code
+
+    try:
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    finally:
+        await client.aclose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=100_000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--full", action="store_true")
+    args = parser.parse_args()
+    body = json.dumps({**json.loads(FIXTURE.read_text())["body"], "stream": False}).encode()
+    port = _free_port()
+    stub = multiprocessing.Process(target=_serve_stub, args=(port,), daemon=True)
+    stub.start()
+    upstream = f"http://127.0.0.1:{port}"
+    _wait(upstream + "/health")
+    receiver = OtlpReceiver() if args.full else None
+    state, auth = ("redis", "keys") if args.full else ("memory", "open")
+    gateway, url, key = _start_gateway(
+        "uvicorn", upstream, Path(tempfile.mkdtemp()), state=state, auth=auth, otlp=receiver.url if receiver else None
+    )
+    step = max(1, args.requests // 10)
+    print(f"{args.requests:,} requests, {args.concurrency} at once{'; full pipeline' if args.full else ''}")
+    print(f"{'requests':>10}{'RSS MiB':>9}{'req/s':>8}")
+    print(f"{0:>10,}{_rss_mib(gateway.pid):9.0f}")
+    try:
+        done = 0
+        while done < args.requests:
+            started = time.perf_counter()
+            uvloop.run(_send(url, body, key, step, args.concurrency))
+            done += step
+            print(f"{done:>10,}{_rss_mib(gateway.pid):9.0f}{step / (time.perf_counter() - started):8.0f}")
+    finally:
+        gateway.terminate()
+        gateway.wait()
+        stub.terminate()
+        if receiver is not None:
+            receiver.stop()
+
+
+if __name__ == "__main__":
+    main()
