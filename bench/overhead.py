@@ -357,10 +357,15 @@ def pct(samples: list[float], q: float) -> float:
 
 
 def _rss_mib(pid: int) -> float:
+    """RSS of a process and its children (a supervisor's workers), in MiB."""
+    total = 0.0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+            total += int(line.split()[1]) / 1024
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    for child in children.read_text().split() if children.exists() else ():
+        total += _rss_mib(int(child))
+    return total
 
 
 def _scrape(url: str, name: str) -> float:

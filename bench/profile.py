@@ -125,7 +125,7 @@ def main() -> None:
     try:
         latency(url, body, 50, args.mode == "stream", key, path)  # warm
         spy = [
-            "py-spy", "record", "--pid", str(gateway.pid), "--rate", "500", "--nonblocking",
+            "py-spy", "record", "--pid", str(gateway.pid), "--rate", "500",
             "--duration", str(int(args.seconds)),
         ]  # fmt: skip
         spies = [subprocess.Popen([*spy, "--format", "raw", "-o", str(raw)])]

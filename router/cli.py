@@ -24,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", help="address to listen on (env CCGATE_HOST; default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (env CCGATE_PORT; default 4000)")
     serve.add_argument(
+        "--workers", type=int, help="processes answering on the port (env CCGATE_WORKERS; default 1; about one a core)"
+    )
+    serve.add_argument(
         "--allow-open",
         action="store_true",
         help="serve without team keys on a non-loopback address, on purpose (env CCGATE_ALLOW_OPEN=1)",
@@ -174,7 +177,11 @@ async def _live_state(policy: object) -> dict:
 def _serve(args: argparse.Namespace) -> int:
     try:
         settings = Settings.from_env(
-            config=args.config, host=args.host, port=args.port, allow_open=True if args.allow_open else None
+            config=args.config,
+            host=args.host,
+            port=args.port,
+            allow_open=True if args.allow_open else None,
+            workers=args.workers,
         )
         policy = load_policy(settings.policy_path)
     except (PolicyError, ValueError) as exc:
@@ -192,7 +199,14 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if mode == "keys" and not (settings.redis_url or policy.state.redis_url):
+        print("ccgate: CCGATE_AUTH=keys keeps its keys and usage in Redis: set REDIS_URL", file=sys.stderr)
+        return 2
     configure_logging(settings.log_level, settings.log_format)
+    if settings.workers > 1:
+        from router.workers import supervise
+
+        return supervise(settings, policy)
 
     from router.app import create_app
     from router.shutdown import serve

@@ -29,6 +29,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     shutdown_grace: float = 30.0
     # CCGATE_HEADER_TIMEOUT: seconds a connection has to send a whole request head (slowloris)
     header_timeout: float = 10.0
+    # CCGATE_WORKERS / --workers: processes answering on the port (router/workers.py)
+    workers: int = 1
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -49,6 +51,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             ("allow_open", "CCGATE_ALLOW_OPEN"),
             ("shutdown_grace", "CCGATE_SHUTDOWN_GRACE"),
             ("header_timeout", "CCGATE_HEADER_TIMEOUT"),
+            ("workers", "CCGATE_WORKERS"),
         ):
             if env.get(var):
                 values[field] = env[var]
@@ -59,6 +62,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError(f"invalid setting: {exc}") from None
         if settings.shutdown_grace < 0:
             raise ValueError("invalid setting: CCGATE_SHUTDOWN_GRACE must be 0 or more seconds")
+        if not 1 <= settings.workers <= 64:
+            raise ValueError("invalid setting: CCGATE_WORKERS must be 1 to 64")
         if settings.header_timeout <= 0:
             raise ValueError("invalid setting: CCGATE_HEADER_TIMEOUT must be more than 0 seconds")
         return settings

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import time
 from collections.abc import Callable
 from types import FrameType
@@ -62,7 +63,10 @@ class DrainingServer(uvicorn.Server):
         return await super().on_tick(counter)
 
 
-def serve(app: object, settings: Settings, on_drain: Callable[[], None]) -> None:
+def serve(
+    app: object, settings: Settings, on_drain: Callable[[], None], sockets: list[socket.socket] | None = None
+) -> None:
+    """Serve until stopped; `sockets`: listen on these (a worker's inherited socket), not host:port."""
     config = uvicorn.Config(
         app,  # type: ignore[arg-type]
         host=settings.host,
@@ -73,4 +77,4 @@ def serve(app: object, settings: Settings, on_drain: Callable[[], None]) -> None
         timeout_graceful_shutdown=LAST_WORDS,
         http=with_header_timeout(settings.header_timeout),
     )
-    DrainingServer(config, settings.shutdown_grace, on_drain).run()
+    DrainingServer(config, settings.shutdown_grace, on_drain).run(sockets=sockets)

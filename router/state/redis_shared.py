@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 from contextlib import suppress
 from typing import Any
 
+import hiredis
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
@@ -356,12 +357,19 @@ def _slot_key(field: str) -> tuple[str, int] | None:
 
 
 def _counted(on_send: Callable[[], None]) -> type[redis.Connection]:
-    """A connection that counts what it sends: one command, or one whole pipeline, is one round trip."""
+    """A connection that counts what it sends (one command, or one whole pipeline, is one round
+    trip) and packs commands in C: redis-py's asyncio connection packs them in Python, ~2 µs an
+    argument, and a routing decision asks for ~40 keys (hiredis parses the answers too)."""
 
     class Counted(redis.Connection):
         async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
             on_send()
             await super().send_packed_command(command, check_health)
+
+        def pack_command(self, *args: Any) -> list[bytes]:
+            if isinstance(args[0], str):  # "CLIENT SETNAME" and the like go as separate words
+                args = (*args[0].encode().split(), *args[1:])
+            return [hiredis.pack_command(args)]
 
     return Counted
 

@@ -92,7 +92,7 @@ class LocalShared:
             return [], None
         now = self._clock()
         start, since = extension(hashes, previous, now)
-        written = entries_of(hashes, backend, slot, tokens, total_bytes, now)[start:]
+        written = entries_of(hashes, backend, slot, tokens, total_bytes, now, start)
         for entry_hash, entry in written:
             self._entries[entry_hash] = entry
             self._entries.move_to_end(entry_hash)
@@ -162,11 +162,11 @@ def extension(hashes: Sequence[str], previous: SlotState | None, now: float) -> 
 
 
 def entries_of(
-    hashes: Sequence[str], backend: str, slot: int, tokens: int, total_bytes: int, at: float
+    hashes: Sequence[str], backend: str, slot: int, tokens: int, total_bytes: int, at: float, start: int = 0
 ) -> list[tuple[str, Entry]]:
-    """Each block's entry, its token count prorated from the prompt's total by position."""
+    """Each block's entry from `start` on, its token count prorated from the prompt's total by position."""
     out = []
-    for i, h in enumerate(hashes):
+    for i in range(start, len(hashes)):
         share = min(1.0, (i + 1) * BLOCK / total_bytes) if total_bytes else 1.0
-        out.append((h, Entry(backend, slot, round(tokens * share), at)))
+        out.append((hashes[i], Entry(backend, slot, round(tokens * share), at)))
     return out

@@ -8,10 +8,12 @@ single uvicorn worker, so no multiprocess mode is needed.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Iterator, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from router.policy.features import CLIENT_KINDS
@@ -36,6 +38,9 @@ TOOL_CALL_OUTCOMES = ("passed", "repaired", "converted", "failed", "unchecked")
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        # What is read at scrape time from this process. With workers (router/workers.py) the
+        # rest is in multi-process files every worker's scrape sums; this stays the worker's own.
+        self.live = CollectorRegistry(auto_describe=True) if multiprocess_dir() else self.registry
         r = self.registry
         self.requests = Counter(
             "ccgate_requests",
@@ -105,7 +110,10 @@ class Metrics:
             registry=r,
         )
         self.redis_up = Gauge(
-            "ccgate_state_redis_up", "1 while shared state in Redis works; 0 when local only.", registry=r
+            "ccgate_state_redis_up",
+            "1 while shared state in Redis works; 0 when local only.",
+            registry=r,
+            multiprocess_mode="livemin",
         )
         self.runaways = Counter(
             "ccgate_runaway",
@@ -147,13 +155,11 @@ class Metrics:
             "Requests of keys with when_busy: wait now waiting for a local slot, on this replica.",
             ["backend"],
             registry=r,
+            multiprocess_mode="livesum",
         )
         # The process itself (RSS, open fds, CPU) and its event loop: what a leak shows in first.
-        ProcessCollector(registry=r)
-        self.loop_tasks = Gauge(
-            "ccgate_event_loop_tasks", "asyncio tasks alive in the serving event loop, read at scrape.", registry=r
-        )
-        self.loop_tasks.set_function(_loop_tasks)
+        ProcessCollector(registry=self.live)
+        self.live.register(_LoopTasks())
         self.decisions = Counter("ccgate_decisions", "Routing decisions by matched rule.", ["rule"], registry=r)
         self.reloads = Counter("ccgate_policy_reloads", "Policy reloads by result.", ["result"], registry=r)
 
@@ -208,7 +214,27 @@ class Metrics:
 
     def watch_backends(self, snapshot: Callable[[], Mapping[str, BackendSnapshot]]) -> None:
         """Export live backend state, read at scrape time."""
-        self.registry.register(_BackendState(snapshot))
+        self.live.register(_BackendState(snapshot))
+
+    def exposition(self) -> bytes:
+        """The Prometheus text of a scrape: this process's, or with workers every worker's."""
+        if self.live is self.registry:
+            return generate_latest(self.registry)
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged)
+        return generate_latest(merged) + generate_latest(self.live)
+
+
+def multiprocess_dir() -> str | None:
+    """Where workers keep their metric values (set by the supervisor), or None in one process."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+class _LoopTasks(Collector):
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily("ccgate_event_loop_tasks", "asyncio tasks alive in the serving event loop.")
+        family.add_metric([], _loop_tasks())
+        yield family
 
 
 class _BackendState(Collector):

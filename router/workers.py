@@ -1,0 +1,148 @@
+"""`ccgate serve --workers N`: N processes answer on one port, for a box with more than one core.
+
+One Python process serves one core's worth of requests (bench/overhead.py --workers 1,2 measures
+it). The supervisor binds the listening socket once and forks N workers that inherit it; each
+new connection goes to whichever worker accepts it first. Each worker is a whole gateway (its
+own backends, health polling, event loop), so what replicas share, workers share the same way:
+with REDIS_URL the prefix index, in-flight counts, limits and usage are one for all of them; in
+memory, each worker routes on what it saw itself (a conversation's keep-alive connection stays
+on one worker, but a new connection may not), which the start-up log says.
+
+Metrics: prometheus_client's multi-process mode, in a directory the supervisor makes and
+removes. Counters and histograms are every worker's sum in every scrape, whichever worker
+answers it; `ccgate_queue_waiting` sums the live workers, `ccgate_state_redis_up` is the lowest.
+What is read at scrape time (process_*, ccgate_backend_*, ccgate_event_loop_tasks) is the
+answering worker's own.
+
+Signals: SIGTERM (or SIGINT) to the supervisor goes to every worker, and each drains as
+`ccgate serve` does (router/shutdown.py); a second one stops them at once. A worker that dies
+otherwise is started again; one that exits with status 2 at start-up (a setting it refuses)
+stops the whole server with that status.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import time
+from multiprocessing.connection import wait
+from multiprocessing.process import BaseProcess
+from types import FrameType
+
+from router.policy.schema import Policy
+from router.settings import Settings
+
+log = logging.getLogger("ccgate.workers")
+RESTART_PAUSE = 1.0  # seconds before a crashed worker is started again (no tight crash loop)
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def supervise(settings: Settings, policy: Policy) -> int:
+    listener = socket.create_server((settings.host, settings.port), backlog=2048)
+    listener.set_inheritable(True)
+    metrics_dir = tempfile.mkdtemp(prefix="ccgate-metrics-")
+    os.environ[MULTIPROC_ENV] = metrics_dir
+    context = multiprocessing.get_context("fork")  # the workers inherit the socket and settings
+    workers: dict[int, BaseProcess] = {}
+    stopping = 0
+
+    def start(slot: int) -> None:
+        worker = context.Process(
+            target=_work, args=(listener, settings, policy, os.getpid()), name=f"ccgate-worker-{slot}"
+        )
+        worker.start()
+        workers[slot] = worker
+
+    def forward(sig: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping += 1
+        for worker in workers.values():
+            if worker.pid is not None:
+                os.kill(worker.pid, sig)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    status = 0
+    try:
+        for slot in range(settings.workers):
+            start(slot)
+        state = "shared in Redis" if settings.redis_url or policy.state.redis_url else "in memory, per worker"
+        log.info(
+            "%d workers on %s:%d (pids %s); routing state %s",
+            settings.workers,
+            settings.host,
+            settings.port,
+            ", ".join(str(w.pid) for w in workers.values()),
+            state,
+        )
+        while workers:
+            wait([w.sentinel for w in workers.values()], timeout=1.0)
+            for slot, worker in list(workers.items()):
+                if worker.exitcode is None:
+                    continue
+                del workers[slot]
+                _forget(worker)
+                if stopping:
+                    continue
+                if worker.exitcode == 2:  # it refused its settings: the others will too
+                    status = 2
+                    forward(signal.SIGTERM, None)
+                    continue
+                log.error("worker %s exited (status %s); starting another", worker.pid, worker.exitcode)
+                time.sleep(RESTART_PAUSE)
+                start(slot)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        listener.close()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+    return status
+
+
+def _end_with(supervisor: int) -> None:
+    """A worker whose supervisor is killed (SIGKILL: no chance to pass anything on) gets SIGTERM
+    and drains, rather than serving on, orphaned, on a port nobody owns."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: the supervisor's own SIGTERM still reaches it
+        return
+    if os.getppid() != supervisor:  # it died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _forget(worker: BaseProcess) -> None:
+    """Its live gauges no longer count (the multi-process files of a dead pid)."""
+    from prometheus_client import multiprocess
+
+    if worker.pid is not None:
+        multiprocess.mark_process_dead(worker.pid)
+
+
+def _work(listener: socket.socket, settings: Settings, policy: Policy, supervisor: int) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # uvicorn installs its own once it runs
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    _end_with(supervisor)
+    from prometheus_client import values
+
+    values.ValueClass = values.MultiProcessValue()  # before any metric exists in this process
+
+    from router.app import create_app
+    from router.shutdown import serve
+
+    try:
+        app = create_app(settings, policy)
+    except ValueError as exc:
+        log.error("ccgate: %s", exc)
+        os._exit(2)
+
+    def drain() -> None:
+        app.state.draining = True
+
+    serve(app, settings, drain, sockets=[listener])
