@@ -10,7 +10,7 @@ in progress comes last: the request would wait for it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from router.policy.prefix import BLOCK
@@ -46,7 +46,7 @@ class PrefixView:
     """The index as one request sees it: its block hashes and what is known of them."""
 
     hashes: tuple[str, ...] = ()
-    entries: tuple[Entry | None, ...] = ()
+    entries: Sequence[Entry | None] = ()
     slots: Mapping[tuple[str, int], SlotState] = field(default_factory=dict)
     busy_slots: Mapping[tuple[str, int], int] = field(default_factory=dict)  # requests in progress
 

@@ -23,6 +23,7 @@ again; it then rewrites its in-flight counts and the index entries it learnt mea
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import secrets
@@ -34,12 +35,25 @@ from typing import Any
 
 import hiredis
 import redis.asyncio as redis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from router.policy.affinity import Entry, PrefixView, SlotState
 from router.state.shared import INDEX_TTL, LocalShared, ScriptCall, SharedView
 
 log = logging.getLogger("ccgate.state")
+
+# KEYS: the five state hashes (VIEW_HASHES), then the request's block keys. Returns the blocks'
+# entries (nil where unknown), then each hash as a flat field/value list: one command, one answer
+# to parse, where a pipeline of six cost six (redis-py's per-command work is most of a decision's).
+VIEW = """
+local out = {{}}
+if #KEYS > 5 then out[1] = redis.call('MGET', unpack(KEYS, 6)) end
+for i = 1, 5 do out[i + 1] = redis.call('HGETALL', KEYS[i]) end
+return out
+"""
+VIEW_SHA = hashlib.sha1(VIEW.encode()).hexdigest()
+VIEW_HASHES = ("slots", "breakers", "inflight", "alive", "held")
+IndexWrite = tuple[list[tuple[str, Entry]], str, int, SlotState]  # entries, backend, slot, its state
 
 HEARTBEAT = 1.0  # seconds between heartbeats (and reconnection attempts)
 HEARTBEAT_TTL = 5.0  # a replica silent this long no longer counts
@@ -70,7 +84,9 @@ class RedisShared(LocalShared):
         self._on_error = on_error
         self._on_state = on_state
         self._dirty = asyncio.Event()
-        self._replay: list[tuple[list[tuple[str, Entry]], str, int, SlotState]] = []
+        self._replay: list[IndexWrite] = []
+        self._index_writes: list[IndexWrite] = []  # waiting for the writer
+        self._index_writer: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._written: set[str] = set()  # this replica's inflight fields in Redis
         self._written_held: set[str] = set()  # and its held fields
@@ -84,6 +100,8 @@ class RedisShared(LocalShared):
         self._tasks = [asyncio.create_task(self._heartbeat()), asyncio.create_task(self._publisher())]
 
     async def stop(self) -> None:
+        if self._index_writer is not None:  # what was learnt last is worth keeping
+            await asyncio.gather(self._index_writer, return_exceptions=True)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -102,34 +120,18 @@ class RedisShared(LocalShared):
             await self.client.aclose()
 
     async def view(self, hashes: Sequence[str], script: ScriptCall | None = None) -> SharedView:
-        local = self.local_view(hashes)
         if not self.up:
-            return SharedView(local)
+            return SharedView(self.local_view(hashes))
         try:
-            pipe = self.client.pipeline(transaction=False)
-            if script is not None:  # by its SHA: a pipeline with a Script object asks SCRIPT EXISTS first
-                pipe.evalsha(script.sha, len(script.keys), *script.keys, *script.args)
-            if hashes:
-                pipe.mget([self._key("px:" + h) for h in hashes])
-            pipe.hgetall(self._key("slots"))
-            pipe.hgetall(self._key("breakers"))
-            pipe.hgetall(self._key("inflight"))
-            pipe.hgetall(self._key("alive"))
-            pipe.hgetall(self._key("held"))
-            results = await pipe.execute(raise_on_error=False)
-            failed = [r for r in results[1 if script else 0 :] if isinstance(r, Exception)]
-            if failed:
-                raise failed[0]
+            scripted, viewed = await self._read(hashes, script)
         except (RedisError, OSError) as exc:
             self._failed(exc)
-            return SharedView(local)
-        # None when the script failed (NOSCRIPT after a Redis restart): its caller runs it alone
-        scripted = results[0] if script is not None and not isinstance(results[0], Exception) else None
-        raw_entries = results[-6] if hashes else []
-        slots_raw, breakers_raw, inflight_raw, alive_raw, held_raw = results[-5:]
+            return SharedView(self.local_view(hashes))
+        raw_entries = viewed[0]
+        slots_raw, breakers_raw, inflight_raw, alive_raw, held_raw = (_pairs(v) for v in viewed[1:6])
         self._held_elsewhere(held_raw, alive_raw)
         self.breakers = _open_breakers(breakers_raw)
-        entries = tuple(_entry(v) for v in raw_entries)
+        entries = _Entries(raw_entries)
         slots = {}
         for field, value in slots_raw.items():
             key, state = _slot_key(field), _slot(value)
@@ -140,6 +142,24 @@ class RedisShared(LocalShared):
         for key, count in elsewhere.items():
             busy[key] = busy.get(key, 0) + count
         return SharedView(PrefixView(tuple(hashes), entries, slots, busy), others, scripted)
+
+    async def _read(self, hashes: Sequence[str], script: ScriptCall | None) -> tuple[Any, list[Any]]:
+        """One round trip: the caller's script (admission) and VIEW. A script Redis has forgotten
+        (it restarted) is loaded and VIEW read again; the caller's comes back None and runs alone."""
+        keys = [self._key(name) for name in VIEW_HASHES] + [self._key("px:" + h) for h in hashes]
+        pipe = self.client.pipeline(transaction=False)
+        if script is not None:  # by SHA: a pipeline holding Script objects asks SCRIPT EXISTS first
+            pipe.evalsha(script.sha, len(script.keys), *script.keys, *script.args)
+        pipe.evalsha(VIEW_SHA, len(keys), *keys)
+        results = await pipe.execute(raise_on_error=False)
+        scripted = results[0] if script is not None and not isinstance(results[0], Exception) else None
+        viewed = results[-1]
+        if isinstance(viewed, NoScriptError):
+            await self.client.script_load(VIEW)
+            viewed = await self.client.evalsha(VIEW_SHA, len(keys), *keys)
+        elif isinstance(viewed, Exception):
+            raise viewed
+        return scripted, viewed
 
     def _other_replicas(
         self, inflight: dict[str, str], alive: dict[str, str]
@@ -187,24 +207,30 @@ class RedisShared(LocalShared):
             if len(self._replay) < REPLAY_CAP:
                 self._replay.append(write)
             return written, state
-        task = asyncio.get_running_loop().create_task(self._write(*write))
-        self._tasks.append(task)
-        task.add_done_callback(self._tasks.remove)
+        # Queued for one writer: under load the answers finishing meanwhile share a round trip.
+        self._index_writes.append(write)
+        if self._index_writer is None or self._index_writer.done():
+            self._index_writer = asyncio.get_running_loop().create_task(self._write_index())
         return written, state
 
-    async def _write(self, written: list[tuple[str, Entry]], backend: str, slot: int, state: SlotState) -> None:
+    async def _write_index(self) -> None:
+        while self._index_writes:
+            batch, self._index_writes = self._index_writes, []
+            await self._write(batch)
+
+    async def _write(self, batch: list[IndexWrite]) -> None:
         try:
             pipe = self.client.pipeline(transaction=False)
-            for h, entry in written:
-                value = f"{entry.backend}\t{entry.slot}\t{entry.tokens}\t{entry.at}"
-                pipe.set(self._key("px:" + h), value, ex=int(INDEX_TTL))
-            slot_value = f"{state.tail}\t{state.tokens}\t{state.at}\t{state.since}"
-            pipe.hset(self._key("slots"), f"{backend}\t{slot}", slot_value)
+            for written, backend, slot, state in batch:
+                for h, entry in written:
+                    value = f"{entry.backend}\t{entry.slot}\t{entry.tokens}\t{entry.at}"
+                    pipe.set(self._key("px:" + h), value, ex=int(INDEX_TTL))
+                slot_value = f"{state.tail}\t{state.tokens}\t{state.at}\t{state.since}"
+                pipe.hset(self._key("slots"), f"{backend}\t{slot}", slot_value)
             await pipe.execute()
         except (RedisError, OSError) as exc:
             self._failed(exc)
-            if len(self._replay) < REPLAY_CAP:
-                self._replay.append((written, backend, slot, state))
+            self._replay.extend(batch[: max(0, REPLAY_CAP - len(self._replay))])
 
     def breaker(self, backend: str, cooldown: float | None) -> None:
         if not self.up:
@@ -271,8 +297,8 @@ class RedisShared(LocalShared):
         self._on_state(True)
         replay, self._replay = self._replay, []
         log.warning("redis is back: sharing state again (%d index writes replayed)", len(replay))
-        for args in replay:
-            await self._write(*args)
+        for start in range(0, len(replay), 100):
+            await self._write(replay[start : start + 100])
 
     async def _sweep(self) -> None:
         """Read the other replicas' load (for /metrics and readiness between requests) and drop
@@ -326,6 +352,29 @@ def _open_breakers(raw: dict[str, str]) -> dict[str, float]:
     return {backend: until for backend, value in raw.items() if (until := _float(value)) > now}
 
 
+class _Entries(Sequence[Entry | None]):
+    """Index entries as Redis sent them, each parsed when first read: a decision reads the
+    deepest known one or two, not all ~40 of a Claude Code prompt."""
+
+    __slots__ = ("_parsed", "_raw")
+
+    def __init__(self, raw: list[str | None]) -> None:
+        self._raw = raw
+        self._parsed: dict[int, Entry | None] = {}
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def __getitem__(self, index: int) -> Entry | None:  # type: ignore[override]
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]  # type: ignore[return-value]
+        if index < 0:
+            index += len(self._raw)
+        if index not in self._parsed:
+            self._parsed[index] = _entry(self._raw[index])
+        return self._parsed[index]
+
+
 def _entry(value: str | None) -> Entry | None:
     if not value:
         return None
@@ -372,6 +421,10 @@ def _counted(on_send: Callable[[], None]) -> type[redis.Connection]:
             return [hiredis.pack_command(args)]
 
     return Counted
+
+
+def _pairs(flat: list[Any]) -> dict[str, str]:
+    return dict(zip(flat[::2], flat[1::2], strict=False))
 
 
 def _float(value: str | None) -> float:
