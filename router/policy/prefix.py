@@ -36,8 +36,8 @@ class _Prompt(msgspec.Struct):
     """The parts of a request body that make its prompt, each as the client wrote it."""
 
     system: msgspec.Raw = msgspec.Raw(b"null")
-    tools: list[msgspec.Raw] | None = None
-    messages: list[msgspec.Raw] | None = None
+    tools: msgspec.Raw = msgspec.Raw(b"null")
+    messages: msgspec.Raw = msgspec.Raw(b"null")
 
 
 def block_hashes(body: bytes | Mapping[str, Any]) -> list[str]:
@@ -97,16 +97,17 @@ def _unmarked(data: bytes, out: list[bytes | memoryview]) -> None:
 
 
 def _parts(prompt: _Prompt) -> Iterator[tuple[bytes, bytes]]:
-    """(kind, bytes) of the system prompt, each tool and each message."""
+    """(kind, bytes) of the system prompt, the tools and the messages. The messages' closing
+    bracket is left out: the next turn has a comma there, and the prompt up to it is the same."""
     system = bytes(prompt.system)
     if BILLING_MARK in system:
         system = _without_billing_block(system)
-    if system not in (b"null", b"[]", b'""'):
-        yield b"s", system
-    for tool in prompt.tools or ():
-        yield b"t", bytes(tool)
-    for message in prompt.messages or ():
-        yield b"m", bytes(message)
+    for kind, part in ((b"s", system), (b"t", bytes(prompt.tools))):
+        if part not in (b"null", b"[]", b'""'):
+            yield kind, part
+    messages = bytes(prompt.messages).rstrip()
+    if messages.startswith(b"[") and messages.endswith(b"]"):
+        yield b"m", messages[:-1]
 
 
 def _without_billing_block(system: bytes) -> bytes:
