@@ -21,7 +21,7 @@ from router.policy.affinity import known_prompt_tokens
 from router.policy.engine import Decision, Engine
 from router.policy.features import Features, features_of
 from router.policy.identity import Identity
-from router.policy.prefix import hashed
+from router.policy.prefix import hashed_fields
 from router.policy.schema import Policy
 from router.policy.snapshot import BackendSnapshot
 from router.policy.transforms import Transform, apply
@@ -118,7 +118,7 @@ class Gateway:
     async def route(self, incoming: Incoming, operation: Operation, identity: Identity | None = None) -> Outcome:
         routing = self._routing  # a reload mid-request does not change this request's world
         features = features_of(incoming.request, incoming.raw, incoming.headers, len(incoming.body))
-        hashes, total_bytes = hashed(incoming.body)
+        hashes, total_bytes = hashed_fields(incoming.top())
         with self.tracer.start_as_current_span("ccgate.route") as span:
             if identity is not None and self.accounting is not None and operation == "messages":
                 # its limits, checked beside the shared view (counting tokens is free and unlimited)

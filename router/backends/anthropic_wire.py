@@ -130,7 +130,7 @@ class AnthropicWireBackend:
         asked = incoming.raw.get("max_tokens")
         if messages and cap and isinstance(asked, int) and asked > cap:
             changes["max_tokens"] = cap
-        return with_fields(incoming.body, changes) if changes else incoming.body
+        return with_fields(incoming.body, changes, top=incoming.top()) if changes else incoming.body
 
     def _local_changes(self, incoming: Incoming, messages: bool) -> dict[str, object]:
         return {}

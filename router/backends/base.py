@@ -6,8 +6,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import msgspec
+
 from router.policy.schema import BackendConfig
-from router.protocol.anthropic import CountTokensRequest, MessagesRequest
+from router.protocol.anthropic import CountTokensRequest, MessagesRequest, top_fields
 from router.protocol.errors import BadUpstreamResponse, anthropic_error_event
 from router.protocol.redact import safe_text
 from router.protocol.runaway_stream import RunawayGuard
@@ -129,6 +131,14 @@ class Incoming:
     # None for other dialects, and once a policy transform changed the request.
     native: dict[str, Any] | None = None
     dialect: str = "anthropic"  # the caller's: anthropic, chat or responses
+    # `body`'s top-level fields, once read (prefix hashing reads them; a backend changing a field
+    # reuses them). Kept with the body they came from: a copy with another body does not use them.
+    read: tuple[bytes, dict[str, msgspec.Raw]] | None = None
+
+    def top(self) -> dict[str, msgspec.Raw]:
+        if self.read is None or self.read[0] is not self.body:
+            self.read = (self.body, top_fields(self.body))
+        return self.read[1]
 
 
 @dataclass(slots=True)

@@ -30,14 +30,7 @@ MARKER_NAME = b'"cache_control"'
 # only occurs at a string's edge, so in valid JSON this matches a key, never text inside a string.
 MARKER = re.compile(rb'"cache_control"\s*:\s*\{[^{}]*\}')
 SPACE = b" \t\r\n"
-
-
-class _Prompt(msgspec.Struct):
-    """The parts of a request body that make its prompt, each as the client wrote it."""
-
-    system: msgspec.Raw = msgspec.Raw(b"null")
-    tools: msgspec.Raw = msgspec.Raw(b"null")
-    messages: msgspec.Raw = msgspec.Raw(b"null")
+NULL = msgspec.Raw(b"null")
 
 
 def block_hashes(body: bytes | Mapping[str, Any]) -> list[str]:
@@ -50,11 +43,16 @@ def hashed(body: bytes | Mapping[str, Any]) -> tuple[list[str], int]:
     is encoded first: for callers holding a decoded request)."""
     data = body if isinstance(body, bytes) else msgspec.json.encode(body)
     try:
-        prompt = msgspec.json.decode(data, type=_Prompt)
+        top = msgspec.json.decode(data, type=dict[str, msgspec.Raw])
     except (msgspec.DecodeError, msgspec.ValidationError):
         return [], 0  # not a request's shape: nothing to look up (validation says why elsewhere)
+    return hashed_fields(top)
+
+
+def hashed_fields(top: Mapping[str, msgspec.Raw]) -> tuple[list[str], int]:
+    """hashed() of a body already read into its top-level fields (protocol.anthropic.top_fields)."""
     pieces: list[bytes | memoryview] = []
-    for tag, part in _parts(prompt):
+    for tag, part in _parts(top):
         pieces.append(tag)
         _unmarked(part, pieces)
         pieces.append(b"\n")
@@ -96,16 +94,16 @@ def _unmarked(data: bytes, out: list[bytes | memoryview]) -> None:
     out.append(view[pos:])
 
 
-def _parts(prompt: _Prompt) -> Iterator[tuple[bytes, bytes]]:
+def _parts(top: Mapping[str, msgspec.Raw]) -> Iterator[tuple[bytes, bytes]]:
     """(kind, bytes) of the system prompt, the tools and the messages. The messages' closing
     bracket is left out: the next turn has a comma there, and the prompt up to it is the same."""
-    system = bytes(prompt.system)
+    system = bytes(top.get("system", NULL))
     if BILLING_MARK in system:
         system = _without_billing_block(system)
-    for kind, part in ((b"s", system), (b"t", bytes(prompt.tools))):
+    for kind, part in ((b"s", system), (b"t", bytes(top.get("tools", NULL)))):
         if part not in (b"null", b"[]", b'""'):
             yield kind, part
-    messages = bytes(prompt.messages).rstrip()
+    messages = bytes(top.get("messages", NULL)).rstrip()
     if messages.startswith(b"[") and messages.endswith(b"]"):
         yield b"m", messages[:-1]
 

@@ -151,10 +151,18 @@ def text_of(content: str | list[ContentBlock] | None) -> str:
     return "".join(b.get("text", "") for b in content if b.get("type") == "text")
 
 
-def with_fields(body: bytes, changes: dict[str, Any], drop: tuple[str, ...] = ()) -> bytes:
+def top_fields(body: bytes) -> dict[str, msgspec.Raw]:
+    """A JSON object's top-level fields, each as its bytes (one scan, nothing decoded)."""
+    return msgspec.json.decode(body, type=dict[str, msgspec.Raw])
+
+
+def with_fields(
+    body: bytes, changes: dict[str, Any], drop: tuple[str, ...] = (), top: dict[str, msgspec.Raw] | None = None
+) -> bytes:
     """The JSON object `body` with top-level fields set or removed; every other field keeps its
-    exact bytes (a thinking block the Anthropic API signed must come back unmodified)."""
-    top = msgspec.json.decode(body, type=dict[str, msgspec.Raw])
+    exact bytes (a thinking block the Anthropic API signed must come back unmodified). `top`:
+    `body`'s top_fields when the caller has them already."""
+    top = dict(top) if top is not None else top_fields(body)
     for key in drop:
         top.pop(key, None)
     for key, value in changes.items():
