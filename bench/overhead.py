@@ -17,6 +17,10 @@ line is what to compare across machines.
 checked (one Redis script) and whose usage is recorded, so its row against `--auth open` on the
 same state is what auth + limits cost per request. Keys need Redis: `keys` implies `redis`.
 
+`--against CHECKOUT` also runs each gateway from another checkout of ccgate (a git worktree of
+the commit to compare with), in the same run against the same direct baseline: on a shared
+machine, whose speed drifts from minute to minute, that is the fair before/after.
+
 `--full` turns every feature on at once, as a team runs it: routing state in Redis, team keys with
 rpm and tpm limits and usage accounting, and spans exported (OTLP over HTTP, batch processor) to
 a live receiver in its own process. Requests/s are measured at each `--concurrency` (default 8
@@ -203,6 +207,7 @@ def _start_gateway(
     auth: str = "open",
     otlp: str | None = None,
     workers: int = 1,
+    checkout: str | None = None,
 ) -> tuple[subprocess.Popen[bytes], str, str]:
     """A gateway, its URL, and the key its requests carry ("bench" when auth is open). `otlp`:
     export spans there (batch processor, OTLP over HTTP)."""
@@ -222,6 +227,8 @@ def _start_gateway(
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = otlp
     if workers > 1:
         env["CCGATE_WORKERS"] = str(workers)
+    if checkout:  # the gateway of another checkout of ccgate (e.g. a git worktree of the last release)
+        env["PYTHONPATH"] = checkout
     key = "bench"
     if state == "redis" or auth == "keys":
         env["REDIS_URL"] = REDIS_URL
@@ -247,7 +254,8 @@ def _start_gateway(
             "--no-ws",
             "router.asgi:create",
         ]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # `python -m` looks in its working directory first: run the checkout's own code there
+    proc = subprocess.Popen(cmd, env=env, cwd=checkout, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _wait(f"http://127.0.0.1:{port}/healthz")
     return proc, f"http://127.0.0.1:{port}", key
 
@@ -368,6 +376,16 @@ def _rss_mib(pid: int) -> float:
     return total
 
 
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process and its children (a supervisor's workers) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    for child in children.read_text().split() if children.exists() else ():
+        total += _cpu_seconds(int(child))
+    return total
+
+
 def _scrape(url: str, name: str) -> float:
     text = httpx.get(url + "/metrics", timeout=10).text
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
@@ -388,6 +406,9 @@ def main() -> None:
         "--full", action="store_true", help="every feature on: Redis state, team keys + limits, OTLP export (live)"
     )
     parser.add_argument("--workers", default="1", help="comma list: gateway worker processes (CCGATE_WORKERS)")
+    parser.add_argument(
+        "--against", metavar="CHECKOUT", help="also run each gateway from this checkout (e.g. a worktree of main)"
+    )
     args = parser.parse_args()
     if args.full:
         args.state, args.auth = "redis", "keys"
@@ -411,13 +432,15 @@ def main() -> None:
         f"body: {len(bodies['stream']) / 1024:.0f} KB Claude Code request; upstream: {args.upstream or 'stub'}"
         + ("; full pipeline: Redis state, team keys + limits, OTLP export to a live receiver" if args.full else "")
     )
-    rates = "".join(f"{f'req/s@{c}':>11}{'ratio':>7}" for c in concurrency)
+    rates = "".join(f"{f'req/s@{c}':>11}{'ratio':>7}" for c in concurrency) + f"{'CPU ms/req':>12}"
     print(f"{'path':<34}{'mode':<8}{'p50 ms':>9}{'p99 ms':>9}{'added p50':>11}{'added p99':>11}{rates}")
     tmp = Path(tempfile.mkdtemp())
     guards, states, auths = args.tool_guard.split(","), args.state.split(","), args.auth.split(",")
     workers = [int(w) for w in args.workers.split(",")]
+    checkouts = [None, args.against] if args.against else [None]
     variants = [
-        (s, g, st, a, w)
+        (s, g, st, a, w, c)
+        for c in checkouts
         for s in args.servers.split(",")
         for g in guards
         for st in states
@@ -426,8 +449,8 @@ def main() -> None:
         if not (a == "keys" and st == "memory")  # keys live in Redis
     ]
 
-    def label(server: str, guard: str, state: str, auth: str, worker: int) -> str:
-        parts = [server]
+    def label(server: str, guard: str, state: str, auth: str, worker: int, checkout: str | None) -> str:
+        parts = [server] if checkout is None else [f"{server} @{Path(checkout).name}"]
         parts += [f"guard {guard}"] if len(guards) > 1 else []
         parts += [state] if len(states) > 1 else []
         parts += [auth] if len(auths) > 1 else []
@@ -435,7 +458,7 @@ def main() -> None:
         return " ".join(parts)
 
     gateways = {
-        label(*v): _start_gateway(v[0], upstream, tmp, v[1], v[2], v[3], receiver.url if receiver else None, v[4])
+        label(*v): _start_gateway(v[0], upstream, tmp, v[1], v[2], v[3], receiver.url if receiver else None, v[4], v[5])
         for v in variants
     }
     rows = [(name, gw, d) for name, gw in gateways.items() for d in dialects]
@@ -461,10 +484,15 @@ def main() -> None:
                 added50 = statistics.median(via) * 1000 - statistics.median(direct) * 1000
                 added99 = pct(via, 0.99) - pct(direct, 0.99)
                 columns = ""
+                proc = gateways[name][0]
+                cpu_before, done_before = _cpu_seconds(proc.pid), sent[name]
                 for c, base_rps in zip(concurrency, direct_rps, strict=False):
                     rps = uvloop.run(_throughput(url, body, args.seconds, c, key, path.split("?")[0]))
                     sent[name] += int(rps * args.seconds)
                     columns += f"{rps:11.0f}{rps / base_rps:7.2f}"
+                if direct_rps:  # the gateway's own CPU per request: steadier than latency on a shared machine
+                    cpu = (_cpu_seconds(proc.pid) - cpu_before) / max(1, sent[name] - done_before) * 1000
+                    columns += f"{cpu:12.2f}"
                 print(
                     f"{'ccgate/' + shown:<34}{mode:<8}{pct(via, 0.5):9.2f}{pct(via, 0.99):9.2f}"
                     f"{added50:11.2f}{added99:11.2f}{columns}"

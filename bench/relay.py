@@ -1,6 +1,6 @@
 """How fast ccgate relays a stream: tokens (SSE delta events) per second, one stream and many.
 
-    python bench/relay.py [--tokens 20000] [--streams 1,64]
+    python bench/relay.py [--tokens 10000] [--streams 1,64]
 
 A stub upstream streams an Anthropic answer of `--tokens` text deltas, each event in its own
 HTTP chunk as llama-server sends them, as fast as the socket takes them. The client reads the
@@ -122,7 +122,9 @@ async def _relay(url: str, tokens: int, streams: int) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tokens", type=int, default=20000, help="deltas per stream")
+    parser.add_argument(
+        "--tokens", type=int, default=10000, help="deltas per stream (a llamacpp backend caps max_tokens at 16384)"
+    )
     parser.add_argument("--streams", default="1,64", help="comma list: streams at once")
     args = parser.parse_args()
     port = _free_port()

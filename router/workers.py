@@ -45,7 +45,8 @@ PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def supervise(settings: Settings, policy: Policy) -> int:
-    listener = socket.create_server((settings.host, settings.port), backlog=2048)
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    listener = socket.create_server((settings.host, settings.port), family=family, backlog=2048)
     listener.set_inheritable(True)
     metrics_dir = tempfile.mkdtemp(prefix="ccgate-metrics-")
     os.environ[MULTIPROC_ENV] = metrics_dir
