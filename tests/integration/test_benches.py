@@ -45,6 +45,7 @@ def test_overhead_with_every_feature_on_and_two_workers(redis_url: str) -> None:
         assert row in out
     assert "Redis round trips per request" in out
     assert "OTLP exports received by the live receiver" in out
+    assert "NOT ANSWERED" not in out
 
 
 def test_relay_prompt_size_and_memory() -> None:
