@@ -45,10 +45,9 @@ async def _send(url: str, body: bytes, key: str, count: int, concurrency: int) -
         while left > 0:
             left -= 1
             response = await client.request("POST", "/v1/messages", body, headers)
-            async for _ in response.aiter_bytes():
-                pass
+            answer = await response.aread()
             await response.aclose()
-            assert response.status_code == 200, response.status_code
+            assert response.status_code == 200, (response.status_code, answer[:500])
 
     try:
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -70,9 +69,10 @@ def main() -> None:
     _wait(upstream + "/health")
     receiver = OtlpReceiver() if args.full else None
     state, auth = ("redis", "keys") if args.full else ("memory", "open")
-    gateway, url, key = _start_gateway(
-        "uvicorn", upstream, Path(tempfile.mkdtemp()), state=state, auth=auth, otlp=receiver.url if receiver else None
-    )
+    logs = Path(tempfile.mkdtemp())
+    otlp = receiver.url if receiver else None
+    gateway, url, key = _start_gateway("uvicorn", upstream, logs, state=state, auth=auth, otlp=otlp)
+    print(f"gateway log: {logs}/gateway-*.log")
     step = max(1, args.requests // 10)
     print(f"{args.requests:,} requests, {args.concurrency} at once{'; full pipeline' if args.full else ''}")
     print(f"{'requests':>10}{'RSS MiB':>9}{'req/s':>8}")

@@ -255,7 +255,8 @@ def _start_gateway(
             "router.asgi:create",
         ]
     # `python -m` looks in its working directory first: run the checkout's own code there
-    proc = subprocess.Popen(cmd, env=env, cwd=checkout, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = (policy_dir / f"gateway-{port}.log").open("w")  # kept: what a failed request left
+    proc = subprocess.Popen(cmd, env=env, cwd=checkout, stdout=log, stderr=log)
     _wait(f"http://127.0.0.1:{port}/healthz")
     return proc, f"http://127.0.0.1:{port}", key
 

@@ -18,7 +18,7 @@ from router.gateway import Gateway
 from router.policy.identity import Identity, Limits
 from router.policy.schema import Policy
 from router.settings import Settings
-from router.state.keys import KEY_PREFIX
+from router.state.keys import KEY_PREFIX, KeysUnavailable
 
 TEAM_KEY_HEADER = "x-ccgate-key"
 MISSING = (
@@ -28,14 +28,17 @@ MISSING = (
 
 
 class Refused(Exception):
-    """The request carries no usable team key; `response()` says why, in the caller's dialect."""
+    """The request carries no usable team key (or its key cannot be checked now: 529);
+    `response()` says why, in the caller's dialect."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, status: int = 401) -> None:
         super().__init__(message)
-        self.status = 401
+        self.status = status
         self.message = message
 
     def response(self, openai: bool = False) -> Response:
+        if self.status == 529:  # the gateway's word for "not now": clients retry it
+            return error_response(529, self.message, "overloaded_error", {"retry-after": "1"}, openai=openai)
         return error_response(self.status, self.message, "authentication_error", openai=openai)
 
 
@@ -74,7 +77,10 @@ async def identify(request: Request) -> tuple[Identity | None, dict[str, str]]:
         return None, headers
     if key is None:
         raise Refused(MISSING)
-    record = await gateway.keys.lookup(key)
+    try:
+        record = await gateway.keys.lookup(key)
+    except KeysUnavailable as exc:
+        raise Refused(f"{exc}; retry shortly", status=529) from None
     if record is None:
         raise Refused("unknown team key")
     if record.revoked:

@@ -130,6 +130,7 @@ class Accounting:
         self._log_tokens = client.register_script(LOG_TOKENS)
         self._pending: list[Pending] = []
         self._writer: asyncio.Task[None] | None = None
+        self._unchecked_said = -1e9  # when "limits not checked" was last logged
 
     def _key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -155,7 +156,16 @@ class Accounting:
         if call is None:
             return Admission()
         if answered is None:
-            answered = await self._admit(keys=call.keys, args=call.args)
+            try:
+                answered = await self._admit(keys=call.keys, args=call.args)
+            except (RedisError, OSError) as exc:
+                # Limits live in Redis; while it is away they are not checked (the routing
+                # state falls back the same way): a team keeps working, the log says so.
+                now = time.monotonic()
+                if now - self._unchecked_said > 10:
+                    self._unchecked_said = now
+                    log.warning("limits of team keys not checked: Redis unavailable (%s)", type(exc).__name__)
+                return Admission()
         refused, made, wait_ms, used, spent = answered
         limits = identity.limits
         reset = max(0.0, int(wait_ms) / 1000)

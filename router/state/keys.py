@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import msgspec
 import redis.asyncio as redis
+from redis.exceptions import RedisError
 
 from router.policy.identity import Limits
 
@@ -45,6 +46,10 @@ class KeyRecord(msgspec.Struct, frozen=True, kw_only=True):
 
 class KeyProblem(Exception):
     """A key operation that cannot be done: the message says why."""
+
+
+class KeysUnavailable(Exception):
+    """A key never seen before cannot be checked: Redis does not answer."""
 
 
 @dataclass(slots=True)
@@ -105,7 +110,12 @@ class KeyStore:
         cached = self._cache.get(digest)
         if cached is not None and cached.until > now:
             return cached.record
-        raw = await self.client.hget(self.by_hash, digest)
+        try:
+            raw = await self.client.hget(self.by_hash, digest)
+        except (RedisError, OSError) as exc:
+            if cached is not None:  # what was known a moment ago, until Redis answers again
+                return cached.record
+            raise KeysUnavailable(f"team keys cannot be checked: Redis is unavailable ({type(exc).__name__})") from None
         record = msgspec.json.decode(raw, type=KeyRecord) if raw is not None else None
         if record is not None and not hmac.compare_digest(record.hash, digest):
             record = None

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.harness.procs import Process
+from tests.harness.procs import Process, start_redis
 from tests.harness.team import ADMIN_TOKEN
 from tests.harness.wait import wait_until
 from tests.integration.test_claude_cli import run_claude
@@ -550,3 +550,42 @@ def test_open_mode_is_refused_off_loopback_unless_asked_for(tmp_path: Path, logd
     gw.start("/healthz")
     assert "auth: open: anyone who reaches 0.0.0.0" in gw.log.read_text()
     assert httpx.post(gw.url + "/admin/explain", json=ask(), timeout=10).status_code == 200  # its own, open
+
+
+def test_with_redis_gone_known_keys_keep_working_and_new_ones_get_a_retryable_refusal(
+    make_team, text_llama: Process, logdir: Path
+) -> None:
+    """Keys and limits live in Redis. When it stops answering, a key seen a moment ago keeps its
+    record and its limits go unchecked (routing falls back to local state the same way); a key
+    never seen cannot be checked: a 529 with retry-after, in the caller's dialect. Never a 500."""
+    redis = start_redis(logdir)
+    team = make_team(
+        {"local": {"kind": "llamacpp", "url": text_llama.url}},
+        replicas=1,
+        env={"REDIS_URL": f"redis://127.0.0.1:{redis.port}/0"},
+    )
+    alice = team.add_key("alice", "core", "--rpm", "1000", "--tpm", "10000000")
+    bob = team.add_key("bob", "core")
+    body = {**ask(), "max_tokens": 4}
+    assert team.post(alice, body).status_code == 200
+    redis.stop()
+
+    # for twice the key cache's life (0.5 s): the record is kept, not dropped, while Redis is away
+    until = time.monotonic() + 1.0
+    while time.monotonic() < until:
+        answer = team.post(alice, body)
+        assert answer.status_code == 200, answer.text
+    refused = team.post(bob, body)
+    status, kind, message = error_of(refused)
+    assert (status, kind) == (529, "overloaded_error") and "Redis is unavailable" in message
+    assert refused.headers["retry-after"] == "1"
+    chat = httpx.post(
+        team.replicas[0].url + "/v1/chat/completions",
+        json={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+        headers={"authorization": f"Bearer {bob}"},
+        timeout=60,
+    )
+    assert chat.status_code == 529 and chat.json()["error"]["code"] == "overloaded_error"
+    log = team.replicas[0].log.read_text()
+    assert "limits of team keys not checked: Redis unavailable" in log
+    assert "unexpected error" not in log
