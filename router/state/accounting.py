@@ -27,11 +27,11 @@ from typing import Any
 
 import redis.asyncio as redis
 from redis.asyncio.client import Pipeline
-from redis.exceptions import RedisError
 
 from router.policy.identity import Identity
 from router.policy.schema import Price
 from router.protocol.usage import Usage
+from router.state.redis_failures import REDIS_FAILURES
 from router.state.shared import ScriptCall
 
 log = logging.getLogger("ccgate.accounting")
@@ -158,7 +158,7 @@ class Accounting:
         if answered is None:
             try:
                 answered = await self._admit(keys=call.keys, args=call.args)
-            except (RedisError, OSError) as exc:
+            except REDIS_FAILURES as exc:
                 # Limits live in Redis; while it is away they are not checked (the routing
                 # state falls back the same way): a team keeps working, the log says so.
                 now = time.monotonic()
@@ -199,7 +199,7 @@ class Accounting:
                 pipe = self.client.pipeline(transaction=False)
                 await self._queue_batch(pipe, batch)
                 await pipe.execute()
-            except (RedisError, OSError) as exc:
+            except REDIS_FAILURES as exc:
                 keys = sorted({identity.key for identity, *_ in batch})
                 log.warning("usage of key(s) %s not recorded (%s)", ", ".join(keys), type(exc).__name__)
 

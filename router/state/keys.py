@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import msgspec
 import redis.asyncio as redis
-from redis.exceptions import RedisError
 
 from router.policy.identity import Limits
+from router.state.redis_failures import REDIS_FAILURES
 
 KEY_PREFIX = "ccg-"
 
@@ -112,7 +112,7 @@ class KeyStore:
             return cached.record
         try:
             raw = await self.client.hget(self.by_hash, digest)
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             if cached is not None:  # what was known a moment ago, until Redis answers again
                 return cached.record
             raise KeysUnavailable(f"team keys cannot be checked: Redis is unavailable ({type(exc).__name__})") from None

@@ -10,7 +10,8 @@ import time
 import uuid
 
 import redis.asyncio as redis
-from redis.exceptions import RedisError
+
+from router.state.redis_failures import REDIS_FAILURES
 
 
 class SlotQueue:
@@ -27,7 +28,7 @@ class SlotQueue:
         ticket = f"{now + wait:.3f}|{uuid.uuid4().hex}"
         self._local.setdefault(backend, []).append((now + wait, ticket))
         if self.client is not None:
-            with contextlib.suppress(RedisError, OSError):  # Redis away: this replica's own order holds
+            with contextlib.suppress(*REDIS_FAILURES):  # Redis away: this replica's own order holds
                 await self.client.zadd(self._key(backend), {ticket: now})
         return ticket
 
@@ -40,7 +41,7 @@ class SlotQueue:
             return bool(local) and local[0][1] == ticket
         try:
             waiting = await self.client.zrange(self._key(backend), 0, 15)
-        except (RedisError, OSError):
+        except REDIS_FAILURES:
             return bool(local) and local[0][1] == ticket
         for member in waiting:
             member = member.decode() if isinstance(member, bytes) else member
@@ -48,14 +49,14 @@ class SlotQueue:
                 return True
             if _deadline(member) > now:
                 return False  # someone older, still waiting
-            with contextlib.suppress(RedisError, OSError):  # lapsed: its replica died, or it left
+            with contextlib.suppress(*REDIS_FAILURES):  # lapsed: its replica died, or it left
                 await self.client.zrem(self._key(backend), member)
         return False
 
     async def leave(self, backend: str, ticket: str) -> None:
         self._local[backend] = [t for t in self._local.get(backend, []) if t[1] != ticket]
         if self.client is not None:
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(*REDIS_FAILURES):
                 await self.client.zrem(self._key(backend), ticket)
 
 

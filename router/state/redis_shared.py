@@ -35,9 +35,10 @@ from typing import Any
 
 import hiredis
 import redis.asyncio as redis
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError
 
 from router.policy.affinity import Entry, PrefixView, SlotState
+from router.state.redis_failures import REDIS_FAILURES
 from router.state.shared import INDEX_TTL, LocalShared, ScriptCall, SharedView
 
 log = logging.getLogger("ccgate.state")
@@ -72,7 +73,9 @@ class RedisShared(LocalShared):
         super().__init__()
         self.client = redis.Redis.from_url(
             url,
-            socket_timeout=0.5,
+            # Under load a whole answer can wait its turn on the event loop: 0.5 s of that read
+            # as "Redis is down". A dead Redis refuses at once; a hung one costs 2 s, once.
+            socket_timeout=2.0,
             socket_connect_timeout=0.5,
             health_check_interval=0,
             decode_responses=True,
@@ -95,7 +98,7 @@ class RedisShared(LocalShared):
     async def start(self) -> None:
         try:
             await self.client.ping()
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             self._failed(exc)
         self._tasks = [asyncio.create_task(self._heartbeat()), asyncio.create_task(self._publisher())]
 
@@ -108,7 +111,7 @@ class RedisShared(LocalShared):
             with suppress(asyncio.CancelledError):
                 await task
         if self.up:  # leave no counts behind
-            with suppress(RedisError, OSError):
+            with suppress(*REDIS_FAILURES):
                 pipe = self.client.pipeline(transaction=False)
                 if self._written:
                     pipe.hdel(self._key("inflight"), *self._written)
@@ -116,7 +119,7 @@ class RedisShared(LocalShared):
                     pipe.hdel(self._key("held"), *self._written_held)
                 pipe.hdel(self._key("alive"), self.replica)
                 await pipe.execute()
-        with suppress(RedisError, OSError):
+        with suppress(*REDIS_FAILURES):
             await self.client.aclose()
 
     async def view(self, hashes: Sequence[str], script: ScriptCall | None = None) -> SharedView:
@@ -124,7 +127,7 @@ class RedisShared(LocalShared):
             return SharedView(self.local_view(hashes))
         try:
             scripted, viewed = await self._read(hashes, script)
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             self._failed(exc)
             return SharedView(self.local_view(hashes))
         raw_entries = viewed[0]
@@ -228,7 +231,7 @@ class RedisShared(LocalShared):
                 slot_value = f"{state.tail}\t{state.tokens}\t{state.at}\t{state.since}"
                 pipe.hset(self._key("slots"), f"{backend}\t{slot}", slot_value)
             await pipe.execute()
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             self._failed(exc)
             self._replay.extend(batch[: max(0, REPLAY_CAP - len(self._replay))])
 
@@ -245,7 +248,7 @@ class RedisShared(LocalShared):
                 await self.client.hdel(self._key("breakers"), backend)
             else:
                 await self.client.hset(self._key("breakers"), backend, str(time.time() + cooldown))
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             self._failed(exc)
 
     async def _publisher(self) -> None:
@@ -275,7 +278,7 @@ class RedisShared(LocalShared):
             await pipe.execute()
             self._written = set(counts)
             self._written_held = set(held)
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             self._failed(exc)
 
     async def _heartbeat(self) -> None:
@@ -286,7 +289,7 @@ class RedisShared(LocalShared):
                     # Connections from before the outage point at a dead server: start afresh.
                     await self.client.connection_pool.disconnect()
                     await self.client.ping()
-                except (RedisError, OSError):
+                except REDIS_FAILURES:
                     continue
                 await self._back()
             await self._publish()
@@ -328,7 +331,7 @@ class RedisShared(LocalShared):
                 pipe.hdel(self._key("held"), *stale_held)
             pipe.hdel(self._key("alive"), *dead)
             await pipe.execute()
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             self._failed(exc)
 
     def _failed(self, exc: BaseException) -> None:

@@ -13,8 +13,7 @@ import os
 import secrets
 from pathlib import Path
 
-from redis.exceptions import RedisError
-
+from router.state.redis_failures import REDIS_FAILURES
 from router.state.redis_shared import RedisShared
 from router.state.shared import LocalShared
 
@@ -62,7 +61,7 @@ async def shared_secret(shared: LocalShared, mine: bytes) -> bytes:
     try:
         await shared.client.set(key, mine.decode(), nx=True)
         stored = await shared.client.get(key)
-    except (RedisError, OSError) as exc:
+    except REDIS_FAILURES as exc:
         log.warning("cannot share the marking secret through Redis (%s): using this install's", exc)
         return mine
     return str(stored).encode() if stored else mine
