@@ -5,8 +5,8 @@
   two replicas can never both admit the limit's last request, and no window edge lets a burst of
   twice the limit through;
 - tokens per minute: the tokens each answer used (input, cached and output, as the backend
-  reported them) logged in `{prefix}rl:tok:{key}` when the answer ends; admission refuses a key
-  whose last minute already holds its limit;
+  reported them) logged in `{prefix}rl:tok:{key}` when the answer ends, their running total in
+  `{prefix}rl:tokn:{key}`; admission refuses a key whose last minute already holds its limit;
 - a cloud budget: cloud tokens per day or month, `{prefix}budget:{key}:{period}`; once spent,
   cloud backends are skipped for the key (local ones still serve it);
 - usage: `{prefix}usage:{day}` hash, field "key\tteam\tbackend\tmodel\tkind" → tokens (kind:
@@ -42,7 +42,11 @@ USAGE_BY = ("key", "team", "backend", "model")
 WINDOW_MS = 60_000
 Pending = tuple[Identity, str, bool, Usage, float]  # who, backend, cloud?, tokens, when
 
-# KEYS: request log, token log, budget counter. ARGV: rpm, tpm, a unique member, budget wanted.
+# KEYS: request log, token log, budget counter, token sum. ARGV: rpm, tpm, a unique member,
+# budget wanted. The token sum is the log's running total (entries add to it when logged and
+# leave it when they expire), so admission costs the entries that expired since the last one,
+# not the whole minute's: summing the log each time cost 10-14 ms of Redis's single thread per
+# request for a key sending 100 a second, which capped the whole team (bench/memory.py --full).
 # Returns {refused (0 no, 1 requests, 2 tokens), requests in the window, ms until it would pass,
 # tokens in the window, cloud tokens spent}.
 ADMIT = """
@@ -52,10 +56,17 @@ local since = now - 60000
 local rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2])
 local used = 0
 if tpm > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', since)
-  local entries = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
-  for i = 1, #entries, 2 do used = used + (tonumber(string.match(entries[i], '^%d+')) or 0) end
+  local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', since)
+  if #expired > 0 then
+    local gone = 0
+    for i = 1, #expired do gone = gone + (tonumber(string.match(expired[i], '^%d+')) or 0) end
+    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', since)
+    redis.call('DECRBY', KEYS[4], gone)
+  end
+  if redis.call('EXISTS', KEYS[2]) == 0 then redis.call('DEL', KEYS[4]) end
+  used = tonumber(redis.call('GET', KEYS[4]) or '0')
   if used >= tpm then
+    local entries = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
     local left = used
     for i = 1, #entries, 2 do
       left = left - (tonumber(string.match(entries[i], '^%d+')) or 0)
@@ -80,12 +91,14 @@ if ARGV[4] == '1' then spent = tonumber(redis.call('GET', KEYS[3]) or '0') end
 return {0, made, 0, used, spent}
 """
 
-# KEYS: token log. ARGV: tokens, a unique member.
+# KEYS: token log, token sum. ARGV: tokens, a unique member.
 LOG_TOKENS = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[1], now, ARGV[1] .. ':' .. ARGV[2])
+redis.call('INCRBY', KEYS[2], ARGV[1])
 redis.call('PEXPIRE', KEYS[1], 60000)
+redis.call('PEXPIRE', KEYS[2], 60000)
 return 1
 """
 
@@ -142,10 +155,11 @@ class Accounting:
         limits = identity.limits
         if not (limits.rpm or limits.tpm or limits.cloud_tokens):
             return None
-        budget = self._key("budget", identity.key, budget_period(now, limits.budget_per or "day"))
+        key = identity.key
+        budget = self._key("budget", key, budget_period(now, limits.budget_per or "day"))
         return ScriptCall(
             self._admit.sha,
-            [self._key("rl:req", identity.key), self._key("rl:tok", identity.key), budget],
+            [self._key("rl:req", key), self._key("rl:tok", key), budget, self._key("rl:tokn", key)],
             [limits.rpm or 0, limits.tpm or 0, uuid.uuid4().hex, int(bool(limits.cloud_tokens))],
         )
 
@@ -210,8 +224,8 @@ class Accounting:
             total = usage.input + usage.cached + usage.output
             if identity.limits.tpm:
                 # a script in a pipeline is loaded first if Redis does not know it (after a restart)
-                log_key = self._key("rl:tok", identity.key)
-                await self._log_tokens(keys=[log_key], args=[total, uuid.uuid4().hex], client=pipe)
+                logged = [self._key("rl:tok", identity.key), self._key("rl:tokn", identity.key)]
+                await self._log_tokens(keys=logged, args=[total, uuid.uuid4().hex], client=pipe)
             if cloud:
                 budget = self._key("budget", identity.key, budget_period(now, identity.limits.budget_per or "day"))
                 pipe.incrby(budget, total)
