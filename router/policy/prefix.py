@@ -50,33 +50,43 @@ def hashed(body: bytes | Mapping[str, Any]) -> tuple[list[str], int]:
 
 
 def hashed_fields(top: Mapping[str, msgspec.Raw]) -> tuple[list[str], int]:
-    """hashed() of a body already read into its top-level fields (protocol.anthropic.top_fields)."""
+    """hashed() of a body already read into its top-level fields (protocol.anthropic.top_fields).
+
+    The pieces (the parts, minus their markers) are hashed where they lie: no joined copy of a
+    conversation that may be megabytes; only a block that straddles two pieces is assembled."""
     pieces: list[bytes | memoryview] = []
-    for tag, part in _parts(top):
+    for tag, part, end in _parts(top):
         pieces.append(tag)
-        _unmarked(part, pieces)
+        _unmarked(part, end, pieces)
         pieces.append(b"\n")
-    data = memoryview(b"".join(pieces))
     sha = hashlib.sha256()
-    hashes = []
-    for start in range(0, len(data) - BLOCK + 1, BLOCK):
-        sha.update(data[start : start + BLOCK])
-        hashes.append(sha.copy().digest()[:12].hex())
-    return hashes, len(data)
+    hashes: list[str] = []
+    size = 0
+    filled = 0  # bytes of the current block already hashed
+    for piece in pieces:
+        view = memoryview(piece)
+        size += len(view)
+        at = 0
+        while len(view) - at >= BLOCK - filled:
+            sha.update(view[at : at + BLOCK - filled])
+            at += BLOCK - filled
+            filled = 0
+            hashes.append(sha.copy().digest()[:12].hex())
+        if at < len(view):
+            sha.update(view[at:])
+            filled += len(view) - at
+    return hashes, size
 
 
-def _unmarked(data: bytes, out: list[bytes | memoryview]) -> None:
-    """Append `data` without its cache_control markers (and the comma that went with each)."""
-    at = data.find(MARKER_NAME)
-    if at < 0:
-        out.append(data)
-        return
+def _unmarked(data: bytes, stop: int, out: list[bytes | memoryview]) -> None:
+    """Append data[:stop] without its cache_control markers (and the comma that went with each)."""
     view = memoryview(data)
+    at = data.find(MARKER_NAME, 0, stop)
     pos = 0
     while at >= 0:
-        match = MARKER.match(data, at)
+        match = MARKER.match(data, at, stop)
         if match is None:
-            at = data.find(MARKER_NAME, at + 1)
+            at = data.find(MARKER_NAME, at + 1, stop)
             continue
         start, end = match.span()
         comma = data.rfind(b",", pos, start)
@@ -84,28 +94,32 @@ def _unmarked(data: bytes, out: list[bytes | memoryview]) -> None:
             start = comma  # `,"cache_control":{..}`
         else:
             after = end
-            while after < len(data) and data[after] in SPACE:
+            while after < stop and data[after] in SPACE:
                 after += 1
-            if data[after : after + 1] == b",":
+            if data[after : after + 1] == b"," and after < stop:
                 end = after + 1  # `{"cache_control":{..},`: it was the first key
         out.append(view[pos:start])
         pos = end
-        at = data.find(MARKER_NAME, end)
-    out.append(view[pos:])
+        at = data.find(MARKER_NAME, end, stop)
+    out.append(view[pos:stop] if pos or stop < len(data) else data)
 
 
-def _parts(top: Mapping[str, msgspec.Raw]) -> Iterator[tuple[bytes, bytes]]:
-    """(kind, bytes) of the system prompt, the tools and the messages. The messages' closing
-    bracket is left out: the next turn has a comma there, and the prompt up to it is the same."""
+def _parts(top: Mapping[str, msgspec.Raw]) -> Iterator[tuple[bytes, bytes, int]]:
+    """(kind, bytes, where they end) of the system prompt, the tools and the messages. The
+    messages' closing bracket is left out: the next turn has a comma there, and the prompt up to
+    it is the same."""
     system = bytes(top.get("system", NULL))
     if BILLING_MARK in system:
         system = _without_billing_block(system)
     for kind, part in ((b"s", system), (b"t", bytes(top.get("tools", NULL)))):
         if part not in (b"null", b"[]", b'""'):
-            yield kind, part
-    messages = bytes(top.get("messages", NULL)).rstrip()
-    if messages.startswith(b"[") and messages.endswith(b"]"):
-        yield b"m", messages[:-1]
+            yield kind, part, len(part)
+    messages = bytes(top.get("messages", NULL))
+    end = len(messages)
+    while end and messages[end - 1] in SPACE:
+        end -= 1
+    if messages.startswith(b"[") and end and messages[end - 1] == ord("]"):
+        yield b"m", messages, end - 1
 
 
 def _without_billing_block(system: bytes) -> bytes:
