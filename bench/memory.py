@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import multiprocessing
 import sys
 import tempfile
 import time
@@ -26,11 +25,9 @@ sys.path.insert(0, str(ROOT))
 from bench.overhead import (  # noqa: E402
     FIXTURE,
     OtlpReceiver,
-    _free_port,
     _rss_mib,
-    _serve_stub,
     _start_gateway,
-    _wait,
+    start_stub,
 )
 from router.backends.wire import WireClient  # noqa: E402
 
@@ -62,11 +59,7 @@ def main() -> None:
     parser.add_argument("--full", action="store_true")
     args = parser.parse_args()
     body = json.dumps({**json.loads(FIXTURE.read_text())["body"], "stream": False}).encode()
-    port = _free_port()
-    stub = multiprocessing.Process(target=_serve_stub, args=(port,), daemon=True)
-    stub.start()
-    upstream = f"http://127.0.0.1:{port}"
-    _wait(upstream + "/health")
+    stub, upstream = start_stub()
     receiver = OtlpReceiver() if args.full else None
     state, auth = ("redis", "keys") if args.full else ("memory", "open")
     logs = Path(tempfile.mkdtemp())

@@ -179,6 +179,16 @@ class OtlpReceiver:
         self.process.terminate()
 
 
+def start_stub(serve: Any = None) -> tuple[multiprocessing.Process, str]:
+    """A stub upstream in its own process (`_serve_stub` unless another `serve(port)`), and its URL."""
+    port = _free_port()
+    stub = multiprocessing.Process(target=serve or _serve_stub, args=(port,), daemon=True)
+    stub.start()
+    url = f"http://127.0.0.1:{port}"
+    _wait(url + "/health")
+    return stub, url
+
+
 def _free_port() -> int:
     import socket
 
@@ -427,11 +437,7 @@ def main() -> None:
     stub = None
     upstream = args.upstream
     if upstream is None:
-        port = _free_port()
-        stub = multiprocessing.Process(target=_serve_stub, args=(port,), daemon=True)
-        stub.start()
-        upstream = f"http://127.0.0.1:{port}"
-        _wait(upstream + "/health")
+        stub, upstream = start_stub()
     receiver = OtlpReceiver() if args.full else None
 
     print(

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import multiprocessing
 import shutil
 import subprocess
 import sys
@@ -30,13 +29,11 @@ sys.path.insert(0, str(ROOT))
 from bench.overhead import (  # noqa: E402
     FIXTURE,
     OtlpReceiver,
-    _free_port,
-    _serve_stub,
     _start_gateway,
     _throughput,
-    _wait,
     dialect_bodies,
     latency,
+    start_stub,
 )
 
 # Parts of the stack, by the file a frame is in. A sample belongs to the innermost frame that
@@ -106,11 +103,7 @@ def main() -> None:
 
         capture = conversation(args.tokens)
     body = dialect_bodies(capture, args.dialect)[args.mode]
-    port = _free_port()
-    stub = multiprocessing.Process(target=_serve_stub, args=(port,), daemon=True)
-    stub.start()
-    upstream = f"http://127.0.0.1:{port}"
-    _wait(upstream + "/health")
+    stub, upstream = start_stub()
     receiver = OtlpReceiver() if args.otlp else None
     tmp = Path(tempfile.mkdtemp())
     gateway, url, key = _start_gateway(

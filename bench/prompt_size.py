@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import statistics
 import sys
 import tempfile
@@ -25,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.overhead import FIXTURE, _free_port, _serve_stub, _start_gateway, _wait, latency  # noqa: E402
+from bench.overhead import FIXTURE, _start_gateway, latency, start_stub  # noqa: E402
 from router.policy.prefix import hashed  # noqa: E402
 from router.protocol.anthropic import MessagesRequest, decode_body, validate  # noqa: E402
 from router.protocol.estimate import estimate_input_tokens  # noqa: E402
@@ -71,11 +70,7 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     bodies = {size: json.dumps(conversation(size), separators=(",", ":")).encode() for size in sizes}
 
-    port = _free_port()
-    stub = multiprocessing.Process(target=_serve_stub, args=(port,), daemon=True)
-    stub.start()
-    upstream = f"http://127.0.0.1:{port}"
-    _wait(upstream + "/health")
+    stub, upstream = start_stub()
     gateway, url, key = _start_gateway("uvicorn", upstream, Path(tempfile.mkdtemp()))
     print("conversation grown from Claude Code's first turn; prefix known; stub upstream, non-streamed")
     print(f"{'tokens':>8}{'body KB':>9}{'direct p50':>12}{'ccgate p50':>12}{'added p50':>11}{'x 20k':>7}")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import multiprocessing
 import sys
 import tempfile
 import time
@@ -26,7 +25,7 @@ import uvloop
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.overhead import _free_port, _start_gateway, _wait  # noqa: E402
+from bench.overhead import _start_gateway, start_stub  # noqa: E402
 from router.backends.wire import WireClient  # noqa: E402
 
 NEEDLE = b'"content_block_delta"'
@@ -127,11 +126,7 @@ def main() -> None:
     )
     parser.add_argument("--streams", default="1,64", help="comma list: streams at once")
     args = parser.parse_args()
-    port = _free_port()
-    stub = multiprocessing.Process(target=_serve, args=(port,), daemon=True)
-    stub.start()
-    upstream = f"http://127.0.0.1:{port}"
-    _wait(upstream + "/health")
+    stub, upstream = start_stub(_serve)
     gateway, url, _ = _start_gateway("uvicorn", upstream, Path(tempfile.mkdtemp()))
     print(f"{args.tokens} text deltas a stream, each in its own chunk; stub upstream")
     print(f"{'path':<10}{'streams':>8}{'tokens/s':>12}{'slowest stream':>16}{'ratio':>8}{'x 200 tok/s':>13}")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -24,7 +23,7 @@ import uvloop
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.overhead import FIXTURE, _free_port, _serve_stub, _wait  # noqa: E402
+from bench.overhead import FIXTURE, start_stub  # noqa: E402
 from router.backends.wire import WireClient  # noqa: E402
 
 HEADERS = {"content-type": "application/json", "accept-encoding": "identity"}
@@ -72,11 +71,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     args = parser.parse_args()
     capture = json.loads(FIXTURE.read_text())["body"]
-    port = _free_port()
-    stub = multiprocessing.Process(target=_serve_stub, args=(port,), daemon=True)
-    stub.start()
-    url = f"http://127.0.0.1:{port}"
-    _wait(url + "/health")
+    stub, url = start_stub()
     print(f"{'client':<10}{'answer':<8}{'wall µs':>10}{'CPU µs':>10}{'CPU × wire':>12}")
     try:
         for mode, stream in (("json", False), ("stream", True)):
