@@ -124,7 +124,7 @@ class Gateway:
                 # its limits, checked beside the shared view (counting tokens is free and unlimited)
                 call = self.accounting.admission_call(identity)
                 view = await self.shared.view(hashes, call)  # one round trip for both
-                admission = await self.accounting.admit(identity, answered=view.script_result)
+                admission = await self.accounting.admission_of(identity, call, view.script_result)
                 if not admission.admitted:
                     self.on_limited(identity, admission.refused)
                     raise refusal(identity, admission)

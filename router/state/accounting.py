@@ -163,10 +163,13 @@ class Accounting:
             [limits.rpm or 0, limits.tpm or 0, uuid.uuid4().hex, int(bool(limits.cloud_tokens))],
         )
 
-    async def admit(self, identity: Identity, now: float | None = None, answered: Any = None) -> Admission:
-        """The key's admission: from `answered` (the script's result, run with the view), or
-        by running the script now (it did not run, or Redis had forgotten it)."""
-        call = self.admission_call(identity, now)
+    async def admit(self, identity: Identity, now: float | None = None) -> Admission:
+        """The key's admission, in a round trip of its own."""
+        return await self.admission_of(identity, self.admission_call(identity, now), None)
+
+    async def admission_of(self, identity: Identity, call: ScriptCall | None, answered: Any) -> Admission:
+        """What `call` (admission_call's) decided: `answered`, its result when it ran beside the
+        routing view, or its result now (it did not run there, or Redis had forgotten it)."""
         if call is None:
             return Admission()
         if answered is None:

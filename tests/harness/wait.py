@@ -28,3 +28,15 @@ def wait_until(condition: Callable[[], T], what: str, within: float = 60.0, ever
         if time.monotonic() >= deadline:
             raise AssertionError(f"gave up after {within * PATIENCE:g}s waiting until {what}")
         time.sleep(every)
+
+
+async def wait_until_async(condition: Callable[[], T], what: str, within: float = 60.0, every: float = 0.005) -> T:
+    """wait_until for a test on the event loop: the loop runs (servers, transports) between looks."""
+    import asyncio
+
+    deadline = time.monotonic() + within * PATIENCE
+    while not (last := condition()):
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"gave up after {within * PATIENCE:g}s waiting until {what}")
+        await asyncio.sleep(every)
+    return last
