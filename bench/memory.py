@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import aiohttp
 import uvloop
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,27 +30,23 @@ from bench.overhead import (  # noqa: E402
     _start_gateway,
     start_stub,
 )
-from router.backends.wire import WireClient  # noqa: E402
 
 
 async def _send(url: str, body: bytes, key: str, count: int, concurrency: int) -> None:
-    client = WireClient(url, 10, max_connections=concurrency, max_keepalive=concurrency)
     headers = {"content-type": "application/json", "x-api-key": key}
     left = count
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(url, connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as client:
 
-    async def worker() -> None:
-        nonlocal left
-        while left > 0:
-            left -= 1
-            response = await client.request("POST", "/v1/messages", body, headers)
-            answer = await response.aread()
-            await response.aclose()
-            assert response.status_code == 200, (response.status_code, answer[:500])
+        async def worker() -> None:
+            nonlocal left
+            while left > 0:
+                left -= 1
+                async with client.post("/v1/messages", data=body, headers=headers) as response:
+                    answer = await response.read()
+                assert response.status == 200, (response.status, answer[:500])
 
-    try:
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-    finally:
-        await client.aclose()
 
 
 def main() -> None:

@@ -20,13 +20,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import aiohttp
 import uvloop
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.overhead import _start_gateway, start_stub  # noqa: E402
-from router.backends.wire import WireClient  # noqa: E402
 
 NEEDLE = b'"content_block_delta"'
 MODEL_RATE = 200  # tokens/s of a fast local model: what the headroom is measured against
@@ -95,28 +95,25 @@ async def _relay(url: str, tokens: int, streams: int) -> tuple[float, float]:
     body = json.dumps(
         {"model": "bench", "max_tokens": tokens, "stream": True, "messages": [{"role": "user", "content": "go"}]}
     ).encode()
-    client = WireClient(url, 5, max_connections=streams)
     headers = {"content-type": "application/json", "anthropic-version": "2023-06-01", "x-api-key": "bench"}
+    connector = aiohttp.TCPConnector(limit=streams)
+    async with aiohttp.ClientSession(url, connector=connector, timeout=aiohttp.ClientTimeout(total=600)) as client:
 
-    async def one() -> float:
-        started = time.perf_counter()
-        response = await client.request("POST", "/v1/messages", body, headers)
-        seen, tail = 0, b""
-        async for part in response.aiter_bytes():
-            window = tail + part  # an event name may be cut between two reads
-            seen += window.count(NEEDLE)
-            tail = window[-len(NEEDLE) + 1 :]
-        await response.aclose()
-        assert response.status_code == 200 and seen == tokens, (response.status_code, seen)
-        return tokens / (time.perf_counter() - started)
+        async def one() -> float:
+            started = time.perf_counter()
+            seen, tail = 0, b""
+            async with client.post("/v1/messages", data=body, headers=headers) as response:
+                async for part in response.content.iter_any():
+                    window = tail + part  # an event name may be cut between two reads
+                    seen += window.count(NEEDLE)
+                    tail = window[-len(NEEDLE) + 1 :]
+            assert response.status == 200 and seen == tokens, (response.status, seen)
+            return tokens / (time.perf_counter() - started)
 
-    try:
         await one()  # warm
         started = time.perf_counter()
         rates = await asyncio.gather(*(one() for _ in range(streams)))
         return tokens * streams / (time.perf_counter() - started), min(rates)
-    finally:
-        await client.aclose()
 
 
 def main() -> None:

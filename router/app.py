@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from router.api import admin, health, messages, openai, openapi
 from router.api import metrics as api_metrics
-from router.api.auth import auth_mode
+from router.api.auth import auth_mode, credential_warnings
 from router.api.errors import EXCEPTION_HANDLERS
 from router.gateway import Gateway, safe_url
 from router.policy.loader import default_policy_path, load_policy
@@ -67,6 +67,8 @@ def create_app(
             log.info(line)
         log.info("state: %s", _describe_state(shared))
         log.info("auth: %s", _describe_auth(mode, settings))
+        for warning in credential_warnings(settings, gateway.policy):
+            log.warning(warning)
         try:
             yield
         finally:

@@ -106,7 +106,8 @@ def _doctor(args: argparse.Namespace) -> int:
     from router.doctor.report import as_json, render, run
 
     try:
-        policy = load_policy(Settings.from_env(config=args.config).policy_path)
+        settings = Settings.from_env(config=args.config)
+        policy = load_policy(settings.policy_path)
     except (PolicyError, ValueError, OSError) as exc:
         print(f"ccgate doctor: {exc}", file=sys.stderr)
         return 2
@@ -116,7 +117,8 @@ def _doctor(args: argparse.Namespace) -> int:
         known = ", ".join(policy.backends)
         print(f"ccgate doctor: no backend named {', '.join(unknown)} (the policy has: {known})", file=sys.stderr)
         return 2
-    reports = asyncio.run(run(policy, names, args.timeout))
+    keys = (settings.auth or policy.auth or "open") == "keys"
+    reports = asyncio.run(run(policy, names, args.timeout, keys))
     print(json.dumps(as_json(reports), indent=2) if args.json else render(reports))
     return 0 if all(report.ok for report in reports) else 1
 
@@ -193,9 +195,9 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     if mode == "open" and not _loopback(settings.host) and not settings.allow_open:
         print(
-            f"ccgate: refusing to serve {settings.host} without team keys: anyone who reaches it would spend "
-            "the team's cloud key and GPU. Set CCGATE_AUTH=keys (with REDIS_URL), or --allow-open if that is "
-            "what you want.",
+            f"ccgate: refusing to serve {settings.host or 'every interface'} without team keys: anyone who "
+            "reaches it would spend the team's cloud key and GPU. Set CCGATE_AUTH=keys (with REDIS_URL), or "
+            "--allow-open if that is what you want.",
             file=sys.stderr,
         )
         return 2
@@ -227,8 +229,8 @@ def _serve(args: argparse.Namespace) -> int:
 def _loopback(host: str) -> bool:
     import ipaddress
 
-    if host in ("localhost", ""):
-        return True
+    if host == "localhost":
+        return True  # an empty host is every interface, not this machine's loopback
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:

@@ -256,6 +256,20 @@ def _failure(
             rule,
             passed_over,
         )
+    if not failures and "credentials" in kinds.values():
+        # The cloud would get no credentials and answer 401, which Claude Code retries silently:
+        # say what to set instead, once, to the person
+        names = ", ".join(name for name, kind in kinds.items() if kind == "credentials")
+        return DispatchFailed(
+            403,
+            f"ccgate: backend {names} has no api_key and this request brings no credentials of its own, only "
+            f"its team key, and nothing else could take it ({summary}). The admin sets api_key for {names} in "
+            "the policy (api_key: ${ANTHROPIC_API_KEY}), or you send your own Anthropic key as x-api-key and "
+            "the team key as x-ccgate-key (Claude Code: ANTHROPIC_CUSTOM_HEADERS='x-ccgate-key: ccg-...')",
+            "permission_error",
+            rule,
+            passed_over,
+        )
     if not failures and kinds and all(kind == "forbidden" for kind in kinds.values()):
         return DispatchFailed(
             403, f"this key may not use this rule's backends ({summary})", "permission_error", rule, passed_over

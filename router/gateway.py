@@ -161,7 +161,7 @@ class Gateway:
 
             def track(backend: str, slot: int) -> Callable[[], None]:
                 if queued is not None:  # on the slot now: the next in the queue may have the next one
-                    self._spawn(self.queue.leave(*queued))
+                    self.spawn(self.queue.leave(*queued))
                 return both(self.shared.begin(backend, slot), self.shared.hold(key, backend))
 
         try:
@@ -178,8 +178,8 @@ class Gateway:
                 )
             raise
         finally:
-            if queued is not None:
-                await self.queue.leave(*queued)
+            if queued is not None:  # not awaited: a client gone in that round trip would lose the answer
+                self.spawn(self.queue.leave(*queued))  # (and its open upstream) before it could be closed
         if operation == "messages":
             self._learn_on_close(outcome, hashes, total_bytes)
             if identity is not None:
@@ -274,13 +274,13 @@ class Gateway:
         self.on_policy(policy)
         self.poller.backends = backends
         if changed:
-            self._spawn(self.poller.poll_once(everyone=True))
+            self.spawn(self.poller.poll_once(everyone=True))
         kept_ids = {id(b) for b in backends.values()}
         for backend in old.backends.values():
             if id(backend) not in kept_ids:
-                self._spawn(_close_later(backend, RETIRE_AFTER))
+                self.spawn(_close_later(backend, RETIRE_AFTER))
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -308,9 +308,10 @@ class Gateway:
                 "passthrough": "the client's own credentials",
                 "none": "no credentials",
             }[config.effective_auth]
-            lines.append(
-                f"backend {name}: {config.kind}/{config.wire_dialect} at {safe_url(config.url)}, {auth}: {state}"
-            )
+            http = getattr(backend, "http", None)  # how it is reached: direct, or via which proxy
+            egress = f", {http.egress.describe()}" if http is not None else ""
+            where = f"{config.kind}/{config.wire_dialect} at {safe_url(config.url)}{egress}"
+            lines.append(f"backend {name}: {where}, {auth}: {state}")
         return lines
 
     def ready(self) -> bool:

@@ -20,7 +20,7 @@ from types import FrameType
 
 import uvicorn
 
-from router.http_limits import with_header_timeout
+from router.http_limits import with_limits
 from router.settings import Settings
 
 log = logging.getLogger("ccgate.shutdown")
@@ -28,10 +28,17 @@ LAST_WORDS = 1.0  # seconds uvicorn gives what is left once the grace is over, b
 
 
 class DrainingServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, grace: float, on_drain: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        grace: float,
+        on_drain: Callable[[], None],
+        on_tick: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__(config)
         self.grace = grace
         self.on_drain = on_drain
+        self.beat = on_tick  # called from the event loop ten times a second: a worker's heartbeat
         self.draining_since: float | None = None
 
     def in_flight(self) -> int:
@@ -51,6 +58,8 @@ class DrainingServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
     async def on_tick(self, counter: int) -> bool:
+        if self.beat is not None:
+            self.beat()
         if self.draining_since is not None and not self.should_exit:
             over = time.monotonic() - self.draining_since >= self.grace
             if over or self.in_flight() == 0:
@@ -64,9 +73,14 @@ class DrainingServer(uvicorn.Server):
 
 
 def serve(
-    app: object, settings: Settings, on_drain: Callable[[], None], sockets: list[socket.socket] | None = None
+    app: object,
+    settings: Settings,
+    on_drain: Callable[[], None],
+    sockets: list[socket.socket] | None = None,
+    on_tick: Callable[[], None] | None = None,
 ) -> None:
-    """Serve until stopped; `sockets`: listen on these (a worker's inherited socket), not host:port."""
+    """Serve until stopped; `sockets`: listen on these (a worker's inherited socket), not host:port;
+    `on_tick`: called from the event loop every tenth of a second while it runs."""
     config = uvicorn.Config(
         app,  # type: ignore[arg-type]
         host=settings.host,
@@ -75,6 +89,6 @@ def serve(
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=LAST_WORDS,
-        http=with_header_timeout(settings.header_timeout),
+        http=with_limits(settings.header_timeout, settings.body_timeout),
     )
-    DrainingServer(config, settings.shutdown_grace, on_drain).run(sockets=sockets)
+    DrainingServer(config, settings.shutdown_grace, on_drain, on_tick).run(sockets=sockets)

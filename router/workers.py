@@ -15,13 +15,18 @@ What is read at scrape time (process_*, ccgate_backend_*, ccgate_event_loop_task
 answering worker's own.
 
 Signals: SIGTERM (or SIGINT) to the supervisor goes to every worker, and each drains as
-`ccgate serve` does (router/shutdown.py); a second one stops them at once. A worker that dies
-otherwise is started again; one that exits with status 2 at start-up (a setting it refuses)
-stops the whole server with that status.
+`ccgate serve` does (router/shutdown.py); a second one stops them at once. A worker started just
+as the signal came gets it too. A worker that dies otherwise is started again; one that exits
+with status 2 at start-up (a setting it refuses) stops the whole server with that status.
+
+Hung workers: each worker's event loop marks a shared clock ten times a second; one whose mark is
+older than CCGATE_WORKER_TIMEOUT (its loop blocked: a worker answering nobody, while the kernel
+still hands it connections) is killed and replaced, as uvicorn's own supervisor does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import multiprocessing
@@ -34,12 +39,14 @@ import time
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from types import FrameType
+from typing import Any
 
 from router.policy.schema import Policy
 from router.settings import Settings
 
 log = logging.getLogger("ccgate.workers")
 RESTART_PAUSE = 1.0  # seconds before a crashed worker is started again (no tight crash loop)
+STARTUP_ALLOWANCE = 60.0  # seconds a new worker has, beyond the timeout, before its first tick
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
@@ -52,21 +59,32 @@ def supervise(settings: Settings, policy: Policy) -> int:
     os.environ[MULTIPROC_ENV] = metrics_dir
     context = multiprocessing.get_context("fork")  # the workers inherit the socket and settings
     workers: dict[int, BaseProcess] = {}
-    stopping = 0
+    beats: dict[int, Any] = {}  # slot → the worker's last tick (time.monotonic, shared memory)
+    told: dict[int, int] = {}  # pid → signals sent to it
+    signals: list[int] = []  # SIGTERM / SIGINT received, in order
 
     def start(slot: int) -> None:
+        beat = context.Value("d", time.monotonic() + STARTUP_ALLOWANCE, lock=False)
         worker = context.Process(
-            target=_work, args=(listener, settings, policy, os.getpid()), name=f"ccgate-worker-{slot}"
+            target=_work, args=(listener, settings, policy, os.getpid(), beat), name=f"ccgate-worker-{slot}"
         )
         worker.start()
-        workers[slot] = worker
+        workers[slot], beats[slot] = worker, beat
+
+    def pass_on() -> None:
+        """Every live worker gets every signal the supervisor got, the ones started since too."""
+        for worker in workers.values():
+            pid = worker.pid
+            if pid is None or worker.exitcode is not None:
+                continue
+            for sig in signals[told.get(pid, 0) :]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            told[pid] = len(signals)
 
     def forward(sig: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping += 1
-        for worker in workers.values():
-            if worker.pid is not None:
-                os.kill(worker.pid, sig)
+        signals.append(sig)
+        pass_on()
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
     status = 0
@@ -84,12 +102,15 @@ def supervise(settings: Settings, policy: Policy) -> int:
         )
         while workers:
             wait([w.sentinel for w in workers.values()], timeout=1.0)
+            pass_on()
             for slot, worker in list(workers.items()):
                 if worker.exitcode is None:
+                    _unless_hung(worker, beats[slot].value, settings.worker_timeout)
                     continue
                 del workers[slot]
+                told.pop(worker.pid or 0, None)
                 _forget(worker)
-                if stopping:
+                if signals:
                     continue
                 if worker.exitcode == 2:  # it refused its settings: the others will too
                     status = 2
@@ -97,13 +118,30 @@ def supervise(settings: Settings, policy: Policy) -> int:
                     continue
                 log.error("worker %s exited (status %s); starting another", worker.pid, worker.exitcode)
                 time.sleep(RESTART_PAUSE)
-                start(slot)
+                if not signals:  # a SIGTERM during the pause: nothing more to start
+                    start(slot)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         listener.close()
         shutil.rmtree(metrics_dir, ignore_errors=True)
     return status
+
+
+def _unless_hung(worker: BaseProcess, last_tick: float, timeout: float) -> None:
+    """Kill a worker whose event loop has not ticked for `timeout` seconds: it is replaced (or,
+    when stopping, no longer holds the shutdown up)."""
+    silent = time.monotonic() - last_tick
+    if silent <= timeout or worker.pid is None:
+        return
+    log.error(
+        "worker %s has not run its event loop for %.0fs (CCGATE_WORKER_TIMEOUT %gs): killing it",
+        worker.pid,
+        silent,
+        timeout,
+    )
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(worker.pid, signal.SIGKILL)
 
 
 def _end_with(supervisor: int) -> None:
@@ -126,7 +164,7 @@ def _forget(worker: BaseProcess) -> None:
         multiprocess.mark_process_dead(worker.pid)
 
 
-def _work(listener: socket.socket, settings: Settings, policy: Policy, supervisor: int) -> None:
+def _work(listener: socket.socket, settings: Settings, policy: Policy, supervisor: int, beat: Any) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # uvicorn installs its own once it runs
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     _end_with(supervisor)
@@ -146,4 +184,7 @@ def _work(listener: socket.socket, settings: Settings, policy: Policy, superviso
     def drain() -> None:
         app.state.draining = True
 
-    serve(app, settings, drain, sockets=[listener])
+    def tick() -> None:
+        beat.value = time.monotonic()
+
+    serve(app, settings, drain, sockets=[listener], on_tick=tick)

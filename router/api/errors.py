@@ -19,6 +19,9 @@ from router.telemetry.tracing import trace_id
 log = logging.getLogger("ccgate.api")
 
 ROUTE_HEADERS = ("x-ccgate-route", "x-ccgate-fallback-reason")
+# On a refusal no retry can mend: the Anthropic SDKs (Claude Code) then show it at once instead
+# of retrying a 401 silently for minutes (measured with the CLIs; README "Team keys").
+NO_RETRY = {"x-should-retry": "false"}
 OPENAI_PATHS = ("/v1/chat/completions", "/v1/responses")
 
 
@@ -82,8 +85,9 @@ def traced(request: Request, response: Response[dict]) -> Response[dict]:
 
 
 def on_dispatch_failed(request: Request, exc: DispatchFailed) -> Response[dict]:
-    log.warning("request failed (rule %s): %d %s", exc.rule, exc.status, exc.message)
     headers = {"x-ccgate-route": exc.rule}
+    if exc.status in (401, 403):
+        headers.update(NO_RETRY)
     if exc.fallbacks:
         headers["x-ccgate-fallback-reason"] = header_safe("; ".join(exc.fallbacks))
     if exc.status == 529:
@@ -113,6 +117,9 @@ def _http_error(request: Request, exc: HTTPException) -> Response[dict]:
 
 def on_unexpected(request: Request, exc: Exception) -> Response[dict]:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
+    reply = request.state.get("open_reply")
+    if reply is not None:  # an answer that could not be sent: its upstream (and llama.cpp slot) go now
+        request.app.state.gateway.spawn(reply.aclose())
     _count_refused(request, 500)
     message = f"internal gateway error ({type(exc).__name__})"
     return traced(request, error_response(500, message, openai=openai_path(request.url.path)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from litestar import Request, Response, get, head
 
 from router import __version__
+from router.api.auth import credential_warnings
 from router.gateway import Gateway
 
 
@@ -42,9 +43,9 @@ async def readyz(request: Request) -> Response[dict]:
         }
         for name, s in gateway.snapshot().items()
     }
+    warnings = credential_warnings(request.app.state.settings, gateway.policy)
     if request.app.state.get("draining"):  # SIGTERM: finishing what is in flight (router/shutdown.py)
-        return Response({"status": "draining", "backends": backends}, status_code=503)
+        return Response({"status": "draining", "backends": backends, "warnings": warnings}, status_code=503)
     ready = gateway.ready()
-    return Response(
-        {"status": "ready" if ready else "unavailable", "backends": backends}, status_code=200 if ready else 503
-    )
+    status = "ready" if ready else "unavailable"
+    return Response({"status": status, "backends": backends, "warnings": warnings}, status_code=200 if ready else 503)

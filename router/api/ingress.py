@@ -11,7 +11,7 @@ from litestar.exceptions import HTTPException
 from litestar.response import Stream
 from opentelemetry import trace
 
-from router.api.auth import Refused, identify
+from router.api.auth import Refused, identify, upstream_query
 from router.api.dialects import Dialect
 from router.api.errors import on_dispatch_failed, on_refused, with_trace_id
 from router.api.replies import ClientGone, to_response, unless_client_leaves
@@ -19,6 +19,7 @@ from router.backends.base import Incoming
 from router.dispatch import DispatchFailed, Operation
 from router.gateway import Gateway
 from router.policy.features import client_kind
+from router.policy.identity import Identity
 from router.protocol.anthropic import CountTokensRequest, InvalidRequest, MessagesRequest, validate
 from router.protocol.errors import BadUpstreamResponse
 from router.telemetry import record
@@ -52,6 +53,7 @@ async def handle(
         except Refused as refused:
             record.refused(metrics, refused.status, client)
             _end_failed(span, refused.status, refused.message)
+            _log_refused(op, refused.status, refused.reason, refused.message, client, dialect, span, key=refused.key)
             return with_trace_id(refused.response(dialect.openai), span)
         if identity is not None:
             span.set_attribute("ccgate.team", identity.team)
@@ -60,14 +62,16 @@ async def handle(
             parsed = dialect.parse(body)
             canonical = validate(parsed.canonical, kind)
             native = parsed.client if dialect.name == "chat" else None
-            query = request.url.query or ""
+            query = upstream_query(request.url.query or "")
             incoming = Incoming(
                 canonical, parsed.canonical, parsed.body, headers, query, native=native, dialect=dialect.name
             )
         except (InvalidRequest, HTTPException) as exc:
             status = exc.status_code if isinstance(exc, HTTPException) else 400
             response = on_refused(request, exc)
-            _end_failed(span, status, response.content["error"]["message"])
+            said = response.content["error"]["message"]
+            _end_failed(span, status, said)
+            _log_refused(op, status, "invalid request", said, client, dialect, span, identity)
             return with_trace_id(response, span)
         try:
             outcome = await unless_client_leaves(request, gateway.route(incoming, op, identity))
@@ -80,6 +84,10 @@ async def handle(
         except DispatchFailed as failure:
             record.failed(metrics, failure, client)
             _end_failed(span, failure.status, failure.message)
+            reason = failure.error_type or f"HTTP {failure.status}"
+            _log_refused(
+                op, failure.status, reason, failure.message, client, dialect, span, identity, failure.rule, incoming
+            )
             return with_trace_id(on_dispatch_failed(request, failure), span)
         record.answered(metrics, outcome, client, started)
         try:
@@ -133,7 +141,48 @@ async def handle(
             }
         },
     )
+    request.state.open_reply = outcome.reply  # closed by on_unexpected should sending the answer fail
     return with_trace_id(to_response(outcome), span)
+
+
+def _log_refused(
+    op: str,
+    status: int,
+    reason: str,
+    message: str,
+    client: str,
+    dialect: Dialect,
+    span: trace.Span,
+    identity: Identity | None = None,
+    rule: str | None = None,
+    incoming: Incoming | None = None,
+    key: str | None = None,
+) -> None:
+    """A request not answered by a backend is one log line too, with the fields an answered one has."""
+    level = logging.WARNING if status >= 500 or status in (429, 529) else logging.INFO
+    log.log(
+        level,
+        "%s refused: %d %s: %s",
+        op,
+        status,
+        reason,
+        message,
+        extra={
+            "fields": {
+                "op": op,
+                "status": status,
+                "reason": reason,
+                "message": message,
+                "model": incoming.request.model if incoming is not None else None,
+                "rule": rule,
+                "client": client,
+                "dialect": dialect.name,
+                "key": identity.key if identity else key,
+                "team": identity.team if identity else None,
+                "trace_id": trace_id(span),
+            }
+        },
+    )
 
 
 def _end_failed(span: trace.Span, status: int, message: str) -> None:

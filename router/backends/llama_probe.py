@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from contextlib import suppress
 
-import httpx
-
 from router.backends.base import Probe
 from router.backends.credentials import own_credentials
-from router.backends.http import UpstreamClient, describe
+from router.backends.http import Fetched, UpstreamClient, describe
 
 
 class LlamaProbe:
@@ -29,7 +27,7 @@ class LlamaProbe:
 
     async def __call__(self) -> Probe:
         try:
-            health = await self.http.client.get(self.http.url("/health"), timeout=self.http.config.timeouts.connect)
+            health = await self.http.fetch("GET", "/health")
         except Exception as exc:  # noqa: BLE001 - any failure means "down"
             self._props = None
             return Probe(False, describe(exc))
@@ -47,11 +45,9 @@ class LlamaProbe:
             detail = f"up, but {self._refused} refused {key}: no slots, context or load known"
         return Probe(True, detail, processing=processing, deferred=deferred, slots=slots, n_ctx=n_ctx, model=model)
 
-    async def _get(self, path: str) -> httpx.Response | None:
+    async def _get(self, path: str) -> Fetched | None:
         with suppress(Exception):
-            response = await self.http.client.get(
-                self.http.url(path), headers=self._auth, timeout=self.http.config.timeouts.connect
-            )
+            response = await self.http.fetch("GET", path, self._auth)
             if response.status_code in (401, 403) and self._refused is None:
                 self._refused = path
             return response

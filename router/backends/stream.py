@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 
-import httpx
 import msgspec
 
 from router.backends.base import (
@@ -17,8 +16,7 @@ from router.backends.base import (
     BackendToolCallError,
     Reply,
 )
-from router.backends.http import TotalTimeout, UpstreamClient, describe
-from router.backends.wire import WireResponse
+from router.backends.http import TotalTimeout, TransportError, UpstreamClient, UpstreamResponse, describe
 from router.protocol.aggregate import MessageAggregator
 from router.protocol.errors import BadUpstreamResponse, anthropic_error_event
 from router.protocol.redact import safe_text
@@ -32,7 +30,7 @@ log = logging.getLogger("ccgate.stream")
 
 async def streaming_reply(
     client: UpstreamClient,
-    response: WireResponse,
+    response: UpstreamResponse,
     first: bytes,
     transform: Callable[[bytes], Iterable[bytes]] | None = None,
     finish: Callable[[], Iterable[bytes]] | None = None,
@@ -88,7 +86,7 @@ async def streaming_reply(
             yield anthropic_error_event(504, f"backend {client.name} did not finish within {limit:g}s", "timeout_error")
         except TimeoutError:
             yield anthropic_error_event(504, f"backend {client.name} stalled mid-stream", "timeout_error")
-        except httpx.HTTPError as exc:
+        except TransportError as exc:
             yield anthropic_error_event(502, f"backend {client.name} broke off the stream: {type(exc).__name__}")
         except BackendProtocolError as exc:
             yield anthropic_error_event(502, safe_text(str(exc), [client.config.api_key]))
@@ -119,7 +117,7 @@ def _raise_before_output(client: UpstreamClient, exc: BaseException) -> None:
         raise BackendTimeout(client.name, f"did not finish within {client.config.timeouts.total:g}s") from None
     if isinstance(exc, TimeoutError):
         raise BackendTimeout(client.name, f"stalled for {client.config.timeouts.idle:g}s mid-answer") from None
-    if isinstance(exc, httpx.HTTPError):
+    if isinstance(exc, TransportError):
         raise BackendBroken(client.name, f"broke off mid-answer: {describe(exc)}") from None
     if isinstance(exc, BadUpstreamResponse):
         raise BackendProtocolError(client.name, str(exc)) from None
@@ -142,7 +140,7 @@ def _kind(exc: BaseException) -> str:
 FIRST_EVENT_LIMIT = 1024 * 1024  # bytes an upstream may send before its first whole event
 
 
-async def first_event(client: UpstreamClient, response: WireResponse, first: bytes) -> tuple[bytes, Event]:
+async def first_event(client: UpstreamClient, response: UpstreamResponse, first: bytes) -> tuple[bytes, Event]:
     """Read on until the stream's first whole event is in hand, and return what was read with it.
 
     Nothing has reached the client yet, so an upstream that sends no event (an endless line,
@@ -170,7 +168,7 @@ async def first_event(client: UpstreamClient, response: WireResponse, first: byt
 
 async def collect(
     client: UpstreamClient,
-    response: WireResponse,
+    response: UpstreamResponse,
     first: bytes,
     transform: Callable[[bytes], Iterable[bytes]] | None = None,
     finish: Callable[[], Iterable[bytes]] | None = None,

@@ -6,11 +6,13 @@ import json
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
-import httpx
+import aiohttp
+import msgspec
 
 from router.backends.credentials import credentials
-from router.backends.http import UpstreamClient, describe
+from router.backends.http import TransportError, UpstreamClient, describe
 from router.doctor import probe_requests as req
 from router.doctor.answers import (
     Answer,
@@ -77,9 +79,26 @@ class Report:
         return all(check.status != "fail" for check in self.checks)
 
 
-async def examine(name: str, config: BackendConfig, probe_timeout: float) -> Report:
+async def examine(name: str, config: BackendConfig, probe_timeout: float, keys: bool = False) -> Report:
+    """`keys`: the gateway runs with team keys (CCGATE_AUTH=keys or `auth: keys`)."""
     report = Report(name, config.kind, _safe_url(config.url))
-    http = UpstreamClient(name, config)
+    try:
+        http = UpstreamClient(name, config)
+    except ValueError as exc:  # a TLS file it cannot use
+        report.checks.append(Check("egress", "fail", str(exc), "fix the path, or the file's contents"))
+        return report
+    report.checks.append(Check("egress", "ok", _egress(http, config)))
+    if keys and config.needs_client_credentials:
+        report.checks.append(
+            Check(
+                "credentials",
+                "warn",
+                "no api_key: a request whose only credential is its team key brings none for it, and gets a 403 "
+                "when nothing else can take it (the local box busy)",
+                "set api_key (api_key: ${ANTHROPIC_API_KEY}), or have developers send their own key as x-api-key "
+                "and the team key as x-ccgate-key",
+            )
+        )
     try:
         reachable = await _reachable(http, config, report)
         if not reachable:
@@ -98,6 +117,16 @@ async def examine(name: str, config: BackendConfig, probe_timeout: float) -> Rep
     finally:
         await http.aclose()
     return report
+
+
+def _egress(http: UpstreamClient, config: BackendConfig) -> str:
+    said = http.egress.describe()
+    if http.egress.tls is not None:
+        trusted = "the system's CA store" + (f" and {config.ca_file}" if config.ca_file else "")
+        said += f"; TLS trusting {trusted}" + (
+            f", client certificate {config.client_cert}" if config.client_cert else ""
+        )
+    return said
 
 
 def _dialects(config: BackendConfig) -> list[Dialect]:
@@ -122,8 +151,8 @@ async def _reachable(http: UpstreamClient, config: BackendConfig, report: Report
     path = "/health" if config.kind == "llamacpp" else config.health_path or "/v1/models"
     headers = _headers(config)
     try:
-        response = await http.client.get(http.url(path), headers=headers, timeout=config.timeouts.connect)
-    except httpx.HTTPError as exc:
+        response = await http.fetch("GET", path, headers)
+    except (TimeoutError, TransportError) as exc:
         fix = (
             f"start it: llama-server -m your-model.gguf --jinja -c 65536 --port {_port(config.url)}"
             if config.kind == "llamacpp"
@@ -266,22 +295,20 @@ async def _probe(
     tools: bool = True,
 ) -> Answer:
     model = config.upstream_model(facts.model or "claude-sonnet-4-5")
-    body = BODIES[dialect](model, stream, tools)
+    body = msgspec.json.encode(BODIES[dialect](model, stream, tools))
     headers = {"content-type": "application/json", **_headers(config)}
     for attempt in (1, 2):
         try:
-            response = await http.client.post(
-                http.url(PATHS[dialect]), json=body, headers=headers, timeout=probe_timeout
-            )
+            response = await http.fetch("POST", PATHS[dialect], headers, body, within=probe_timeout)
             break
-        except httpx.RemoteProtocolError as exc:
+        except aiohttp.ServerDisconnectedError as exc:
             # a kept-alive connection the server had just closed: the probe changes nothing, so
             # it is sent once more on a new connection before it counts as the server's answer
             if attempt == 2:
                 return Answer(0, describe(exc))
-        except httpx.TimeoutException:
+        except TimeoutError:
             return Answer(0, f"no answer within {probe_timeout:g}s")
-        except httpx.HTTPError as exc:
+        except TransportError as exc:
             return Answer(0, describe(exc))
     if response.status_code >= 400:
         return error_answer(response.status_code, response.content)
@@ -360,17 +387,17 @@ def _fix_for_error(error: str) -> str:
 async def _refuses(http: UpstreamClient, config: BackendConfig, path: str) -> int | None:
     """The status when `path` refuses ccgate's credentials (401, 403), else None."""
     try:
-        response = await http.client.get(http.url(path), headers=_headers(config), timeout=config.timeouts.connect)
-    except httpx.HTTPError:
+        response = await http.fetch("GET", path, _headers(config))
+    except (TimeoutError, TransportError):
         return None
     return response.status_code if response.status_code in (401, 403) else None
 
 
 async def _get_json(http: UpstreamClient, config: BackendConfig, path: str) -> Any:
     try:
-        response = await http.client.get(http.url(path), headers=_headers(config), timeout=config.timeouts.connect)
+        response = await http.fetch("GET", path, _headers(config))
         return response.json() if response.status_code == 200 else None
-    except (httpx.HTTPError, ValueError):
+    except (TimeoutError, TransportError, ValueError):
         return None
 
 
@@ -382,12 +409,15 @@ def _headers(config: BackendConfig) -> dict[str, str]:
 
 
 def _safe_url(url: str) -> str:
-    parsed = httpx.URL(url)
-    return str(parsed.copy_with(username=None, password=None)) if parsed.userinfo else url
+    parsed = urlsplit(url)
+    if parsed.username is None and parsed.password is None:
+        return url
+    netloc = parsed.netloc.rpartition("@")[2]
+    return urlunsplit((parsed.scheme, netloc, parsed.path, parsed.query, parsed.fragment))
 
 
 def _port(url: str) -> int:
-    parsed = httpx.URL(url)
+    parsed = urlsplit(url)
     return parsed.port or (443 if parsed.scheme == "https" else 80)
 
 

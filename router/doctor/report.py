@@ -12,8 +12,10 @@ from router.policy.schema import Policy
 MARKS = {"ok": "ok  ", "fail": "FAIL", "warn": "warn", "skip": "--  "}
 
 
-async def run(policy: Policy, names: Iterable[str], probe_timeout: float) -> list[Report]:
-    return list(await asyncio.gather(*(examine(name, policy.backends[name], probe_timeout) for name in names)))
+async def run(policy: Policy, names: Iterable[str], probe_timeout: float, keys: bool = False) -> list[Report]:
+    """`keys`: the gateway runs with team keys, so a backend that needs each client's own
+    credentials is worth a warning."""
+    return list(await asyncio.gather(*(examine(name, policy.backends[name], probe_timeout, keys) for name in names)))
 
 
 def render(reports: list[Report]) -> str:

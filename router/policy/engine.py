@@ -124,6 +124,8 @@ class Engine:
             return "forbidden", f"not for key {identity.key}"
         if identity is not None and identity.budget_spent and config.kind != "llamacpp":
             return "budget", f"key {identity.key} has spent its cloud budget"
+        if identity is not None and config.needs_client_credentials and not features.client_credentials:
+            return "credentials", "no api_key, and the request brings no credentials but its team key"
         if not state.healthy:
             return "unhealthy", f"unhealthy: {state.detail}" if state.detail else "unhealthy"
         if state.breaker == "open":

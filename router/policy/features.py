@@ -39,6 +39,9 @@ class Features:
     # A count_tokens request: it only tokenizes, so neither a context window nor a busy slot
     # stands in its way.
     counting: bool = False
+    # It carries credentials of its own for an upstream (x-api-key or Authorization that is not
+    # a team key): a backend that sends the client's credentials has something to send.
+    client_credentials: bool = False
 
 
 def client_kind(user_agent: str) -> str:
@@ -70,6 +73,7 @@ def features_of(
         client=client_kind(headers.get("user-agent", "")),
         headers={k.lower(): v for k, v in headers.items()},
         counting=isinstance(request, CountTokensRequest),
+        client_credentials=bool(headers.get("x-api-key") or headers.get("authorization")),
     )
 
 

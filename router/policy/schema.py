@@ -74,6 +74,16 @@ class BackendConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_
     # The most output tokens a request may ask of this backend (the client's max_tokens is cut
     # to it): a 32k request must not hold a slot for an hour. Default: 16384 for llamacpp.
     max_output_tokens: int | None = None
+    # How ccgate reaches it (router/backends/egress.py): a CA bundle to trust besides the
+    # system's (a private CA), a client certificate (PEM; its key in it or in client_key), and
+    # the proxy: env (HTTPS_PROXY / HTTP_PROXY / NO_PROXY), none, or an http:// URL.
+    ca_file: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+    proxy: str = "env"
+    # Connections open to it at once (requests beyond wait for one, within timeouts.first_byte);
+    # default 64 for llamacpp (more than any box has slots), 256 for the rest.
+    max_connections: int | None = None
 
     def upstream_model(self, requested: str) -> str:
         if self.model is None:
@@ -96,6 +106,12 @@ class BackendConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_
         return self.auth or ("auto" if self.kind == "anthropic" else "key")
 
     @property
+    def needs_client_credentials(self) -> bool:
+        """No key of its own, and it sends each client's: the Anthropic API refuses a request that
+        brings none (in keys mode, one whose only credential was its team key)."""
+        return self.kind == "anthropic" and not self.api_key and self.effective_auth in ("auto", "passthrough")
+
+    @property
     def guards_tools(self) -> bool:
         if self.tool_guard is None:
             return self.kind != "anthropic"
@@ -112,6 +128,10 @@ class BackendConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_
         if self.max_output_tokens is None:
             return DEFAULT_LOCAL_OUTPUT_CAP if self.kind == "llamacpp" else None
         return self.max_output_tokens or None  # 0: no cap
+
+    @property
+    def connection_limit(self) -> int:
+        return self.max_connections or (64 if self.kind == "llamacpp" else 256)
 
     @property
     def wire_dialect(self) -> Dialect:

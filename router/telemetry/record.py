@@ -89,9 +89,15 @@ def client_gone(metrics: Metrics, client: str) -> None:
 
 
 def refused(metrics: Metrics, status: int, client: str) -> None:
-    """Refused before any routing: no good team key (401), an invalid body (400, 413), or a fault
+    """Refused before any routing: no good team key (403), an invalid body (400, 413), or a fault
     of the gateway's own (5xx)."""
     outcome = (
-        "overloaded" if status == 529 else "error" if status >= 500 else "unauthorized" if status == 401 else "invalid"
+        "overloaded"
+        if status == 529
+        else "error"
+        if status >= 500
+        else "unauthorized"
+        if status in (401, 403)
+        else "invalid"
     )
     metrics.requests.labels("none", "none", outcome, client).inc()

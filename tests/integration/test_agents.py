@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ import pytest
 from tests.harness.procs import Process, agent_binary
 from tests.harness.scripted_model import QWEN_PROJECT
 from tests.harness.wait import wait_until
+from tests.integration.test_claude_cli import run_claude
 from tests.integration.test_metrics import scrape, total
 
 FILE_TEXT = "hi from the project\n"
@@ -217,3 +219,33 @@ def test_qwen_code_reads_a_file_through_ccgate(agent_gateway, tmp_path: Path) ->
     assert FINAL in done.stdout
     assert "hi from the project" in done.stdout  # the tool's result, in its transcript
     assert served(gw, "qwen-code") >= 2
+
+
+@pytest.mark.cli
+def test_every_agent_shows_a_refused_key_to_the_person_at_once(make_team, text_llama: Process, tmp_path: Path) -> None:
+    """A wrong team key is a 403 with x-should-retry: false: each agent prints ccgate's message and
+    stops (a 401 is retried silently by Claude Code for about three minutes, measured), and each
+    refusal is one log line with its status, reason and client."""
+    team = make_team({"local": {"kind": "llamacpp", "url": text_llama.url}}, replicas=1)
+    gw = team.replicas[0]
+    wrong = "ccg-" + "w" * 43
+    runs = {
+        "claude-cli": lambda: run_claude(gw, tmp_path / "claude", env={"ANTHROPIC_AUTH_TOKEN": wrong}),
+        "codex": lambda: run_codex(gw, tmp_path / "codex", api_key=wrong),
+        "opencode": lambda: run_opencode(gw, tmp_path / "opencode", api_key=wrong),
+        "qwen-code": lambda: run_qwen(gw, tmp_path / "qwen", api_key=wrong),
+    }
+    with ThreadPoolExecutor(len(runs)) as pool:
+        done = dict(zip(runs, pool.map(lambda run: run(), runs.values()), strict=True))
+    for client, result in done.items():
+        said = result.stdout + result.stderr
+        assert "unknown team key" in said, f"{client} did not show the refusal: {said[-2000:]}"
+        if client != "qwen-code":  # Qwen Code 0.15 -p --output-format json exits 0, its result the error
+            assert result.returncode != 0, client
+    samples = scrape(gw)
+    for client in runs:
+        refused = total(samples, "ccgate_requests_total", client=client, outcome="unauthorized")
+        assert 1 <= refused <= 2, f"{client} sent {refused} refused requests: it retried"  # Opencode: title + turn
+    lines = [json.loads(line) for line in gw.log.read_text().splitlines() if line.startswith("{")]
+    logged = {line["client"] for line in lines if line.get("status") == 403 and line.get("reason") == "unknown key"}
+    assert logged == set(runs), lines[-10:]

@@ -56,7 +56,7 @@ def test_relay_prompt_size_and_memory() -> None:
 
 def test_client_and_redis_micro_benchmarks(redis_url: str) -> None:
     client = bench("upstream_client.py", "--requests", "50")
-    assert "wire" in client and "httpx" in client
+    assert "aiohttp" in client and "ccgate" in client and "httpx" in client
     view = bench("redis_view.py", "--requests", "50", redis_url=redis_url)
     assert "RedisShared.view" in view
 

@@ -19,6 +19,7 @@ import yaml
 from dashboards.generate import HERE, render
 from tests.harness.procs import Process, free_port, start_gateway
 from tests.harness.wait import wait_until
+from tests.integration.test_metrics import metrics_headers
 from tests.integration.test_passthrough import ask
 
 
@@ -46,12 +47,16 @@ def prometheus(tmp_path: Path, logdir: Path, owned):  # type: ignore[no-untyped-
     if binary is None:
         raise RuntimeError("prometheus is not installed: ./scripts/test installs Debian's package")
 
-    def start(targets: dict[str, str]) -> str:
+    def start(targets: dict[str, str], token: str | None = None) -> str:
+        """Prometheus scraping `targets` (job → host:port); `token`: ccgate's metrics token."""
         port = free_port()
+        (tmp_path / "token").write_text(token or "")
+        auth = {"authorization": {"type": "Bearer", "credentials_file": str(tmp_path / "token")}} if token else {}
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "scrape_configs": [
-                {"job_name": job, "static_configs": [{"targets": [target]}]} for job, target in targets.items()
+                {"job_name": job, "static_configs": [{"targets": [target]}], **(auth if job == "ccgate" else {})}
+                for job, target in targets.items()
             ],
         }
         (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
@@ -89,7 +94,8 @@ def test_every_panel_query_returns_data(
             }
         )
     )
-    env = {"CCGATE_RELOAD_INTERVAL": "0", "CCGATE_AUTH": "keys", "REDIS_URL": redis_url}
+    token = secrets.token_hex(16)
+    env = {"CCGATE_RELOAD_INTERVAL": "0", "CCGATE_AUTH": "keys", "REDIS_URL": redis_url, "CCGATE_METRICS_TOKEN": token}
     gw = owned(start_gateway(policy, logdir, env))
     made = subprocess.run(
         [sys.executable, "-m", "router.cli", "keys", "add", "dev", "--team", "core", "--config", str(policy)],
@@ -100,7 +106,7 @@ def test_every_panel_query_returns_data(
     )
     assert made.returncode == 0, made.stderr
     key = {"x-api-key": made.stdout.splitlines()[-1]}
-    url = prometheus({"ccgate": f"127.0.0.1:{gw.port}", "llama": f"127.0.0.1:{tool_llama.port}"})
+    url = prometheus({"ccgate": f"127.0.0.1:{gw.port}", "llama": f"127.0.0.1:{tool_llama.port}"}, token)
     gw.proc.send_signal(signal.SIGHUP)  # type: ignore[union-attr]  # one policy reload
     scrapes = 0
     for i in range(8):  # a short scripted load spread over several scrapes
@@ -111,7 +117,10 @@ def test_every_panel_query_returns_data(
         assert doomed.status_code == 529
         scrapes = scraped_since(url, scrapes)
     check = subprocess.run(
-        ["promtool", "check", "metrics"], input=httpx.get(gw.url + "/metrics").text, capture_output=True, text=True
+        ["promtool", "check", "metrics"],
+        input=httpx.get(gw.url + "/metrics", headers=metrics_headers(gw)).text,
+        capture_output=True,
+        text=True,
     )
     assert check.returncode == 0, check.stdout + check.stderr
 

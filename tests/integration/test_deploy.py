@@ -314,6 +314,13 @@ def test_the_stack_runs_natively_and_claude_code_works_through_it(
     config = (DEPLOY / "prometheus" / "prometheus.yml").read_text()
     config = config.replace("ccgate:4000", f"127.0.0.1:{gw_port}").replace("10s", "1s")
     config = config.replace("/etc/prometheus/targets", str(prometheus_dir / "targets"))
+    # the compose's entrypoint writes CCGATE_METRICS_TOKEN where credentials_file reads it
+    token_file = prometheus_dir / "ccgate-metrics-token"
+    entrypoint = " ".join(services["prometheus"]["entrypoint"])
+    assert "/prometheus/ccgate-metrics-token" in entrypoint and "/prometheus/ccgate-metrics-token" in config
+    token_file.write_text(env["CCGATE_METRICS_TOKEN"])
+    config = config.replace("/prometheus/ccgate-metrics-token", str(token_file))
+    assert httpx.get(gw.url + "/metrics", timeout=10).status_code == 401  # not without the token
     (prometheus_dir / "prometheus.yml").write_text(config)
     for targets in (DEPLOY / "prometheus" / "targets").glob("*.yml"):
         text = targets.read_text().replace("llama:8080", f"127.0.0.1:{llama_port}")

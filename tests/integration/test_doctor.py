@@ -84,7 +84,8 @@ def test_doctor_tells_each_failure_and_its_fix(policy: Path) -> None:
 
     down = checks_of(reports["down"])
     assert down["reachable"]["status"] == "fail" and "connection refused" in down["reachable"]["detail"]
-    assert "llama-server -m" in down["reachable"]["fix"] and len(down) == 1
+    assert "llama-server -m" in down["reachable"]["fix"] and set(down) == {"egress", "reachable"}
+    assert (down["egress"]["status"], down["egress"]["detail"]) == ("ok", "direct")
 
     assert checks_of(reports["cloud"])["reachable"]["status"] == "skip"
 

@@ -77,3 +77,36 @@ def test_slowloris_and_silent_connections_are_closed_and_others_are_served(gatew
         assert status_of(answer) == 408, answer[:200]
         assert f"within {HEADER_TIMEOUT} s".encode() in answer
         s.close()
+
+
+@pytest.mark.parametrize("how", ["stalls", "trickles"])
+def test_a_body_that_stalls_or_trickles_is_closed_and_others_are_served(start_ccgate, text_llama: Process, how: str):
+    """A head within limits, then a body that stops coming (a gap over CCGATE_HEADER_TIMEOUT), or
+    comes a byte at a time for longer than CCGATE_BODY_TIMEOUT: 408, the connection closed."""
+    gw = start_ccgate(
+        {"local": {"kind": "llamacpp", "url": text_llama.url}},
+        env={"CCGATE_HEADER_TIMEOUT": HEADER_TIMEOUT, "CCGATE_BODY_TIMEOUT": "4"},
+    )
+    head = b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=60) as s:
+        s.sendall(head + b'{"model": "m", ')
+        answer = b""
+        if how == "trickles":  # a byte a second: never a gap of 2 s, never the whole body
+            s.settimeout(1.0)
+            while not answer:
+                try:
+                    answer = s.recv(65536)
+                except TimeoutError:
+                    s.sendall(b" ")
+        s.settimeout(60)
+        while chunk := s.recv(65536):
+            answer += chunk
+    assert status_of(answer) == 408, answer[:200]
+    said = b"within 4 s" if how == "trickles" else f"stalled for {HEADER_TIMEOUT} s".encode()
+    assert said in answer, answer[:300]
+    assert httpx.post(gw.url + "/v1/messages", json={**_ask(), "max_tokens": 4}, timeout=30).status_code == 200
+    assert "Traceback" not in gw.log.read_text()
+
+
+def _ask() -> dict:
+    return {"model": "m", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}

@@ -9,8 +9,14 @@ from tests.harness.procs import Process, free_port
 from tests.integration.test_passthrough import ask
 
 
+def metrics_headers(gw: Process) -> dict[str, str]:
+    """What a scraper sends: the metrics token (or the admin token) the gateway was started with."""
+    token = gw.env.get("CCGATE_METRICS_TOKEN") or gw.env.get("CCGATE_ADMIN_TOKEN")
+    return {"authorization": f"Bearer {token}"} if token else {}
+
+
 def scrape(gw: Process) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    r = httpx.get(gw.url + "/metrics")
+    r = httpx.get(gw.url + "/metrics", headers=metrics_headers(gw))
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value

@@ -22,7 +22,7 @@ from tests.harness.procs import Process, start_redis
 from tests.harness.team import ADMIN_TOKEN
 from tests.harness.wait import wait_until
 from tests.integration.test_claude_cli import run_claude
-from tests.integration.test_metrics import scrape, total, value
+from tests.integration.test_metrics import metrics_headers, scrape, total, value
 from tests.integration.test_passthrough import ask
 
 ANTHROPIC = {"anthropic-version": "2023-06-01"}  # what tells /v1/models an Anthropic client asks
@@ -93,31 +93,47 @@ def test_keys_from_each_header_and_every_refusal_in_anthropic_shape(
         assert r.status_code == 200, r.text
         assert r.headers["x-ccgate-backend"] == "local"
 
-    # The developer's own Anthropic credentials go on to the cloud; the team key never does.
+    # The developer's own Anthropic credentials go on to the cloud; the team key never does, in
+    # whichever headers and however many it comes.
     own = {"x-ccgate-key": key, "x-api-key": "sk-ant-own-" + secrets.token_hex(8)}
     r = team.post(None, {**ask(), "model": "claude-haiku-4-5"}, **own)
     assert r.status_code == 200 and r.headers["x-ccgate-backend"] == "cloud", r.text
-    r = team.post(key, {**ask(), "model": "claude-haiku-4-5"}, replica=1)
+    both = {"x-ccgate-key": key, "authorization": f"Bearer {key}", "x-api-key": own["x-api-key"]}
+    r = team.post(None, {**ask(), "model": "claude-haiku-4-5"}, replica=1, **both)
     assert r.status_code == 200 and r.headers["x-ccgate-backend"] == "cloud", r.text
+    # With the team key its only credential, the cloud (no api_key of its own) would get none:
+    # the person is told what to set, instead of the cloud's 401 that Claude Code retries silently
+    r = team.post(key, {**ask(), "model": "claude-haiku-4-5"}, replica=1)
+    status, kind, message = error_of(r)
+    assert (status, kind) == (403, "permission_error") and "backend cloud has no api_key" in message, message
+    assert "x-ccgate-key" in message and r.headers["x-should-retry"] == "false"
     upstream = httpx.get(standin.url + "/_headers", timeout=10).json()
-    assert [h.get("x-api-key") for h in upstream] == [own["x-api-key"], None]
+    assert [h.get("x-api-key") for h in upstream] == [own["x-api-key"]] * 2
+    assert [h.get("authorization") for h in upstream] == [None, None]
     assert key not in json.dumps(upstream)
+    warnings = httpx.get(team.replicas[0].url + "/readyz", timeout=10).json()["warnings"]
+    assert len(warnings) == 1 and warnings[0].startswith("backend cloud has no api_key"), warnings
+    assert "backend cloud has no api_key" in team.replicas[0].log.read_text()
 
-    missing = error_of(team.post(None))
-    assert missing[:2] == (401, "authentication_error") and "needs a team key" in missing[2]
+    # Refusals are 403 with x-should-retry: false, which every agent shows at once (a 401 is
+    # retried silently by Claude Code for minutes)
+    missing_r = team.post(None)
+    missing = error_of(missing_r)
+    assert missing[:2] == (403, "permission_error") and "needs a team key" in missing[2]
+    assert missing_r.headers["x-should-retry"] == "false"
     stranger = "ccg-" + secrets.token_urlsafe(32)
     r = team.post(stranger, replica=1)
-    assert error_of(r)[:2] == (401, "authentication_error") and stranger not in r.text
+    assert error_of(r)[:2] == (403, "permission_error") and stranger not in r.text
     assert "unknown" in error_of(r)[2]
     not_ours = team.post(None, **{"authorization": "Bearer sk-ant-somebody-else"})
-    assert error_of(not_ours)[:2] == (401, "authentication_error")  # no team key in it at all
+    assert error_of(not_ours)[:2] == (403, "permission_error")  # no team key in it at all
     for path, method in (("/v1/models", "GET"), ("/v1/messages/count_tokens", "POST")):
         r = httpx.request(method, team.replicas[0].url + path, json=ask(), headers=ANTHROPIC, timeout=30)
-        assert error_of(r)[:2] == (401, "authentication_error"), path
+        assert error_of(r)[:2] == (403, "permission_error"), path
         ok = httpx.request(method, team.replicas[0].url + path, json=ask(), headers={"x-api-key": key}, timeout=30)
         assert ok.status_code == 200, (path, ok.text)
     openai_shaped = httpx.get(team.replicas[0].url + "/v1/models", timeout=30)  # no anthropic-version
-    assert openai_shaped.status_code == 401 and openai_shaped.json()["error"]["type"] == "authentication_error"
+    assert openai_shaped.status_code == 403 and openai_shaped.json()["error"]["type"] == "permission_error"
 
     # Revoked on the CLI: the other replica refuses it within a second of the revocation.
     assert team.post(key, replica=1).status_code == 200  # replica 1 has the key in its cache now
@@ -133,7 +149,7 @@ def test_keys_from_each_header_and_every_refusal_in_anthropic_shape(
             accepted_late.append(sent_at)
             return False
         status, kind, message = error_of(r)
-        assert (status, kind) == (401, "authentication_error") and "'alice' was revoked" in message
+        assert (status, kind) == (403, "permission_error") and "'alice' was revoked" in message
         assert key not in r.text
         return True
 
@@ -171,7 +187,7 @@ def test_admin_needs_the_admin_token_and_manages_keys(make_team, text_llama: Pro
     gone = httpx.delete(admin + "/keys/bob", headers=token, timeout=10)
     assert gone.status_code == 200 and gone.json()["revoked"]
     assert httpx.delete(admin + "/keys/nobody", headers=token, timeout=10).status_code == 404
-    assert wait_until(lambda: team.post(bob).status_code == 401, "bob's key refused")
+    assert wait_until(lambda: team.post(bob).status_code == 403, "bob's key refused")
 
     usage = httpx.get(admin + "/usage", params={"by": "team"}, headers=token, timeout=10)
     assert usage.status_code == 200, usage.text
@@ -190,7 +206,10 @@ def test_admin_needs_the_admin_token_and_manages_keys(make_team, text_llama: Pro
 def test_requests_per_minute_hold_exactly_across_two_replicas(make_team, text_llama: Process) -> None:
     # 20 at once on a 2-slot box: the ones admitted that find it busy go to the "cloud".
     team = make_team(
-        {"local": {"kind": "llamacpp", "url": text_llama.url}, "cloud": {"kind": "anthropic", "url": text_llama.url}}
+        {
+            "local": {"kind": "llamacpp", "url": text_llama.url},
+            "cloud": {"kind": "anthropic", "url": text_llama.url, "api_key": "sk-ant-team"},
+        }
     )
     key = team.add_key("alice", "core", "--rpm", "10")
     other = team.add_key("bob", "core")
@@ -240,7 +259,10 @@ def test_a_key_over_its_local_share_falls_back_while_a_teammate_gets_the_free_sl
 ) -> None:
     box = start_llama_server("busy", "-np", "2", "--slots", "--metrics")
     team = make_team(
-        {"local": {"kind": "llamacpp", "url": box.url}, "cloud": {"kind": "anthropic", "url": text_llama.url}}
+        {
+            "local": {"kind": "llamacpp", "url": box.url},
+            "cloud": {"kind": "anthropic", "url": text_llama.url, "api_key": "sk-ant-team"},
+        }
     )
     alice = team.add_key("alice", "core", "--local-share", "1")
     bob = team.add_key("bob", "core")
@@ -475,13 +497,13 @@ def test_no_key_reaches_a_log_a_span_a_metric_or_an_error(
         admin = {"authorization": f"Bearer {ADMIN_TOKEN}"}
         answers.append(httpx.get(team.replicas[0].url + "/admin/keys", headers=admin, timeout=10))
         answers.append(httpx.get(team.replicas[0].url + "/admin/usage", headers=admin, timeout=10))
-        metrics = [httpx.get(gw.url + "/metrics", timeout=10).text for gw in team.replicas]
+        metrics = [httpx.get(gw.url + "/metrics", headers=metrics_headers(gw), timeout=10).text for gw in team.replicas]
         listing = team.cli("keys", "list", "--json").stdout + team.cli("usage").stdout
     finally:
         for gw in team.replicas:
             gw.stop()  # flushes the spans still batched
         receiver.shutdown()
-    messages_then_openai = [200, 200, 200, 429, 401, 401, 401, 401, 200, 200, 200, 401]
+    messages_then_openai = [200, 200, 200, 429, 403, 403, 403, 403, 200, 200, 200, 403]
     admin_answers = [401, 401, 200, 200]
     assert [r.status_code for r in answers] == messages_then_openai + admin_answers
     assert exported, "no spans were exported"
@@ -511,7 +533,10 @@ def test_no_key_reaches_a_log_a_span_a_metric_or_an_error(
 
 def test_a_spent_cloud_budget_leaves_the_local_box_only(make_team, text_llama: Process, standin: Process) -> None:
     team = make_team(
-        {"local": {"kind": "llamacpp", "url": text_llama.url}, "cloud": {"kind": "anthropic", "url": standin.url}},
+        {
+            "local": {"kind": "llamacpp", "url": text_llama.url},
+            "cloud": {"kind": "anthropic", "url": standin.url, "api_key": "sk-ant-team"},
+        },
         extra=HAIKU_TO_CLOUD,
     )
     key = team.add_key("alice", "core", "--cloud-tokens", "100")
@@ -539,6 +564,9 @@ def test_open_mode_is_refused_off_loopback_unless_asked_for(tmp_path: Path, logd
     env["CCGATE_STATE_DIR"] = str(tmp_path / "state")
     refused = subprocess.run([*serve, "--port", str(free_port())], env=env, capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2 and "refusing to serve 0.0.0.0 without team keys" in refused.stderr
+    every = [*serve[:-2], "--host", "", "--port", str(free_port())]  # an empty host is every interface too
+    refused = subprocess.run(every, env=env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "without team keys" in refused.stderr, refused.stderr
     no_redis = subprocess.run(
         [*serve, "--port", str(free_port())], env={**env, "CCGATE_AUTH": "keys"}, capture_output=True, text=True
     )

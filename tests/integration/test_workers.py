@@ -90,3 +90,35 @@ def test_workers_do_not_outlive_a_killed_supervisor(two_workers: Process) -> Non
     gw.proc.wait(timeout=30)
     wait_until(lambda: not any(alive(pid) for pid in pids), "the workers are gone")
     wait_until(lambda: port_refuses(gw.port), "the port is free")
+
+
+def test_a_sigterm_while_a_worker_is_being_replaced_still_stops_the_server(two_workers: Process) -> None:
+    """The supervisor waits a second before it starts a worker again; a SIGTERM in that second (or
+    as the new one starts) used to leave it waiting for ever on a worker nobody told to stop."""
+    gw = two_workers
+    assert gw.proc is not None
+    victim = min(workers_of(gw))
+    os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: "exited (status -9); starting another" in gw.log.read_text(), "the supervisor saw it die")
+    gw.proc.send_signal(signal.SIGTERM)  # in the pause before the restart, or just after it
+    assert gw.proc.wait(timeout=60) == 0
+    wait_until(lambda: port_refuses(gw.port), "the port is free")
+    assert not workers_of(gw)
+
+
+def test_a_hung_worker_is_killed_and_replaced(start_ccgate, text_llama: Process, redis_url: str) -> None:
+    gw = start_ccgate(
+        {"local": {"kind": "llamacpp", "url": text_llama.url}},
+        env={"CCGATE_WORKERS": "2", "REDIS_URL": redis_url, "CCGATE_WORKER_TIMEOUT": "2"},
+        extra={"state": {"key_prefix": f"ccgate-hung-{os.getpid()}:"}},
+    )
+    wait_until(lambda: gw.log.read_text().count("Application startup complete") == 2, "both workers serving")
+    first = workers_of(gw)
+    hung = min(first)
+    os.kill(hung, signal.SIGSTOP)  # its event loop stops: it still holds the socket, answers nobody
+    replaced = wait_until(lambda: len(w := workers_of(gw)) == 2 and hung not in w and w, "a new worker")
+    assert len(replaced & first) == 1
+    assert f"worker {hung} has not run its event loop" in gw.log.read_text()
+    wait_until(lambda: gw.log.read_text().count("Application startup complete") == 3, "the new worker serving")
+    for _ in range(6):  # every new connection answered again, whichever worker takes it
+        assert httpx.post(gw.url + "/v1/messages", json={**ask(), "max_tokens": 4}, timeout=60).status_code == 200

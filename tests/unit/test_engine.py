@@ -146,9 +146,22 @@ def test_a_key_over_its_share_of_the_box_goes_where_busy_would_send_it() -> None
 
     bob = Identity("bob", "app", Limits(local_share=1))
     free = {"local": BackendSnapshot(slots=2, in_flight=1)}
-    assert ENGINE.decide(feats(identity=bob, local_in_flight=0), free).candidates[0] == "local"
-    over = ENGINE.decide(feats(identity=bob, local_in_flight=1), free)
+    own = {"client_credentials": True}  # the fallback has no api_key: it sends the developer's own
+    assert ENGINE.decide(feats(identity=bob, local_in_flight=0, **own), free).candidates[0] == "local"
+    over = ENGINE.decide(feats(identity=bob, local_in_flight=1, **own), free)
     assert over.candidates == ("fallback",) and over.skip_kinds["local"] == "share"
+
+
+def test_a_cloud_without_api_key_is_skipped_for_a_request_whose_only_credential_is_its_team_key() -> None:
+    from router.policy.identity import Identity
+
+    busy = {"local": BackendSnapshot(slots=1, in_flight=1)}
+    only_the_team_key = ENGINE.decide(feats(thinking=True, identity=Identity("e", "t")), busy)
+    assert only_the_team_key.candidates == () and only_the_team_key.skip_kinds["fallback"] == "credentials"
+    assert "no api_key" in only_the_team_key.skipped["fallback"]
+    own_key = ENGINE.decide(feats(thinking=True, identity=Identity("e", "t"), client_credentials=True), busy)
+    assert own_key.candidates == ("fallback",)
+    assert ENGINE.decide(feats(thinking=True), busy).candidates == ("fallback",)  # auth open: the client's own
 
 
 def test_when_busy_wait_waits_for_the_box_and_reject_goes_nowhere() -> None:
@@ -159,7 +172,9 @@ def test_when_busy_wait_waits_for_the_box_and_reject_goes_nowhere() -> None:
     assert waits.wait_for == "local" and waits.candidates == ()
     rejects = ENGINE.decide(feats(thinking=True, identity=Identity("d", "t", Limits(when_busy="reject"))), busy)
     assert rejects.rejected_busy and rejects.candidates == ()
-    falls = ENGINE.decide(feats(thinking=True, identity=Identity("e", "t", Limits(when_busy="fallback"))), busy)
+    falls = ENGINE.decide(
+        feats(thinking=True, identity=Identity("e", "t", Limits(when_busy="fallback")), client_credentials=True), busy
+    )
     assert falls.candidates == ("fallback",) and falls.wait_for is None
 
 

@@ -1,0 +1,174 @@
+"""router/backends/http.py on real sockets: the retry rule, and the checks it adds to aiohttp's
+connection reuse (which rely on a private hook of aiohttp's connector: pinned here)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from router.backends.base import BackendBroken
+from router.backends.http import UpstreamClient, _Handler
+from router.policy.schema import BackendConfig
+
+Answer = Callable[[int, int, asyncio.StreamWriter], Awaitable[bool]]  # (connection, nth request) → keep open?
+
+
+def reply(text: str) -> bytes:
+    body = json.dumps({"type": "message", "content": [{"type": "text", "text": text}]}).encode()
+    return b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+
+
+async def serve(answer: Answer) -> tuple[asyncio.Server, list[tuple[int, int]]]:
+    """A server that reads whole requests and lets `answer` decide; it notes (connection, nth)."""
+    seen: list[tuple[int, int]] = []
+    connections = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        mine, nth = connections, 0
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    int(v)
+                    for k, _, v in (ln.partition(b":") for ln in head.split(b"\r\n"))
+                    if k.lower() == b"content-length"
+                )
+                await reader.readexactly(length)
+                nth += 1
+                seen.append((mine, nth))
+                if not await answer(mine, nth, writer):
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0), seen
+
+
+def client(server: asyncio.Server) -> UpstreamClient:
+    port = server.sockets[0].getsockname()[1]
+    return UpstreamClient("up", BackendConfig(kind="anthropic", url=f"http://127.0.0.1:{port}", api_key="k"))
+
+
+async def text_of(up: UpstreamClient) -> str:
+    _, content = await up.post("/v1/messages", b"{}", {})
+    return json.loads(content)["content"][0]["text"]
+
+
+async def test_connections_are_made_with_ccgates_protocol() -> None:
+    """The reuse checks need aiohttp to build each connection with `_Handler` (a private hook)."""
+
+    async def ok(connection: int, nth: int, writer: asyncio.StreamWriter) -> bool:
+        writer.write(reply("hi"))
+        return True
+
+    server, _ = await serve(ok)
+    up = client(server)
+    try:
+        assert await text_of(up) == "hi"
+        [[(protocol, _)]] = up.session.connector._conns.values()  # type: ignore[union-attr]
+        assert isinstance(protocol, _Handler)
+    finally:
+        await up.aclose()
+        server.close()
+
+
+async def test_a_reused_connection_closed_before_any_answer_is_sent_again_once() -> None:
+    async def closes_the_second(connection: int, nth: int, writer: asyncio.StreamWriter) -> bool:
+        if nth == 2:  # as llama-server does after its 100th request, or its idle timeout
+            return False
+        writer.write(reply(f"from connection {connection}"))
+        return True
+
+    server, seen = await serve(closes_the_second)
+    up = client(server)
+    try:
+        assert await text_of(up) == "from connection 1"
+        assert await text_of(up) == "from connection 2"  # nothing came back on 1: sent again on a new one
+        assert seen == [(1, 1), (1, 2), (2, 1)]
+    finally:
+        await up.aclose()
+        server.close()
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [b"", b"HTTP/1.1 200 OK\r\ncontent-le", b"HTTP/1.1 102 Processing\r\n\r\n"],
+    ids=["nothing", "half-a-head", "a-1xx"],
+)
+async def test_never_sent_twice_on_a_fresh_connection_or_after_any_byte(sent: bytes) -> None:
+    async def breaks(connection: int, nth: int, writer: asyncio.StreamWriter) -> bool:
+        if connection == 1 and nth == 1 and sent == b"":
+            return False  # a fresh connection closed unanswered: the server may have run it
+        if nth == 2:
+            writer.write(sent)  # on a reused one, but something of an answer came back
+            await writer.drain()
+            return False
+        writer.write(reply("first"))
+        return True
+
+    server, seen = await serve(breaks)
+    up = client(server)
+    try:
+        if sent == b"":
+            with pytest.raises(BackendBroken, match="closed without an answer"):
+                await text_of(up)
+            assert seen == [(1, 1)]
+        else:
+            assert await text_of(up) == "first"
+            with pytest.raises(BackendBroken, match="closed without an answer"):
+                await text_of(up)
+            assert seen == [(1, 1), (1, 2)]
+    finally:
+        await up.aclose()
+        server.close()
+
+
+async def test_a_reused_connection_closed_after_a_while_is_not_sent_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A close that comes later than the race of a kept-alive connection (a proxy's idle timeout
+    during a long generation) may come after the work was done: never sent again."""
+    import router.backends.http as http
+
+    monkeypatch.setattr(http, "RACE_WINDOW", 0.0)  # any close is "a while" after the request went out
+
+    async def closes_the_second(connection: int, nth: int, writer: asyncio.StreamWriter) -> bool:
+        if nth == 2:
+            return False
+        writer.write(reply("first"))
+        return True
+
+    server, seen = await serve(closes_the_second)
+    up = client(server)
+    try:
+        assert await text_of(up) == "first"
+        with pytest.raises(BackendBroken, match="closed without an answer"):
+            await text_of(up)
+        assert seen == [(1, 1), (1, 2)]
+    finally:
+        await up.aclose()
+        server.close()
+
+
+async def test_a_connection_the_server_wrote_on_while_idle_is_not_reused() -> None:
+    async def then_a_stray(connection: int, nth: int, writer: asyncio.StreamWriter) -> bool:
+        writer.write(reply(f"for request {connection}.{nth}"))
+        await writer.drain()
+        writer.write(reply("for nobody"))  # after the answer, on its own
+        await writer.drain()
+        return True
+
+    server, seen = await serve(then_a_stray)
+    up = client(server)
+    try:
+        assert await text_of(up) == "for request 1.1"  # the stray is read with it, or waits in the socket
+        assert await text_of(up) == "for request 2.1"
+        assert seen == [(1, 1), (2, 1)]
+    finally:
+        await up.aclose()
+        server.close()
