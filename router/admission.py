@@ -15,6 +15,15 @@ def local_backends(policy: Policy) -> list[str]:
     return [name for name, backend in policy.backends.items() if backend.kind == "llamacpp"]
 
 
+def output_bound(policy: Policy, max_tokens: int) -> int:
+    """The most output tokens a request may get: its max_tokens, cut to the largest
+    `max_output_tokens` of the policy's backends when every one of them has a cap."""
+    caps = [backend.output_cap for backend in policy.backends.values()]
+    if caps and all(caps):
+        return min(max_tokens, max(cap for cap in caps if cap))
+    return max_tokens
+
+
 def limits_problem(limits: Limits, policy: Policy) -> str | None:
     """Why these limits cannot be a key's (for `keys add` and POST /admin/keys); None if they can."""
     for name in ("rpm", "tpm", "cloud_tokens"):

@@ -120,7 +120,15 @@ async def dispatch(
             },
         )
         try:
-            reply = await (backend.messages(attempt) if operation == "messages" else backend.count_tokens(attempt))
+            try:
+                reply = await (backend.messages(attempt) if operation == "messages" else backend.count_tokens(attempt))
+            except BackendRunaway as exc:
+                # a loop caught before anything went out: the next target may do better; with none
+                # left, the answer as stopped (its text, then why it ended) beats an error
+                if exc.stopped is None or (position < len(decision.candidates) and "runaway" in moves_on):
+                    raise
+                log.warning("backend %s: %s; nothing else can take it: the stopped answer goes out", name, exc.reason)
+                reply = exc.stopped
             try:  # both read what is already in hand: nothing has reached the client
                 if marks is not None and operation == "messages" and from_a_local_model(backend.config):
                     mark_reply(reply, marks)
@@ -153,16 +161,16 @@ async def dispatch(
         else:
             store.succeeded(name)
             span.add_event("first_byte")
+            if slot != NO_SLOT:  # before `finish`, which ends the span of a whole answer at once
+                span.set_attribute("ccgate.llamacpp.slot", slot)
+            if handoff is not None:
+                span.set_attribute("ccgate.handoff", handoff.actions)
             finish = _finisher(span, reply)
             if reply.streaming:
                 reply.on_close += [end, finish]
             else:
                 end()
                 finish()
-            if slot != NO_SLOT:
-                span.set_attribute("ccgate.llamacpp.slot", slot)
-            if handoff is not None:
-                span.set_attribute("ccgate.handoff", handoff.actions)
             return Outcome(reply, name, decision.rule, passed_over, passed, choice, handoff)
     failure = _failure(decision.rule, failures, passed_over, decision.skip_kinds)
     failure.passed = passed
@@ -193,9 +201,16 @@ def both(first: Callable[[], None], second: Callable[[], None] | None) -> Callab
 def _finisher(span: trace.Span, reply: Reply) -> Callable[[], None]:
     def finish() -> None:
         usage = reply.usage
-        span.set_attribute("gen_ai.usage.input_tokens", usage.input + usage.cached)
+        written = usage.cache_write + usage.cache_write_1h
+        span.set_attribute("gen_ai.usage.input_tokens", usage.input + usage.cached + written)
         span.set_attribute("gen_ai.usage.output_tokens", usage.output)
+        span.set_attribute("gen_ai.usage.cache_read.input_tokens", usage.cached)
+        span.set_attribute("gen_ai.usage.cache_creation.input_tokens", written)
         span.set_attribute("ccgate.usage.cached_tokens", usage.cached)
+        if usage.cache_write_1h:
+            span.set_attribute("ccgate.usage.cache_write_1h_tokens", usage.cache_write_1h)
+        if usage.estimated:  # no final count came (the answer was cut short): counted from what was relayed
+            span.set_attribute("ccgate.usage.output_estimated_tokens", usage.estimated)
         if usage.model:
             span.set_attribute("gen_ai.response.model", usage.model)
         if usage.stop_reason:

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 import msgspec
 from opentelemetry import trace
 
-from router.admission import budget_refusal, local_backends, refusal, within_budget
+from router.admission import budget_refusal, local_backends, output_bound, refusal, within_budget
 from router.backends.base import Backend, Incoming
 from router.backends.registry import build_backend, build_backends
 from router.dispatch import DispatchFailed, Operation, Outcome, both, dispatch
@@ -29,13 +29,13 @@ from router.protocol.anthropic import validate
 from router.protocol.estimate import BYTES_PER_TOKEN
 from router.protocol.handoff import Marks
 from router.protocol.usage import Usage
-from router.state.accounting import Accounting
+from router.state.accounting import Accounting, Reservation
 from router.state.keys import KeyStore
 from router.state.poller import Poller
 from router.state.queue import SlotQueue
 from router.state.redis_shared import RedisShared
 from router.state.secret import local_secret, shared_secret
-from router.state.shared import LocalShared
+from router.state.shared import LocalShared, SharedView
 from router.state.store import BreakerSettings, MemoryState
 
 RETIRE_AFTER = 900.0  # seconds a replaced backend's connections stay open for requests still on it
@@ -119,39 +119,85 @@ class Gateway:
         routing = self._routing  # a reload mid-request does not change this request's world
         features = features_of(incoming.request, incoming.raw, incoming.headers, len(incoming.body))
         hashes, total_bytes = hashed_fields(incoming.top())
+        reservation: Reservation | None = None
         with self.tracer.start_as_current_span("ccgate.route") as span:
             if identity is not None and self.accounting is not None and operation == "messages":
-                # its limits, checked beside the shared view (counting tokens is free and unlimited)
-                call = self.accounting.admission_call(identity)
+                # its limits, checked beside the shared view (counting tokens is free and unlimited);
+                # what it may use is reserved against them in the same script, settled by its answer
+                estimate = features.tokens + output_bound(routing.policy, features.max_tokens)
+                call = self.accounting.admission_call(identity, estimate)
                 view = await self.shared.view(hashes, call)  # one round trip for both
                 admission = await self.accounting.admission_of(identity, call, view.script_result)
                 if not admission.admitted:
                     self.on_limited(identity, admission.refused)
                     raise refusal(identity, admission)
                 identity = within_budget(identity, admission)
+                reservation = admission.reservation
             else:
                 view = await self.shared.view(hashes)
-            if identity is not None:
-                held = self.shared.held(identity.key, local_backends(routing.policy))
-                features = replace(features, identity=identity, team=identity.team, local_in_flight=held)
-            snapshot = _with_other_replicas(self.store.snapshot(), view.others, self.shared.breakers)
-            known = known_prompt_tokens(view.prefix, total_bytes, BYTES_PER_TOKEN)
-            if known is not None:
-                incoming = replace(incoming, known_tokens=known)
-                features = replace(features, tokens=known)
-            decision = routing.engine.decide(features, snapshot, view.prefix, next(self._sequence))
-            queued: tuple[str, str] | None = None  # (backend, ticket) of a request that waited its turn
-            if decision.wait_for is not None and not decision.candidates and identity is not None:
-                decision, queued = await self._wait_for_slot(decision, features, hashes, identity, span)
-            if span.is_recording():
-                span.set_attributes(
-                    {
-                        "ccgate.rule": decision.rule,
-                        "ccgate.candidates": list(decision.candidates),
-                        "ccgate.skipped": [f"{n}: {why}" for n, why in decision.skipped.items()],
-                        "ccgate.estimated_input_tokens": features.tokens,
-                    }
+            try:
+                decision, features, incoming, queued = await self._decide(
+                    routing, features, incoming, identity, view, hashes, total_bytes, span
                 )
+            except BaseException:
+                self._release(identity, reservation)
+                raise
+        try:
+            outcome = await self._send(decision, routing, incoming, operation, identity, queued)
+        except BaseException:  # no answer (refused everywhere, or the client gone): nothing to settle
+            self._release(identity, reservation)
+            raise
+        if operation == "messages":
+            self._learn_on_close(outcome, hashes, total_bytes)
+            if identity is not None:
+                self._account_on_close(outcome, identity, routing, reservation)
+        return outcome
+
+    async def _decide(
+        self,
+        routing: Routing,
+        features: Features,
+        incoming: Incoming,
+        identity: Identity | None,
+        view: SharedView,
+        hashes: list[str],
+        total_bytes: int,
+        span: trace.Span,
+    ) -> tuple[Decision, Features, Incoming, tuple[str, str] | None]:
+        """The decision on the shared view (and, with `when_busy: wait`, the wait for a slot)."""
+        if identity is not None:
+            held = self.shared.held(identity.key, local_backends(routing.policy))
+            features = replace(features, identity=identity, team=identity.team, local_in_flight=held)
+        snapshot = _with_other_replicas(self.store.snapshot(), view.others, self.shared.breakers)
+        known = known_prompt_tokens(view.prefix, total_bytes, BYTES_PER_TOKEN)
+        if known is not None:
+            incoming = replace(incoming, known_tokens=known)
+            features = replace(features, tokens=known)
+        decision = routing.engine.decide(features, snapshot, view.prefix, next(self._sequence))
+        queued: tuple[str, str] | None = None  # (backend, ticket) of a request that waited its turn
+        if decision.wait_for is not None and not decision.candidates and identity is not None:
+            decision, queued = await self._wait_for_slot(decision, features, hashes, identity, span)
+        if span.is_recording():
+            span.set_attributes(
+                {
+                    "ccgate.rule": decision.rule,
+                    "ccgate.candidates": list(decision.candidates),
+                    "ccgate.skipped": [f"{n}: {why}" for n, why in decision.skipped.items()],
+                    "ccgate.estimated_input_tokens": features.tokens,
+                }
+            )
+        return decision, features, incoming, queued
+
+    async def _send(
+        self,
+        decision: Decision,
+        routing: Routing,
+        incoming: Incoming,
+        operation: Operation,
+        identity: Identity | None,
+        queued: tuple[str, str] | None,
+    ) -> Outcome:
+        """Dispatch to the decision's candidates; the key's in-flight counts held meanwhile."""
         if decision.transform is not None:
             incoming = transformed(incoming, decision.transform)
         moves_on = frozenset(routing.policy.fallback.on)
@@ -165,7 +211,7 @@ class Gateway:
                 return both(self.shared.begin(backend, slot), self.shared.hold(key, backend))
 
         try:
-            outcome = await dispatch(
+            return await dispatch(
                 decision, routing.backends, self.store, incoming, operation, moves_on, self.tracer, track, self.marks
             )
         except DispatchFailed as failure:
@@ -180,11 +226,10 @@ class Gateway:
         finally:
             if queued is not None:  # not awaited: a client gone in that round trip would lose the answer
                 self.spawn(self.queue.leave(*queued))  # (and its open upstream) before it could be closed
-        if operation == "messages":
-            self._learn_on_close(outcome, hashes, total_bytes)
-            if identity is not None:
-                self._account_on_close(outcome, identity, routing)
-        return outcome
+
+    def _release(self, identity: Identity | None, reservation: Reservation | None) -> None:
+        if identity is not None and self.accounting is not None:
+            self.accounting.release(identity, reservation)
 
     async def _wait_for_slot(
         self, decision: Decision, features: Features, hashes: list[str], identity: Identity, span: trace.Span
@@ -229,15 +274,18 @@ class Gateway:
         finally:
             self.on_queue(backend, -1)
 
-    def _account_on_close(self, outcome: Outcome, identity: Identity, routing: Routing) -> None:
-        """Once the answer is complete, count its tokens against the key's limits and usage."""
+    def _account_on_close(
+        self, outcome: Outcome, identity: Identity, routing: Routing, reservation: Reservation | None
+    ) -> None:
+        """Once the answer is complete, count its tokens against the key's limits and usage, and
+        settle what admission reserved for it."""
         reply, backend = outcome.reply, outcome.backend
         cloud = routing.policy.backends[backend].kind != "llamacpp"
 
         def account() -> None:
             self.on_usage(identity.team, backend, cloud, reply.usage)
             if self.accounting is not None:
-                self.accounting.record(identity, backend, cloud, reply.usage)
+                self.accounting.record(identity, backend, cloud, reply.usage, reservation)
 
         if reply.streaming:
             reply.on_close.append(account)
@@ -251,7 +299,8 @@ class Gateway:
         previous = choice.held if choice else None
 
         def learn() -> None:
-            tokens = reply.usage.input + reply.usage.cached
+            usage = reply.usage  # the prompt's tokens, however the backend split them
+            tokens = usage.input + usage.cached + usage.cache_write + usage.cache_write_1h
             if tokens and reply.status == 200:
                 self.shared.remember(hashes, backend, slot, tokens, total_bytes, previous)
 

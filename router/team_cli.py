@@ -100,13 +100,24 @@ async def _usage(args: argparse.Namespace, accounting: Accounting, policy: Polic
     if args.json:
         print(json.dumps({"since": f"{days}d", "by": args.by, "usage": rows}, indent=2))
         return 0
-    print(f"{args.by:<24} {'input':>12} {'cached':>12} {'output':>10} {'local':>6} {'cloud $':>10}")
+    print(
+        f"{args.by:<24} {'input':>12} {'cache write':>12} {'cache read':>12} {'output':>10} {'(est.)':>8} "
+        f"{'local':>6} {'cloud $':>10}"
+    )
     for row in rows:
         cost = "" if row["cost_usd"] is None else f"{row['cost_usd']:.2f}"
-        figures = f"{row['input']:>12,} {row['cached']:>12,} {row['output']:>10,} {row['local_share']:>6.0%}"
+        written = row["cache_write"] + row["cache_write_1h"]
+        figures = (
+            f"{row['input']:>12,} {written:>12,} {row['cached']:>12,} {row['output']:>10,} "
+            f"{row['estimated'] or '':>8} {row['local_share']:>6.0%}"
+        )
         print(f"{row[args.by][:24]:<24} {figures} {cost:>10}")
     if not rows:
         print(f"(no usage in the last {days} days)")
+    elif not policy.prices:
+        print("(no cloud cost: the policy has no `prices:`; pass the team's policy with --config)")
+    elif any(row["estimated"] for row in rows):
+        print("(est.: output tokens counted from what was relayed, for answers cut short before their final count)")
     return 0
 
 

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 import msgspec
 
-from router.backends.base import BackendHTTPError, BackendProtocolError, Incoming, Probe, Reply
+from router.backends.base import BackendHTTPError, BackendProtocolError, BackendRunaway, Incoming, Probe, Reply
 from router.backends.credentials import credentials
 from router.backends.http import UpstreamClient
 from router.backends.llama_probe import LlamaProbe
@@ -70,11 +70,16 @@ class AnthropicWireBackend:
             returned = _returned_headers(response.headers)
             runaway = runaway_for(self.config)
             transform, finish = guarded(runaway, *guarded(guard))
-            if not client_streams:
-                message = await collect(self.http, response, first, transform, finish)
-                reply = Reply(status=200, content_type=JSON, body=message, headers=returned)
-            else:
-                reply = await streaming_reply(self.http, response, first, transform, finish, headers=returned)
+            try:
+                if not client_streams:
+                    message = await collect(self.http, response, first, transform, finish)
+                    reply = Reply(status=200, content_type=JSON, body=message, headers=returned)
+                else:
+                    reply = await streaming_reply(self.http, response, first, transform, finish, headers=returned)
+            except BackendRunaway as exc:
+                if exc.stopped is not None:  # what dispatch sends when nothing else can take it
+                    exc.stopped.runaway, exc.stopped.passthrough = runaway, incoming.dialect == "anthropic"
+                raise
         else:
             response, content = await self.http.post(path, body, headers)
             reply = Reply(

@@ -71,9 +71,15 @@ class BackendToolCallError(BackendError):
 
 
 class BackendRunaway(BackendError):
-    """The model started repeating itself before anything reached the client."""
+    """The model started repeating itself before anything reached the client. `stopped`: the
+    answer as stopped (what it wrote, then the note and the end), for when nothing else can take
+    the request: better than an error."""
 
     status = 502
+
+    def __init__(self, backend: str, reason: str, stopped: Reply | None = None) -> None:
+        super().__init__(backend, reason)
+        self.stopped = stopped
 
 
 class BackendHTTPError(BackendError):
@@ -184,6 +190,7 @@ class Reply:
             if self.close is not None:
                 await self.close()
         finally:
+            self.usage.settle()  # cut short (the client left, the upstream broke off): what was relayed
             for callback in self.on_close:
                 callback()
 

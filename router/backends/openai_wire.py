@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import msgspec
 
 from router.backends.anthropic_wire import llama_changes
-from router.backends.base import BackendProtocolError, Incoming, Probe, Reply
+from router.backends.base import BackendProtocolError, BackendRunaway, Incoming, Probe, Reply
 from router.backends.credentials import credentials
 from router.backends.http import UpstreamClient
 from router.backends.llama_probe import LlamaProbe
@@ -115,10 +115,15 @@ class OpenAIWireBackend:
 
         runaway = runaway_for(self.config)
         outer, outer_finish = guarded(runaway, *guarded(guard, transform, finish))
-        if collect_all:
-            message = await collect(self.http, response, first, outer, outer_finish)
-            return Reply(status=200, content_type=JSON, body=message, runaway=runaway)
-        reply = await streaming_reply(self.http, response, first, outer, outer_finish)
+        try:
+            if collect_all:
+                message = await collect(self.http, response, first, outer, outer_finish)
+                return Reply(status=200, content_type=JSON, body=message, runaway=runaway)
+            reply = await streaming_reply(self.http, response, first, outer, outer_finish)
+        except BackendRunaway as exc:
+            if exc.stopped is not None:  # what dispatch sends when nothing else can take it
+                exc.stopped.runaway = runaway
+            raise
         reply.runaway = runaway
         return reply
 

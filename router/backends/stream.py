@@ -58,8 +58,9 @@ async def streaming_reply(
     except StopAnswer as stop:  # its turn ended in markup: the answer is whole, the rest is noise
         await response.aclose()
         _stopped(client, stop)
-        if stop.kind == REPETITION:
-            raise BackendRunaway(client.name, f"stopped a runaway answer: {stop.detail}") from None
+        if stop.kind == REPETITION:  # nothing went out yet: another target may do better
+            stopped = Reply(200, SSE, first=b"".join(stop.events), rest=_nothing(), headers=headers or {})
+            raise BackendRunaway(client.name, f"stopped a runaway answer: {stop.detail}", stopped) from None
         out, ended = b"".join(stop.events), True
     except BaseException as exc:
         await response.aclose()
@@ -105,6 +106,12 @@ async def streaming_reply(
             await response.aclose()
 
     return Reply(status=200, content_type=SSE, first=out, rest=rest(), headers=headers or {}, close=response.aclose)
+
+
+async def _nothing() -> AsyncIterator[bytes]:
+    """The rest of a stream that is whole already."""
+    return
+    yield b""
 
 
 def _stopped(client: UpstreamClient, stop: StopAnswer) -> None:
@@ -196,9 +203,12 @@ async def collect(
             take(finish() if finish else ())
         except StopAnswer as stop:
             _stopped(client, stop)
-            if stop.kind == REPETITION:  # nothing went out yet: the next target may do better
-                raise BackendRunaway(client.name, f"stopped a runaway answer: {stop.detail}") from None
             take(stop.events)
+            if stop.kind == REPETITION:  # nothing went out yet: the next target may do better
+                for event in decoder.flush():
+                    aggregator.feed(event)
+                stopped = Reply(200, "application/json", body=msgspec.json.encode(aggregator.message()))
+                raise BackendRunaway(client.name, f"stopped a runaway answer: {stop.detail}", stopped) from None
         for event in decoder.flush():
             aggregator.feed(event)
         return msgspec.json.encode(aggregator.message())

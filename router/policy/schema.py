@@ -205,6 +205,16 @@ class Price(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tru
     input: float = 0.0
     cached: float = 0.0  # prompt tokens read from the provider's cache
     output: float = 0.0
+    cache_write: float | None = None  # written to the 5-minute cache; default 1.25 times input
+    cache_write_1h: float | None = None  # written to the 1-hour cache; default twice input
+
+    def per_million(self, kind: str) -> float:
+        """Dollars per million tokens of one usage kind (as Anthropic bills cache writes by default)."""
+        if kind == "cache_write":
+            return self.cache_write if self.cache_write is not None else 1.25 * self.input
+        if kind == "cache_write_1h":
+            return self.cache_write_1h if self.cache_write_1h is not None else 2.0 * self.input
+        return float(getattr(self, kind, 0.0))
 
 
 class Policy(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):

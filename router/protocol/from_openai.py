@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from typing import Any
 
 import msgspec
 
 from router.protocol.errors import BadUpstreamResponse
+from router.protocol.estimate import BYTES_PER_TOKEN
 from router.protocol.sse import encode_event
+from router.protocol.usage import relayed_in
 
 STOP_REASONS = {
     "stop": "end_turn",
@@ -111,6 +114,8 @@ class StreamTranslator:
         self._open: str | None = None  # "thinking" | "text" | "tool:<openai index>"
         self._stop: str | None = None
         self._usage: dict[str, int] = usage(None)
+        self._counted = False  # the upstream said its usage (stream_options.include_usage)
+        self._written = 0  # characters of content relayed: the output count, estimated, if it did not
         self._saw_tool_call = False
 
     def feed(self, chunk: object) -> list[bytes]:
@@ -121,6 +126,7 @@ class StreamTranslator:
         out = self._start(chunk)
         if isinstance(chunk.get("usage"), dict):
             self._usage = usage(chunk["usage"])
+            self._counted = True
         choices = chunk.get("choices") or []
         if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
             raise BadUpstreamResponse("stream event with `choices` that are not a list of objects")
@@ -150,6 +156,8 @@ class StreamTranslator:
         out += self._close()
         finish = "tool_calls" if self._saw_tool_call and self._stop in (None, "stop") else self._stop
         self.finished = True
+        if not self._counted:  # a server that does not say: what went out, at ~3.8 bytes a token
+            self._usage = {**self._usage, "output_tokens": math.ceil(self._written / BYTES_PER_TOKEN)}
         out.append(
             encode_event(
                 "message_delta",
@@ -223,6 +231,7 @@ class StreamTranslator:
         return out
 
     def _delta(self, delta: dict[str, Any]) -> bytes:
+        self._written += relayed_in(delta)
         return encode_event(
             "content_block_delta", {"type": "content_block_delta", "index": self._index, "delta": delta}
         )

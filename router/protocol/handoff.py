@@ -96,7 +96,7 @@ class Handoff:
         if self.dropped:
             said.append(f"dropped {_count(self.dropped, 'thinking block')} not issued by the API")
         if self.thinking_off:
-            said.append("thinking off: the tool loop's last turn was local and has no thinking")
+            said.append("thinking off: the tool loop's last turn has no thinking (a local model's, or begun elsewhere)")
         if self.renamed_ids:
             said.append(f"renamed {_count(self.renamed_ids, 'tool id')} the API would refuse")
         return "; ".join(said)
@@ -151,27 +151,33 @@ def for_anthropic(body: bytes, raw: dict[str, Any], marks: Marks) -> Handoff | N
                 tool_id = block.get("tool_use_id")
                 if isinstance(tool_id, str) and not VALID_ID.match(tool_id):
                     renames.setdefault(i, {})[j] = "tool_use_id"
-    off = _thinking_must_go(messages, drops, ours) if thinking_on(raw) else False
+    enabled = (raw.get("thinking") or {}).get("type") == "enabled"
+    off = _thinking_must_go(messages, drops, ours, enabled) if thinking_on(raw) else False
     if not drops and not renames and not off:
         return None
     return _rewrite(body, messages, drops, renames, off)
 
 
-def _thinking_must_go(messages: list[Any], drops: dict[int, set[int]], ours: set[int]) -> bool:
-    """In a tool loop whose last assistant turn is ours, with no thinking block left to start it."""
+def _thinking_must_go(messages: list[Any], drops: dict[int, set[int]], ours: set[int], enabled: bool) -> bool:
+    """In a tool loop whose last assistant turn calls a tool with no thinking block (left) to
+    start it. With thinking `enabled` the API refuses that history whoever wrote the turn (a local
+    model, or a session begun straight against llama-server and then pointed at ccgate); with
+    `adaptive` the API's own turns may go without thinking, so only a turn ccgate relayed from a
+    local model counts."""
     last = messages[-1] if messages else None
     if not isinstance(last, dict) or last.get("role") != "user" or not isinstance(last.get("content"), list):
         return False
     if not any(isinstance(b, dict) and b.get("type") == "tool_result" for b in last["content"]):
         return False
     turn = next((i for i in range(len(messages) - 2, -1, -1) if _role(messages[i]) == "assistant"), None)
-    if turn is None or turn not in ours:
+    if turn is None or not (enabled or turn in ours):
         return False
     content = messages[turn].get("content")
     if not isinstance(content, list):
-        return True
-    left = [b for j, b in enumerate(content) if j not in drops.get(turn, ())]
-    return not (left and isinstance(left[0], dict) and left[0].get("type") in THINKING_TYPES)
+        return False
+    left = [b for j, b in enumerate(content) if j not in drops.get(turn, ()) and isinstance(b, dict)]
+    calls = any(b.get("type") == "tool_use" for b in left)
+    return calls and not (left and left[0].get("type") in THINKING_TYPES)
 
 
 def _role(message: Any) -> Any:

@@ -9,10 +9,13 @@ reason, `message_stop`), and the caller closes the upstream request, which frees
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+from router.protocol.estimate import BYTES_PER_TOKEN
 from router.protocol.runaway import RepetitionWatch, leaked_end, partial_end
 from router.protocol.sse import SSEDecoder, encode_event, object_of, raw_event
+from router.protocol.usage import relayed_in
 
 REPETITION, MARKUP = "repetition", "markup"
 
@@ -37,6 +40,7 @@ class RunawayGuard:
         self._held: dict[int, str] = {}  # text held back per block: maybe the start of a marker
         self._next = 0  # the next free block index
         self._usage: dict[str, Any] = {}
+        self._written = 0  # characters of content that went by: the output count when none came
 
     def feed(self, chunk: bytes) -> list[bytes]:
         out: list[bytes] = []
@@ -54,6 +58,8 @@ class RunawayGuard:
         if name == "content_block_delta" and ('"text_delta"' in data or '"thinking_delta"' in data):
             self._delta(object_of(data), data, out)
             return
+        if name == "content_block_delta":  # a tool call's input: not watched, but counted
+            self._written += relayed_in(object_of(data).get("delta"))
         if name == "content_block_start":
             payload = object_of(data)
             index = payload.get("index", 0)
@@ -74,6 +80,7 @@ class RunawayGuard:
         delta = payload.get("delta") or {}
         field = "text" if delta.get("type") == "text_delta" else "thinking"
         received = str(delta.get(field) or "")
+        self._written += len(received)
         held = self._held.pop(index, "")
         text = held + received
         cut = leaked_end(text)
@@ -129,9 +136,15 @@ class RunawayGuard:
             self._close(index, out)
         self._held.clear()
         self.stopped = kind
-        delta = {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None}}
-        if self._usage:
-            delta["usage"] = self._usage
+        # the API's message_delta always says the output count: the upstream's final one never came,
+        # so what was written so far, estimated from its size
+        written = math.ceil(self._written / BYTES_PER_TOKEN)
+        usage = {**self._usage, "output_tokens": max(_count(self._usage.get("output_tokens")), written)}
+        delta = {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None}, "usage": usage}
         out.append(encode_event("message_delta", delta))
         out.append(encode_event("message_stop", {"type": "message_stop"}))
         raise StopAnswer(kind, detail, out)
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0

@@ -4,13 +4,22 @@
   arrival times on Redis's own clock), checked and added to by one script at admission, so that
   two replicas can never both admit the limit's last request, and no window edge lets a burst of
   twice the limit through;
-- tokens per minute: the tokens each answer used (input, cached and output, as the backend
-  reported them) logged in `{prefix}rl:tok:{key}` when the answer ends, their running total in
-  `{prefix}rl:tokn:{key}`; admission refuses a key whose last minute already holds its limit;
-- a cloud budget: cloud tokens per day or month, `{prefix}budget:{key}:{period}`; once spent,
-  cloud backends are skipped for the key (local ones still serve it);
+- tokens per minute: a cap, under concurrency too. Admission reserves the request's estimate
+  (its input estimate and max_tokens, as the providers count it) in the minute's token log
+  `{prefix}rl:tok:{key}` (running total `{prefix}rl:tokn:{key}`), in the same script that admits
+  it; a request whose reservation does not fit beside what the minute holds gets 429 (alone in
+  an empty minute, any request fits: the cap is overshot by one request at most). The answer
+  settles it: the reservation leaves the log, the tokens it really used (every kind the backend
+  reported) come in;
+- a cloud budget: cloud tokens per day or month, `{prefix}budget:{key}:{period}`, the same way:
+  admission reserves the estimate in `{prefix}budget-resv:{key}:{period}` (an entry that lapses
+  after RESERVATION_TTL, should a replica die holding it); when it does not fit, cloud backends
+  are skipped for the request (local ones still serve it); the answer settles it with the cloud
+  tokens it used (none when the box answered);
 - usage: `{prefix}usage:{day}` hash, field "key\tteam\tbackend\tmodel\tkind" → tokens (kind:
-  input, cached, output), kept 400 days; with Redis's append-only file it survives restarts.
+  input, cached, cache_write, cache_write_1h, output, and `estimated`: the output tokens counted
+  from what was relayed, for an answer cut short), kept 400 days; with Redis's append-only file
+  it survives restarts.
 """
 
 from __future__ import annotations
@@ -30,75 +39,122 @@ from redis.asyncio.client import Pipeline
 
 from router.policy.identity import Identity
 from router.policy.schema import Price
-from router.protocol.usage import Usage
+from router.protocol.usage import TOKEN_KINDS, Usage
 from router.state.redis_failures import REDIS_FAILURES
 from router.state.shared import ScriptCall
 
 log = logging.getLogger("ccgate.accounting")
-USAGE_KINDS = ("input", "cached", "output")
+USAGE_KINDS = (*TOKEN_KINDS, "estimated")  # `estimated` is part of `output`, not more of it
 USAGE_TTL = 400 * 86400
 MAX_DAYS = 400
 USAGE_BY = ("key", "team", "backend", "model")
 WINDOW_MS = 60_000
-Pending = tuple[Identity, str, bool, Usage, float]  # who, backend, cloud?, tokens, when
+RESERVATION_TTL = 3600  # seconds a budget reservation holds, if nothing settles it (a replica died)
+BUDGET_TTL = 40 * 86400
 
-# KEYS: request log, token log, budget counter, token sum. ARGV: rpm, tpm, a unique member,
-# budget wanted. The token sum is the log's running total (entries add to it when logged and
-# leave it when they expire), so admission costs the entries that expired since the last one,
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """What admission set aside for one request, for the answer to settle."""
+
+    member: str
+    tokens: int
+    period: str  # the budget period it was made in (its cloud tokens count there)
+
+
+Pending = tuple[Identity, str, bool, Usage | None, float, Reservation | None]  # who, backend, cloud?, tokens, when
+
+# KEYS: request log, token log, budget counter, token sum, budget reservations, their sum.
+# ARGV: rpm, tpm, a unique member, the budget (0: none), the request's estimate, the budget
+# reservation's life (ms). A log's running total is kept beside it (entries add to it when logged
+# and leave it when they expire), so admission costs the entries that expired since the last one,
 # not the whole minute's: summing the log each time cost 10-14 ms of Redis's single thread per
 # request for a key sending 100 a second, which capped the whole team (bench/memory.py --full).
 # Returns {refused (0 no, 1 requests, 2 tokens), requests in the window, ms until it would pass,
-# tokens in the window, cloud tokens spent}.
+# tokens in the window (this reservation included), cloud tokens spent and held, budget full}.
 ADMIT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local since = now - 60000
-local rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2])
-local used = 0
-if tpm > 0 then
-  local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', since)
+local rpm, tpm, budget, est = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local function held(log, sum, upto)
+  local expired = redis.call('ZRANGEBYSCORE', log, '-inf', upto)
   if #expired > 0 then
     local gone = 0
     for i = 1, #expired do gone = gone + (tonumber(string.match(expired[i], '^%d+')) or 0) end
-    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', since)
-    redis.call('DECRBY', KEYS[4], gone)
+    redis.call('ZREMRANGEBYSCORE', log, '-inf', upto)
+    redis.call('DECRBY', sum, gone)
   end
-  if redis.call('EXISTS', KEYS[2]) == 0 then redis.call('DEL', KEYS[4]) end
-  used = tonumber(redis.call('GET', KEYS[4]) or '0')
-  if used >= tpm then
+  if redis.call('EXISTS', log) == 0 then redis.call('DEL', sum) end
+  return tonumber(redis.call('GET', sum) or '0')
+end
+local used = 0
+if tpm > 0 then
+  used = held(KEYS[2], KEYS[4], now - 60000)
+  if used > 0 and used + est > tpm then
     local entries = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
     local left = used
     for i = 1, #entries, 2 do
       left = left - (tonumber(string.match(entries[i], '^%d+')) or 0)
-      if left < tpm then return {2, 0, tonumber(entries[i + 1]) + 60000 - now, used, 0} end
+      if left <= 0 or left + est <= tpm then return {2, 0, tonumber(entries[i + 1]) + 60000 - now, used, 0, 0} end
     end
+    return {2, 0, 60000, used, 0, 0}
   end
 end
 local made = 0
 if rpm > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', since)
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 60000)
   made = redis.call('ZCARD', KEYS[1])
   if made >= rpm then
     local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-    return {1, made, tonumber(oldest[2]) + 60000 - now, used, 0}
+    return {1, made, tonumber(oldest[2]) + 60000 - now, used, 0, 0}
   end
   redis.call('ZADD', KEYS[1], now, ARGV[3])
   redis.call('PEXPIRE', KEYS[1], 60000)
   made = made + 1
 end
-local spent = 0
-if ARGV[4] == '1' then spent = tonumber(redis.call('GET', KEYS[3]) or '0') end
-return {0, made, 0, used, spent}
+if tpm > 0 and est > 0 then
+  redis.call('ZADD', KEYS[2], now, est .. ':r:' .. ARGV[3])
+  redis.call('INCRBY', KEYS[4], est)
+  redis.call('PEXPIRE', KEYS[2], 60000)
+  redis.call('PEXPIRE', KEYS[4], 60000)
+  used = used + est
+end
+local spent, full = 0, 0
+if budget > 0 then
+  spent = tonumber(redis.call('GET', KEYS[3]) or '0')
+  local holding = held(KEYS[5], KEYS[6], now)
+  if spent >= budget or (spent + holding > 0 and spent + holding + est > budget) then
+    full = 1
+  elseif est > 0 then
+    redis.call('ZADD', KEYS[5], now + tonumber(ARGV[6]), est .. ':' .. ARGV[3])
+    redis.call('INCRBY', KEYS[6], est)
+    redis.call('PEXPIRE', KEYS[5], ARGV[6])
+    redis.call('PEXPIRE', KEYS[6], ARGV[6])
+  end
+  spent = spent + holding
+end
+return {0, made, 0, used, spent, full}
 """
 
-# KEYS: token log, token sum. ARGV: tokens, a unique member.
-LOG_TOKENS = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZADD', KEYS[1], now, ARGV[1] .. ':' .. ARGV[2])
-redis.call('INCRBY', KEYS[2], ARGV[1])
-redis.call('PEXPIRE', KEYS[1], 60000)
-redis.call('PEXPIRE', KEYS[2], 60000)
+# KEYS: token log, token sum, budget counter, budget reservations, their sum. ARGV: the member,
+# the reservation's tokens, the tokens used (for the minute's log; 0: no tpm limit), the cloud
+# tokens used, the budget counter's life (s). A reservation gone already (its minute passed, or
+# its hold lapsed) is not taken off twice.
+SETTLE = """
+if redis.call('ZREM', KEYS[1], ARGV[2] .. ':r:' .. ARGV[1]) == 1 then redis.call('DECRBY', KEYS[2], ARGV[2]) end
+if tonumber(ARGV[3]) > 0 then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('ZADD', KEYS[1], now, ARGV[3] .. ':' .. ARGV[1])
+  redis.call('INCRBY', KEYS[2], ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], 60000)
+  redis.call('PEXPIRE', KEYS[2], 60000)
+end
+if redis.call('ZREM', KEYS[4], ARGV[2] .. ':' .. ARGV[1]) == 1 then redis.call('DECRBY', KEYS[5], ARGV[2]) end
+if tonumber(ARGV[4]) > 0 then
+  redis.call('INCRBY', KEYS[3], ARGV[4])
+  redis.call('EXPIRE', KEYS[3], ARGV[5])
+end
 return 1
 """
 
@@ -115,6 +171,7 @@ class Admission:
     budget_spent: bool = False
     tokens_limit: int = 0
     tokens_remaining: int = 0
+    reservation: Reservation | None = None  # what the answer settles
 
     @property
     def admitted(self) -> bool:
@@ -140,7 +197,7 @@ class Accounting:
         self.client = client
         self.prefix = prefix
         self._admit = client.register_script(ADMIT)
-        self._log_tokens = client.register_script(LOG_TOKENS)
+        self._settle = client.register_script(SETTLE)
         self._pending: list[Pending] = []
         self._writer: asyncio.Task[None] | None = None
         self._unchecked_said = -1e9  # when "limits not checked" was last logged
@@ -148,24 +205,37 @@ class Accounting:
     def _key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
 
-    def admission_call(self, identity: Identity, now: float | None = None) -> ScriptCall | None:
+    def admission_call(self, identity: Identity, estimate: int = 0, now: float | None = None) -> ScriptCall | None:
         """The admission script for this key, to run beside the routing view in one round trip;
-        None when the key has no limit to check."""
+        None when the key has no limit to check. `estimate`: the tokens the request may use
+        (input and max_tokens), reserved against its tpm and cloud budget."""
         now = time.time() if now is None else now
         limits = identity.limits
         if not (limits.rpm or limits.tpm or limits.cloud_tokens):
             return None
         key = identity.key
-        budget = self._key("budget", key, budget_period(now, limits.budget_per or "day"))
-        return ScriptCall(
-            self._admit.sha,
-            [self._key("rl:req", key), self._key("rl:tok", key), budget, self._key("rl:tokn", key)],
-            [limits.rpm or 0, limits.tpm or 0, uuid.uuid4().hex, int(bool(limits.cloud_tokens))],
-        )
+        period = budget_period(now, limits.budget_per or "day")
+        keys = [
+            self._key("rl:req", key),
+            self._key("rl:tok", key),
+            self._key("budget", key, period),
+            self._key("rl:tokn", key),
+            self._key("budget-resv", key, period),
+            self._key("budget-resvn", key, period),
+        ]
+        args = [
+            limits.rpm or 0,
+            limits.tpm or 0,
+            uuid.uuid4().hex,
+            limits.cloud_tokens or 0,
+            max(0, estimate),
+            RESERVATION_TTL * 1000,
+        ]
+        return ScriptCall(self._admit.sha, keys, args)
 
-    async def admit(self, identity: Identity, now: float | None = None) -> Admission:
+    async def admit(self, identity: Identity, estimate: int = 0, now: float | None = None) -> Admission:
         """The key's admission, in a round trip of its own."""
-        return await self.admission_of(identity, self.admission_call(identity, now), None)
+        return await self.admission_of(identity, self.admission_call(identity, estimate, now), None)
 
     async def admission_of(self, identity: Identity, call: ScriptCall | None, answered: Any) -> Admission:
         """What `call` (admission_call's) decided: `answered`, its result when it ran beside the
@@ -183,29 +253,42 @@ class Accounting:
                     self._unchecked_said = now
                     log.warning("limits of team keys not checked: Redis unavailable (%s)", type(exc).__name__)
                 return Admission()
-        refused, made, wait_ms, used, spent = answered
+        refused, made, wait_ms, used, _spent, full = answered
         limits = identity.limits
         reset = max(0.0, int(wait_ms) / 1000)
         if refused == 1:
             return Admission("requests", limits.rpm or 0, 0, reset)
         if refused == 2:
             return Admission("tokens", reset_seconds=reset, tokens_limit=limits.tpm or 0)
+        member, estimate = call.args[2], call.args[4]
+        period = call.keys[2].rsplit(":", 1)[-1]
         return Admission(
             limit=limits.rpm or 0,
             remaining=max(0, (limits.rpm or 0) - int(made)),
-            budget_spent=bool(limits.cloud_tokens) and int(spent) >= (limits.cloud_tokens or 0),
+            budget_spent=bool(full),
             tokens_limit=limits.tpm or 0,
             tokens_remaining=max(0, (limits.tpm or 0) - int(used)),
+            reservation=Reservation(member, estimate, period) if limits.tpm or limits.cloud_tokens else None,
         )
 
-    def record(self, identity: Identity, backend: str, cloud: bool, usage: Usage) -> None:
-        """Count an answer's tokens, behind it (the answer is already on its way): records wait
-        in a queue that one writer empties, each batch in one pipeline, so under load many
-        answers share a round trip to Redis, and none waits for one. A key's tokens count
-        against its tpm limit once written, a round trip after its answer."""
-        if not usage.input + usage.cached + usage.output:
+    def record(
+        self, identity: Identity, backend: str, cloud: bool, usage: Usage, reservation: Reservation | None = None
+    ) -> None:
+        """Count an answer's tokens and settle its reservation, behind it (the answer is already
+        on its way): records wait in a queue that one writer empties, each batch in one pipeline,
+        so under load many answers share a round trip to Redis, and none waits for one."""
+        if not usage.total and reservation is None:
             return
-        self._pending.append((identity, backend, cloud, usage, time.time()))
+        self._queue((identity, backend, cloud, usage, time.time(), reservation))
+
+    def release(self, identity: Identity, reservation: Reservation | None) -> None:
+        """A request that got no answer (refused by every backend, the client gone) frees what
+        admission set aside for it."""
+        if reservation is not None:
+            self._queue((identity, "", False, None, time.time(), reservation))
+
+    def _queue(self, pending: Pending) -> None:
+        self._pending.append(pending)
         if self._writer is None or self._writer.done():
             self._writer = asyncio.get_running_loop().create_task(self._write())
 
@@ -223,20 +306,29 @@ class Accounting:
     async def _queue_batch(self, pipe: Pipeline, batch: list[Pending]) -> None:
         counts: dict[tuple[str, str], int] = {}  # (usage hash, field) -> tokens, summed over the batch
         expiring: set[str] = set()
-        for identity, backend, cloud, usage, now in batch:
-            total = usage.input + usage.cached + usage.output
-            if identity.limits.tpm:
+        for identity, backend, cloud, usage, now, reservation in batch:
+            total = usage.total if usage is not None else 0
+            limits = identity.limits
+            if limits.tpm or reservation is not None or (cloud and total):
+                key = identity.key
+                period = reservation.period if reservation else budget_period(now, limits.budget_per or "day")
+                keys = [
+                    self._key("rl:tok", key),
+                    self._key("rl:tokn", key),
+                    self._key("budget", key, period),
+                    self._key("budget-resv", key, period),
+                    self._key("budget-resvn", key, period),
+                ]
+                member, held = (reservation.member, reservation.tokens) if reservation else (uuid.uuid4().hex, 0)
+                args = [member, held, total if limits.tpm else 0, total if cloud else 0, BUDGET_TTL]
                 # a script in a pipeline is loaded first if Redis does not know it (after a restart)
-                logged = [self._key("rl:tok", identity.key), self._key("rl:tokn", identity.key)]
-                await self._log_tokens(keys=logged, args=[total, uuid.uuid4().hex], client=pipe)
-            if cloud:
-                budget = self._key("budget", identity.key, budget_period(now, identity.limits.budget_per or "day"))
-                pipe.incrby(budget, total)
-                pipe.expire(budget, 40 * 86400)
+                await self._settle(keys=keys, args=args, client=pipe)
+            if usage is None:
+                continue
             usage_key = self._key("usage", budget_period(now, "day"))
             expiring.add(usage_key)
             model = (usage.model or "?").replace("\t", " ")[:120]
-            for kind, n in zip(USAGE_KINDS, (usage.input, usage.cached, usage.output), strict=True):
+            for kind, n in (*usage.counts(), ("estimated", usage.estimated)):
                 if n:
                     field = f"{identity.key}\t{identity.team}\t{backend}\t{model}\t{kind}"
                     counts[usage_key, field] = counts.get((usage_key, field), 0) + n
@@ -296,21 +388,25 @@ def price_of(model: str, prices: Mapping[str, Price]) -> Price | None:
 def summarize(
     rows: Iterable[UsageRow], by: str, local: Iterable[str], prices: Mapping[str, Price] | None = None
 ) -> list[dict]:
-    """Usage totalled per key, team or backend: tokens input, cached and output, the share that
-    the local box served, and the cost in dollars of what was priced (None when nothing was)."""
+    """Usage totalled per key, team, backend or model: tokens of each kind (input, cache reads,
+    cache writes, output; `estimated`: the output counted from what was relayed of answers cut
+    short), the share that the local box served, and the cloud's cost in dollars of what was
+    priced (None when nothing was; the local box is free, its cache reads too)."""
     local = set(local)
     totals: dict[str, dict] = {}
     for row in rows:
         name = getattr(row, by)
-        entry = totals.setdefault(
-            name, {by: name, "input": 0, "cached": 0, "output": 0, "local": 0, "cloud": 0, "cost_usd": None}
-        )
+        entry = totals.setdefault(name, {by: name, **dict.fromkeys(USAGE_KINDS, 0), "local": 0, "cloud": 0})
+        entry.setdefault("cost_usd", None)
         entry[row.kind] += row.tokens
-        entry["local" if row.backend in local else "cloud"] += row.tokens
-        price = price_of(row.model, prices or {})
+        if row.kind == "estimated":
+            continue
+        place = "local" if row.backend in local else "cloud"
+        entry[place] += row.tokens
+        price = price_of(row.model, prices or {}) if place == "cloud" else None
         if price is not None:
-            entry["cost_usd"] = (entry["cost_usd"] or 0.0) + row.tokens * getattr(price, row.kind) / 1e6
-    out = sorted(totals.values(), key=lambda e: -(e["input"] + e["cached"] + e["output"]))
+            entry["cost_usd"] = (entry["cost_usd"] or 0.0) + row.tokens * price.per_million(row.kind) / 1e6
+    out = sorted(totals.values(), key=lambda e: -(e["local"] + e["cloud"]))
     for entry in out:
         total = entry["local"] + entry["cloud"]
         entry["local_share"] = round(entry["local"] / total, 3) if total else 0.0

@@ -19,7 +19,7 @@ from prometheus_client.registry import Collector
 from router.policy.features import CLIENT_KINDS
 from router.policy.schema import Policy
 from router.policy.snapshot import BackendSnapshot
-from router.protocol.usage import Usage
+from router.protocol.usage import TOKEN_KINDS, Usage
 
 # LLM latencies: 10 ms (a cached prompt) to minutes (a cold 20k-token prompt on a CPU).
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320, 640)
@@ -70,7 +70,9 @@ class Metrics:
         )
         self.tokens = Counter(
             "ccgate_tokens",
-            "Tokens of answered requests: input (not from cache), cached (prompt cache reads), output.",
+            "Tokens of answered requests: input (not from cache), cached (prompt cache reads), cache_write "
+            "(5-minute cache writes), cache_write_1h (1-hour cache writes), output (counted from what was "
+            "relayed when an answer was cut short before its final count).",
             ["backend", "kind"],
             registry=r,
         )
@@ -132,7 +134,8 @@ class Metrics:
         )
         self.team_tokens = Counter(
             "ccgate_team_tokens",
-            "Tokens of answered requests per team (team keys) and backend: input, cached, output; place: "
+            "Tokens of answered requests per team (team keys) and backend: input, cached, cache_write, "
+            "cache_write_1h, output; place: "
             "local (the team's llama.cpp box) or cloud. Never a key or a person: a few series per team.",
             ["team", "backend", "place", "kind"],
             registry=r,
@@ -177,7 +180,7 @@ class Metrics:
             for limit in ("requests", "tokens"):
                 self.limited.labels(team, limit)
             for name, backend in policy.backends.items():
-                for kind in ("input", "cached", "output"):
+                for kind in TOKEN_KINDS:
                     self.team_tokens.labels(team, name, "local" if backend.kind == "llamacpp" else "cloud", kind)
         for name, backend in policy.backends.items():
             if backend.kind == "llamacpp":  # what a key with when_busy: wait queues for
@@ -203,9 +206,8 @@ class Metrics:
 
     def count_team_usage(self, team: str, backend: str, cloud: bool, usage: Usage) -> None:
         place = "cloud" if cloud else "local"
-        for kind, n in (("input", usage.input), ("cached", usage.cached), ("output", usage.output)):
-            if n:
-                self.team_tokens.labels(team, backend, place, kind).inc(n)
+        for kind, n in usage.counts():
+            self.team_tokens.labels(team, backend, place, kind).inc(n)
 
     def count_prefix(self, backend: str, reused: int) -> None:
         self.prefix.labels(backend, "hit" if reused else "miss").inc()

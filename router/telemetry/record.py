@@ -73,9 +73,8 @@ def _count_tool_calls(metrics: Metrics, backend: str, outcomes: list[str]) -> No
 
 
 def _count_tokens(metrics: Metrics, backend: str, usage: Usage) -> None:
-    for kind, n in (("input", usage.input), ("cached", usage.cached), ("output", usage.output)):
-        if n:
-            metrics.tokens.labels(backend, kind).inc(n)
+    for kind, n in usage.counts():
+        metrics.tokens.labels(backend, kind).inc(n)
 
 
 def failed(metrics: Metrics, failure: DispatchFailed, client: str) -> None:

@@ -45,6 +45,7 @@ def test_a_looping_answer_is_stopped_and_its_slot_freed(start_ccgate, start_llam
     assert "[ccgate stopped this answer: the model repeated itself" in text
     assert [e["type"] for e in events[-2:]] == ["message_delta", "message_stop"]
     assert events[-2]["delta"]["stop_reason"] == "end_turn"
+    assert events[-2]["usage"]["output_tokens"] >= text.count(" loop")  # what it wrote (~1 token a loop)
     assert_slots_free(looping)
     assert value(scrape(gw), "ccgate_runaway_total", backend="local", kind="repetition") == 1
 

@@ -97,6 +97,21 @@ def test_the_apis_own_tool_loop_turn_is_never_touched() -> None:
     assert run(body_of([{"role": "user", "content": "read"}, cloud, result], {"type": "adaptive"})) is None
 
 
+def test_with_thinking_enabled_a_tool_turn_without_thinking_goes_without_it_whoever_wrote_it() -> None:
+    """A conversation begun straight against llama-server, then pointed at ccgate: its last turn
+    carries no mark of ccgate's, but the API refuses it all the same (the body alone says so)."""
+    elsewhere = {
+        "role": "assistant",
+        "content": [{"type": "tool_use", "id": "call_0a1b2c", "name": "Read", "input": {"file_path": "a.txt"}}],
+    }
+    result = {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_0a1b2c", "content": "hi"}]}
+    handoff = run(
+        body_of([{"role": "user", "content": "read"}, elsewhere, result], {"type": "enabled", "budget_tokens": 2048})
+    )
+    assert handoff is not None and handoff.thinking_off and "thinking" not in handoff.raw
+    assert "thinking off" in handoff.describe()
+
+
 def test_thinking_stays_when_a_new_user_turn_ends_the_loop() -> None:
     local = local_turn()
     messages = [
