@@ -44,7 +44,7 @@ import zlib
 from collections import Counter
 from urllib.parse import unquote
 
-from tests.harness.tiny_http import sse
+from tests.harness.tiny_http import TinyServer, sse
 
 CASES = (
     "info-100",
@@ -149,7 +149,7 @@ def bomb(encoding: str) -> bytes:
     return _bombs[encoding]
 
 
-class Conformance:
+class Conformance(TinyServer):
     def __init__(self) -> None:
         self.received: Counter[str] = Counter()
         self.unsolicited = 0
@@ -157,24 +157,16 @@ class Conformance:
         self.arrived = asyncio.Condition()
         self.arrivals = 0
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                lines = head.decode("latin-1").split("\r\n")
-                method, path, _ = lines[0].split(" ", 2)
-                headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
-                body = await reader.readexactly(int(headers.get("content-length", "0")))
-                self.team_keys += any("ccg-" in v for v in headers.values()) or "ccg-" in unquote(path)
-                if method == "GET":
-                    await self.get(path, writer)
-                    continue
-                if not await self.post(path, json.loads(body or b"{}"), writer):
-                    break
-        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
-            pass
-        finally:
-            writer.close()
+    def seen(self, method: str, target: str, headers: dict[str, str]) -> None:
+        self.team_keys += any("ccg-" in v for v in headers.values()) or "ccg-" in unquote(target)
+
+    async def answer(
+        self, method: str, path: str, headers: dict[str, str], body: bytes, writer: asyncio.StreamWriter
+    ) -> bool:
+        if method == "GET":
+            await self.get(path, writer)
+            return True
+        return await self.post(path, json.loads(body or b"{}"), writer)
 
     async def get(self, path: str, writer: asyncio.StreamWriter) -> None:
         known = {

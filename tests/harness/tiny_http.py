@@ -28,6 +28,7 @@ class TinyServer:
                     k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)
                 }
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
+                self.seen(method, path, headers)
                 keep = await self.answer(method, path.split("?")[0], headers, body, writer)
                 if not keep:
                     break
@@ -35,6 +36,9 @@ class TinyServer:
             pass
         finally:
             writer.close()
+
+    def seen(self, method: str, target: str, headers: dict[str, str]) -> None:
+        """Every request as it came (its target with the query), before `answer`."""
 
     async def answer(
         self, method: str, path: str, headers: dict[str, str], body: bytes, writer: asyncio.StreamWriter
