@@ -7,7 +7,7 @@ import math
 from router.dispatch import DispatchFailed
 from router.policy.identity import Identity, Limits
 from router.policy.schema import Policy
-from router.state.accounting import Admission, period_reset
+from router.state.accounting import HELD_RETRY, Admission, period_reset
 
 
 def local_backends(policy: Policy) -> list[str]:
@@ -62,14 +62,24 @@ def refusal(identity: Identity, admission: Admission) -> DispatchFailed:
 
 
 def within_budget(identity: Identity, admission: Admission) -> Identity:
-    """A key whose cloud budget is spent may still use the local box, and nothing else."""
+    """A key whose cloud budget is spent (or held by its requests in flight) may still use the
+    local box, and nothing else."""
     if not admission.budget_spent:
         return identity
-    return Identity(identity.key, identity.team, identity.limits, budget_spent=True)
+    return Identity(identity.key, identity.team, identity.limits, budget_spent=True, budget_held=admission.budget_held)
 
 
 def budget_refusal(identity: Identity, failure: DispatchFailed, now: float) -> DispatchFailed:
-    """Nothing local could take it and the cloud budget is spent: 429 until the period ends."""
+    """Nothing local could take it and the cloud budget is spent: 429 until the period ends; or
+    held by the key's requests in flight: 429 for a few seconds, until their answers give back
+    what they did not use."""
+    if identity.budget_held:
+        failure.headers["retry-after"] = str(HELD_RETRY)
+        failure.message = (
+            f"key {identity.key}'s cloud budget is held by its requests in flight (what each may use is "
+            f"reserved until it ends) and nothing local can take the request; retry in {HELD_RETRY}s"
+        )
+        return failure
     reset = max(1, math.ceil(period_reset(now, identity.limits.budget_per or "day")))
     failure.headers["retry-after"] = str(reset)
     return failure

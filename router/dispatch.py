@@ -98,6 +98,7 @@ async def dispatch(
     passed_over = [f"{name}: {why}" for name, why in decision.skipped.items()]
     passed = list(decision.skip_kinds.items())
     failures: list[BackendError] = []
+    spare: tuple[Reply, str, SlotChoice | None] | None = None  # a runaway's stopped answer, kept
     for position, name in enumerate(decision.candidates, start=1):
         backend = backends[name]
         choice = decision.slots.get(name)
@@ -124,8 +125,11 @@ async def dispatch(
                 reply = await (backend.messages(attempt) if operation == "messages" else backend.count_tokens(attempt))
             except BackendRunaway as exc:
                 # a loop caught before anything went out: the next target may do better; with none
-                # left, the answer as stopped (its text, then why it ended) beats an error
+                # left (or should they all fail), the answer as stopped (its text, then why it
+                # ended) beats an error
                 if exc.stopped is None or (position < len(decision.candidates) and "runaway" in moves_on):
+                    if exc.stopped is not None and spare is None:
+                        spare = (exc.stopped, name, choice)
                     raise
                 log.warning("backend %s: %s; nothing else can take it: the stopped answer goes out", name, exc.reason)
                 reply = exc.stopped
@@ -172,6 +176,13 @@ async def dispatch(
                 end()
                 finish()
             return Outcome(reply, name, decision.rule, passed_over, passed, choice, handoff)
+    if spare is not None:
+        reply, name, choice = spare
+        log.warning("every other backend failed too: the stopped answer of %s goes out", name)
+        if marks is not None and operation == "messages" and from_a_local_model(backends[name].config):
+            mark_reply(reply, marks)
+        reply.track_usage()
+        return Outcome(reply, name, decision.rule, passed_over, passed, choice)
     failure = _failure(decision.rule, failures, passed_over, decision.skip_kinds)
     failure.passed = passed
     raise failure

@@ -126,8 +126,12 @@ class Gateway:
                 # what it may use is reserved against them in the same script, settled by its answer
                 estimate = features.tokens + output_bound(routing.policy, features.max_tokens)
                 call = self.accounting.admission_call(identity, estimate)
-                view = await self.shared.view(hashes, call)  # one round trip for both
-                admission = await self.accounting.admission_of(identity, call, view.script_result)
+                try:
+                    view = await self.shared.view(hashes, call)  # one round trip for both
+                    admission = await self.accounting.admission_of(identity, call, view.script_result)
+                except BaseException:  # the client gone, or Redis failed, mid-way: it may have reserved
+                    self._release(identity, self.accounting.reservation_of(call))
+                    raise
                 if not admission.admitted:
                     self.on_limited(identity, admission.refused)
                     raise refusal(identity, admission)

@@ -177,10 +177,16 @@ class Reply:
         """Fill `usage` from the answer: now for a whole one, chunk by chunk for a stream."""
         if self.rest is None:
             self.usage = usage_of_message(self.body)
+            self._estimates()
             return
         tap = UsageTap(self.usage)
         tap.feed(self.first)
         self.rest = _tapped(self.rest, tap)
+
+    def _estimates(self) -> None:
+        """A runaway stop's output count is the guard's estimate: said so in the usage."""
+        if self.runaway is not None and self.runaway.estimated:
+            self.usage.estimated = self.usage.output
 
     async def aclose(self) -> None:
         if self._closed:
@@ -191,6 +197,7 @@ class Reply:
                 await self.close()
         finally:
             self.usage.settle()  # cut short (the client left, the upstream broke off): what was relayed
+            self._estimates()
             for callback in self.on_close:
                 callback()
 

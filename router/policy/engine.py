@@ -123,6 +123,8 @@ class Engine:
         if identity is not None and not identity.may_use(name):
             return "forbidden", f"not for key {identity.key}"
         if identity is not None and identity.budget_spent and config.kind != "llamacpp":
+            if identity.budget_held:
+                return "budget", f"key {identity.key}'s cloud budget is held by its requests in flight"
             return "budget", f"key {identity.key} has spent its cloud budget"
         if identity is not None and config.needs_client_credentials and not features.client_credentials:
             return "credentials", "no api_key, and the request brings no credentials but its team key"

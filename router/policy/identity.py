@@ -46,6 +46,7 @@ class Identity:
     team: str
     limits: Limits = NO_LIMITS
     budget_spent: bool = False  # its cloud budget for this period is spent: only local backends
+    budget_held: bool = False  # ... not spent, but held by its requests in flight for now
 
     @property
     def when_busy(self) -> WhenBusy:

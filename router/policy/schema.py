@@ -203,17 +203,19 @@ class Price(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tru
     """Dollars per million tokens of a model, for the usage report."""
 
     input: float = 0.0
-    cached: float = 0.0  # prompt tokens read from the provider's cache
     output: float = 0.0
-    cache_write: float | None = None  # written to the 5-minute cache; default 1.25 times input
-    cache_write_1h: float | None = None  # written to the 1-hour cache; default twice input
+    # Unset, priced as Anthropic bills them against input: cache reads a tenth, 5-minute cache
+    # writes 1.25 times, 1-hour ones twice.
+    cached: float | None = None  # prompt tokens read from the provider's cache
+    cache_write: float | None = None
+    cache_write_1h: float | None = None
 
     def per_million(self, kind: str) -> float:
-        """Dollars per million tokens of one usage kind (as Anthropic bills cache writes by default)."""
-        if kind == "cache_write":
-            return self.cache_write if self.cache_write is not None else 1.25 * self.input
-        if kind == "cache_write_1h":
-            return self.cache_write_1h if self.cache_write_1h is not None else 2.0 * self.input
+        """Dollars per million tokens of one usage kind."""
+        share = {"cached": 0.1, "cache_write": 1.25, "cache_write_1h": 2.0}
+        if kind in share:
+            said = getattr(self, kind)
+            return said if said is not None else share[kind] * self.input
         return float(getattr(self, kind, 0.0))
 
 

@@ -159,25 +159,37 @@ def for_anthropic(body: bytes, raw: dict[str, Any], marks: Marks) -> Handoff | N
 
 
 def _thinking_must_go(messages: list[Any], drops: dict[int, set[int]], ours: set[int], enabled: bool) -> bool:
-    """In a tool loop whose last assistant turn calls a tool with no thinking block (left) to
-    start it. With thinking `enabled` the API refuses that history whoever wrote the turn (a local
-    model, or a session begun straight against llama-server and then pointed at ccgate); with
-    `adaptive` the API's own turns may go without thinking, so only a turn ccgate relayed from a
+    """In a tool loop (the last message carries tool results) whose first assistant message, the
+    one after the last real user prompt, does not start with a thinking block (left): the API
+    thinks once per turn, so the later steps of its own loop carry none, but the first must. With
+    thinking `enabled` the API refuses that history whoever wrote the message (a local model, or
+    a session begun straight against llama-server and then pointed at ccgate); with `adaptive`,
+    whose turns the API itself may write without thinking, only a message ccgate relayed from a
     local model counts."""
     last = messages[-1] if messages else None
-    if not isinstance(last, dict) or last.get("role") != "user" or not isinstance(last.get("content"), list):
+    if not isinstance(last, dict) or last.get("role") != "user" or not _results_only(last):
         return False
-    if not any(isinstance(b, dict) and b.get("type") == "tool_result" for b in last["content"]):
+    first = None  # the tool loop's first assistant message
+    for i in range(len(messages) - 1, -1, -1):
+        if _role(messages[i]) == "assistant":
+            first = i
+        elif not _results_only(messages[i]):
+            break
+    if first is None or not (enabled or first in ours):
         return False
-    turn = next((i for i in range(len(messages) - 2, -1, -1) if _role(messages[i]) == "assistant"), None)
-    if turn is None or not (enabled or turn in ours):
-        return False
-    content = messages[turn].get("content")
+    content = messages[first].get("content")
     if not isinstance(content, list):
+        return True  # plain text: no thinking block at all
+    left = [b for j, b in enumerate(content) if j not in drops.get(first, ()) and isinstance(b, dict)]
+    return not (left and left[0].get("type") in THINKING_TYPES)
+
+
+def _results_only(message: Any) -> bool:
+    """A user message of tool results and nothing else: part of the tool loop, not a new prompt."""
+    content = message.get("content") if isinstance(message, dict) else None
+    if not isinstance(content, list) or not content:
         return False
-    left = [b for j, b in enumerate(content) if j not in drops.get(turn, ()) and isinstance(b, dict)]
-    calls = any(b.get("type") == "tool_use" for b in left)
-    return calls and not (left and left[0].get("type") in THINKING_TYPES)
+    return all(isinstance(b, dict) and b.get("type") == "tool_result" for b in content)
 
 
 def _role(message: Any) -> Any:

@@ -35,6 +35,7 @@ class RunawayGuard:
     def __init__(self, watch: RepetitionWatch | None = None) -> None:
         self.watch = watch or RepetitionWatch()
         self.stopped: str | None = None  # the kind, once it stopped an answer
+        self.estimated = False  # the output count it wrote is its own estimate (the upstream's never came)
         self._decoder = SSEDecoder()
         self._open: dict[int, str] = {}  # open blocks: index → type
         self._held: dict[int, str] = {}  # text held back per block: maybe the start of a marker
@@ -139,7 +140,9 @@ class RunawayGuard:
         # the API's message_delta always says the output count: the upstream's final one never came,
         # so what was written so far, estimated from its size
         written = math.ceil(self._written / BYTES_PER_TOKEN)
-        usage = {**self._usage, "output_tokens": max(_count(self._usage.get("output_tokens")), written)}
+        said = _count(self._usage.get("output_tokens"))
+        self.estimated = written > said
+        usage = {**self._usage, "output_tokens": max(said, written)}
         delta = {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None}, "usage": usage}
         out.append(encode_event("message_delta", delta))
         out.append(encode_event("message_stop", {"type": "message_stop"}))

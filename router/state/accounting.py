@@ -49,7 +49,9 @@ USAGE_TTL = 400 * 86400
 MAX_DAYS = 400
 USAGE_BY = ("key", "team", "backend", "model")
 WINDOW_MS = 60_000
-RESERVATION_TTL = 3600  # seconds a budget reservation holds, if nothing settles it (a replica died)
+RESERVATION_TTL = 900  # seconds a budget reservation holds, if nothing settles it (a replica died)
+WRITE_ATTEMPTS = 3  # a batch of usage that Redis failed to take is tried again this many times
+HELD_RETRY = 5  # seconds a request refused for reservations in flight is told to wait
 BUDGET_TTL = 40 * 86400
 
 
@@ -62,7 +64,9 @@ class Reservation:
     period: str  # the budget period it was made in (its cloud tokens count there)
 
 
-Pending = tuple[Identity, str, bool, Usage | None, float, Reservation | None]  # who, backend, cloud?, tokens, when
+# who, backend, cloud?, tokens, when, the reservation, and whether its usage hash was written
+# already (a batch tried again after a failure settles again, safely, but adds no usage twice)
+Pending = tuple[Identity, str, bool, Usage | None, float, Reservation | None, bool]
 
 # KEYS: request log, token log, budget counter, token sum, budget reservations, their sum.
 # ARGV: rpm, tpm, a unique member, the budget (0: none), the request's estimate, the budget
@@ -71,8 +75,10 @@ Pending = tuple[Identity, str, bool, Usage | None, float, Reservation | None]  #
 # not the whole minute's: summing the log each time cost 10-14 ms of Redis's single thread per
 # request for a key sending 100 a second, which capped the whole team (bench/memory.py --full).
 # Returns {refused (0 no, 1 requests, 2 tokens), requests in the window, ms until it would pass,
-# tokens in the window (this reservation included), cloud tokens spent and held, budget full}.
+# tokens in the window (this reservation included), cloud tokens spent and held, budget state (0
+# room, 1 spent, 2 held by requests in flight: their answers will give back what they did not use)}.
 ADMIT = """
+local SETTLE_WAIT_MS = 2000
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local rpm, tpm, budget, est = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -92,12 +98,15 @@ if tpm > 0 then
   used = held(KEYS[2], KEYS[4], now - 60000)
   if used > 0 and used + est > tpm then
     local entries = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
-    local left = used
+    local left, wait, settling = used, 60000, false
     for i = 1, #entries, 2 do
+      settling = settling or string.find(entries[i], ':r:', 1, true) ~= nil
       left = left - (tonumber(string.match(entries[i], '^%d+')) or 0)
-      if left <= 0 or left + est <= tpm then return {2, 0, tonumber(entries[i + 1]) + 60000 - now, used, 0, 0} end
+      if left <= 0 or left + est <= tpm then wait = tonumber(entries[i + 1]) + 60000 - now break end
     end
-    return {2, 0, 60000, used, 0, 0}
+    -- reservations of requests in flight are settled as their answers end, most long before their minute
+    if settling then wait = math.min(wait, SETTLE_WAIT_MS) end
+    return {2, 0, wait, used, 0, 0}
   end
 end
 local made = 0
@@ -113,8 +122,7 @@ if rpm > 0 then
   made = made + 1
 end
 if tpm > 0 and est > 0 then
-  redis.call('ZADD', KEYS[2], now, est .. ':r:' .. ARGV[3])
-  redis.call('INCRBY', KEYS[4], est)
+  if redis.call('ZADD', KEYS[2], now, est .. ':r:' .. ARGV[3]) == 1 then redis.call('INCRBY', KEYS[4], est) end
   redis.call('PEXPIRE', KEYS[2], 60000)
   redis.call('PEXPIRE', KEYS[4], 60000)
   used = used + est
@@ -123,11 +131,14 @@ local spent, full = 0, 0
 if budget > 0 then
   spent = tonumber(redis.call('GET', KEYS[3]) or '0')
   local holding = held(KEYS[5], KEYS[6], now)
-  if spent >= budget or (spent + holding > 0 and spent + holding + est > budget) then
+  if spent >= budget then
     full = 1
+  elseif holding > 0 and spent + holding + est > budget then
+    full = 2
   elseif est > 0 then
-    redis.call('ZADD', KEYS[5], now + tonumber(ARGV[6]), est .. ':' .. ARGV[3])
-    redis.call('INCRBY', KEYS[6], est)
+    if redis.call('ZADD', KEYS[5], now + tonumber(ARGV[6]), est .. ':' .. ARGV[3]) == 1 then
+      redis.call('INCRBY', KEYS[6], est)
+    end
     redis.call('PEXPIRE', KEYS[5], ARGV[6])
     redis.call('PEXPIRE', KEYS[6], ARGV[6])
   end
@@ -136,11 +147,13 @@ end
 return {0, made, 0, used, spent, full}
 """
 
-# KEYS: token log, token sum, budget counter, budget reservations, their sum. ARGV: the member,
-# the reservation's tokens, the tokens used (for the minute's log; 0: no tpm limit), the cloud
-# tokens used, the budget counter's life (s). A reservation gone already (its minute passed, or
-# its hold lapsed) is not taken off twice.
+# KEYS: token log, token sum, budget counter, budget reservations, their sum, a marker of this
+# settlement. ARGV: the member, the reservation's tokens, the tokens used (for the minute's log;
+# 0: no tpm limit), the cloud tokens used, the budget counter's life (s). It settles once (the
+# marker): a batch sent again after Redis failed under it counts nothing twice; and a
+# reservation gone already (its minute passed, or its hold lapsed) is not taken off twice.
 SETTLE = """
+if not redis.call('SET', KEYS[6], '1', 'NX', 'EX', 600) then return 0 end
 if redis.call('ZREM', KEYS[1], ARGV[2] .. ':r:' .. ARGV[1]) == 1 then redis.call('DECRBY', KEYS[2], ARGV[2]) end
 if tonumber(ARGV[3]) > 0 then
   local t = redis.call('TIME')
@@ -172,6 +185,7 @@ class Admission:
     tokens_limit: int = 0
     tokens_remaining: int = 0
     reservation: Reservation | None = None  # what the answer settles
+    budget_held: bool = False  # the budget is not spent, but held by the key's requests in flight
 
     @property
     def admitted(self) -> bool:
@@ -252,7 +266,7 @@ class Accounting:
                 if now - self._unchecked_said > 10:
                     self._unchecked_said = now
                     log.warning("limits of team keys not checked: Redis unavailable (%s)", type(exc).__name__)
-                return Admission()
+                return Admission(reservation=self.reservation_of(call))  # it may have run: settled all the same
         refused, made, wait_ms, used, _spent, full = answered
         limits = identity.limits
         reset = max(0.0, int(wait_ms) / 1000)
@@ -266,6 +280,7 @@ class Accounting:
             limit=limits.rpm or 0,
             remaining=max(0, (limits.rpm or 0) - int(made)),
             budget_spent=bool(full),
+            budget_held=full == 2,
             tokens_limit=limits.tpm or 0,
             tokens_remaining=max(0, (limits.tpm or 0) - int(used)),
             reservation=Reservation(member, estimate, period) if limits.tpm or limits.cloud_tokens else None,
@@ -279,13 +294,21 @@ class Accounting:
         so under load many answers share a round trip to Redis, and none waits for one."""
         if not usage.total and reservation is None:
             return
-        self._queue((identity, backend, cloud, usage, time.time(), reservation))
+        self._queue((identity, backend, cloud, usage, time.time(), reservation, False))
+
+    @staticmethod
+    def reservation_of(call: ScriptCall | None) -> Reservation | None:
+        """What `call` (admission_call's) reserves if it runs: to give back should nothing learn
+        that it did (the client gone, or the answer lost, during the round trip)."""
+        if call is None:
+            return None
+        return Reservation(call.args[2], call.args[4], call.keys[2].rsplit(":", 1)[-1])
 
     def release(self, identity: Identity, reservation: Reservation | None) -> None:
         """A request that got no answer (refused by every backend, the client gone) frees what
         admission set aside for it."""
         if reservation is not None:
-            self._queue((identity, "", False, None, time.time(), reservation))
+            self._queue((identity, "", False, None, time.time(), reservation, False))
 
     def _queue(self, pending: Pending) -> None:
         self._pending.append(pending)
@@ -293,20 +316,30 @@ class Accounting:
             self._writer = asyncio.get_running_loop().create_task(self._write())
 
     async def _write(self) -> None:
+        failures = 0
         while self._pending:
             batch, self._pending = self._pending, []
             try:
                 pipe = self.client.pipeline(transaction=False)
                 await self._queue_batch(pipe, batch)
                 await pipe.execute()
+                failures = 0
             except REDIS_FAILURES as exc:
-                keys = sorted({identity.key for identity, *_ in batch})
-                log.warning("usage of key(s) %s not recorded (%s)", ", ".join(keys), type(exc).__name__)
+                # settling is idempotent (a reservation leaves once): tried again a few times, so
+                # a blip neither loses usage nor holds a key's budget for RESERVATION_TTL
+                failures += 1
+                keys = ", ".join(sorted({identity.key for identity, *_ in batch}))
+                if failures > WRITE_ATTEMPTS:
+                    log.warning("usage of key(s) %s not recorded (%s)", keys, type(exc).__name__)
+                    continue
+                log.info("usage of key(s) %s not written yet (%s): trying again", keys, type(exc).__name__)
+                self._pending[:0] = [(*entry[:6], True) for entry in batch]
+                await asyncio.sleep(failures)
 
     async def _queue_batch(self, pipe: Pipeline, batch: list[Pending]) -> None:
         counts: dict[tuple[str, str], int] = {}  # (usage hash, field) -> tokens, summed over the batch
         expiring: set[str] = set()
-        for identity, backend, cloud, usage, now, reservation in batch:
+        for identity, backend, cloud, usage, now, reservation, counted in batch:
             total = usage.total if usage is not None else 0
             limits = identity.limits
             if limits.tpm or reservation is not None or (cloud and total):
@@ -320,10 +353,11 @@ class Accounting:
                     self._key("budget-resvn", key, period),
                 ]
                 member, held = (reservation.member, reservation.tokens) if reservation else (uuid.uuid4().hex, 0)
+                keys.append(self._key("settled", member))
                 args = [member, held, total if limits.tpm else 0, total if cloud else 0, BUDGET_TTL]
                 # a script in a pipeline is loaded first if Redis does not know it (after a restart)
                 await self._settle(keys=keys, args=args, client=pipe)
-            if usage is None:
+            if usage is None or counted:  # (a usage hash may have taken the first try: not twice)
                 continue
             usage_key = self._key("usage", budget_period(now, "day"))
             expiring.add(usage_key)

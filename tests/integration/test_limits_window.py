@@ -48,3 +48,32 @@ async def test_the_running_total_follows_the_log_in_and_out_of_the_minute(redis_
         if keys:
             await client.delete(*keys)
         await client.aclose()
+
+
+async def test_admission_run_twice_and_settling_twice_count_once(redis_url: str) -> None:
+    """Admission runs again when the routing read beside it failed; a batch of usage is sent
+    again when Redis failed under it: neither may hold or count anything twice."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    prefix = f"test-twice-{secrets.token_hex(4)}:"
+    accounting = Accounting(client, prefix)
+    bob = Identity("bob", "core", Limits(tpm=10_000, cloud_tokens=50_000))
+    try:
+        call = accounting.admission_call(bob, 3000)
+        first = await accounting.admission_of(bob, call, None)
+        again = await accounting.admission_of(bob, call, None)  # the same script, the same member
+        assert first.admitted and again.admitted and again.reservation == first.reservation
+        assert int(await client.get(prefix + "rl:tokn:bob")) == 3000  # held once
+        [budget_sum] = [k for k in await client.keys(prefix + "budget-resvn:bob:*")]
+        assert int(await client.get(budget_sum)) == 3000
+        used = Usage(input=100, output=20, final=True)
+        for _ in range(2):  # settled twice (a batch sent again)
+            accounting.record(bob, "cloud", True, used, first.reservation)
+            await accounting.drain()
+        assert int(await client.get(prefix + "rl:tokn:bob")) == 120  # the reservation gone, what it used in
+        assert int(await client.get(budget_sum) or 0) == 0
+        [spent] = [k for k in await client.keys(prefix + "budget:bob:*")]
+        assert int(await client.get(spent)) == 120
+    finally:
+        async for key in client.scan_iter(prefix + "*"):
+            await client.delete(key)
+        await client.aclose()

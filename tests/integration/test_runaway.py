@@ -9,7 +9,7 @@ import json
 import httpx
 import pytest
 
-from tests.harness.procs import Process
+from tests.harness.procs import Process, free_port
 from tests.integration.test_errors import assert_slots_free
 from tests.integration.test_metrics import scrape, value
 
@@ -97,3 +97,16 @@ def test_the_guard_can_be_turned_off_and_the_output_capped(start_ccgate, start_l
     assert events[-2]["delta"]["stop_reason"] == "max_tokens"
     assert events[-2]["usage"]["output_tokens"] == 300  # the client asked 20,000: the backend's cap held
     assert text_of(events).count(" loop") == 300
+
+
+def test_a_loop_is_answered_as_stopped_when_the_next_target_fails_too(start_ccgate, start_llama_server) -> None:
+    looping = start_llama_server("loop", "-np", "1", "--slots")
+    dead = f"http://127.0.0.1:{free_port()}"
+    gw = start_ccgate(
+        {"local": {"kind": "llamacpp", "url": looping.url}, "fallback": {"kind": "anthropic", "url": dead}}
+    )
+    r = httpx.post(gw.url + "/v1/messages", json=asking(stream=False), timeout=120)
+    assert r.status_code == 200 and r.headers["x-ccgate-backend"] == "local", r.text
+    text = "".join(b.get("text", "") for b in r.json()["content"])
+    assert "[ccgate stopped this answer: the model repeated itself" in text
+    assert r.json()["usage"]["output_tokens"] >= text.count(" loop")

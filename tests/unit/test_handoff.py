@@ -112,6 +112,23 @@ def test_with_thinking_enabled_a_tool_turn_without_thinking_goes_without_it_whoe
     assert "thinking off" in handoff.describe()
 
 
+def test_the_apis_own_later_loop_steps_keep_thinking_on() -> None:
+    """Without interleaved thinking the API thinks once per turn: step two of its own tool loop
+    carries only a tool_use, and the API takes that history as it is."""
+    step_one = {
+        "role": "assistant",
+        "content": [
+            {"type": "thinking", "thinking": "read it", "signature": "EqSignedByTheAPI"},
+            {"type": "tool_use", "id": "toolu_01A", "name": "Read", "input": {}},
+        ],
+    }
+    result_a = {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_01A", "content": "hi"}]}
+    step_two = {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_01B", "name": "Read", "input": {}}]}
+    result_b = {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_01B", "content": "ho"}]}
+    history = [{"role": "user", "content": "read"}, step_one, result_a, step_two, result_b]
+    assert run(body_of(history, {"type": "enabled", "budget_tokens": 2048})) is None
+
+
 def test_thinking_stays_when_a_new_user_turn_ends_the_loop() -> None:
     local = local_turn()
     messages = [
