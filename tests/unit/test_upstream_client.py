@@ -98,16 +98,27 @@ async def test_a_reused_connection_closed_before_any_answer_is_sent_again_once()
 
 
 @pytest.mark.parametrize(
-    "sent",
-    [b"", b"HTTP/1.1 200 OK\r\ncontent-le", b"HTTP/1.1 102 Processing\r\n\r\n"],
-    ids=["nothing", "half-a-head", "a-1xx"],
+    ("fresh", "sent", "late"),
+    [
+        (True, b"", False),  # a fresh connection closed unanswered: the server may have run it
+        (False, b"HTTP/1.1 200 OK\r\ncontent-le", False),  # reused, but half a head came back
+        (False, b"HTTP/1.1 102 Processing\r\n\r\n", False),  # reused, but a 1xx came back
+        (False, b"", True),  # reused, nothing back, but closed a while after (a proxy's idle timeout)
+    ],
+    ids=["fresh", "half-a-head", "a-1xx", "closed-late"],
 )
-async def test_never_sent_twice_on_a_fresh_connection_or_after_any_byte(sent: bytes) -> None:
+async def test_never_sent_twice_but_for_the_keep_alive_race(
+    fresh: bool, sent: bytes, late: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import router.backends.http as http
+
+    if late:
+        monkeypatch.setattr(http, "RACE_WINDOW", 0.0)  # any close is "a while" after the request went out
+    breaking = 1 if fresh else 2  # the request on which the server breaks off
+
     async def breaks(connection: int, nth: int, writer: asyncio.StreamWriter) -> bool:
-        if connection == 1 and nth == 1 and sent == b"":
-            return False  # a fresh connection closed unanswered: the server may have run it
-        if nth == 2:
-            writer.write(sent)  # on a reused one, but something of an answer came back
+        if nth == breaking:
+            writer.write(sent)
             await writer.drain()
             return False
         writer.write(reply("first"))
@@ -116,40 +127,11 @@ async def test_never_sent_twice_on_a_fresh_connection_or_after_any_byte(sent: by
     server, seen = await serve(breaks)
     up = client(server)
     try:
-        if sent == b"":
-            with pytest.raises(BackendBroken, match="closed without an answer"):
-                await text_of(up)
-            assert seen == [(1, 1)]
-        else:
+        if not fresh:
             assert await text_of(up) == "first"
-            with pytest.raises(BackendBroken, match="closed without an answer"):
-                await text_of(up)
-            assert seen == [(1, 1), (1, 2)]
-    finally:
-        await up.aclose()
-        server.close()
-
-
-async def test_a_reused_connection_closed_after_a_while_is_not_sent_again(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A close that comes later than the race of a kept-alive connection (a proxy's idle timeout
-    during a long generation) may come after the work was done: never sent again."""
-    import router.backends.http as http
-
-    monkeypatch.setattr(http, "RACE_WINDOW", 0.0)  # any close is "a while" after the request went out
-
-    async def closes_the_second(connection: int, nth: int, writer: asyncio.StreamWriter) -> bool:
-        if nth == 2:
-            return False
-        writer.write(reply("first"))
-        return True
-
-    server, seen = await serve(closes_the_second)
-    up = client(server)
-    try:
-        assert await text_of(up) == "first"
         with pytest.raises(BackendBroken, match="closed without an answer"):
             await text_of(up)
-        assert seen == [(1, 1), (1, 2)]
+        assert seen == [(1, n) for n in range(1, breaking + 1)]  # on one connection, each once
     finally:
         await up.aclose()
         server.close()
