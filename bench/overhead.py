@@ -218,12 +218,14 @@ def _start_gateway(
     otlp: str | None = None,
     workers: int = 1,
     checkout: str | None = None,
+    prefix: str | None = None,
 ) -> tuple[subprocess.Popen[bytes], str, str]:
     """A gateway, its URL, and the key its requests carry ("bench" when auth is open). `otlp`:
-    export spans there (batch processor, OTLP over HTTP)."""
+    export spans there (batch processor, OTLP over HTTP). Gateways given one `prefix` are
+    replicas of one team (its key is made again, and works on all of them)."""
     port = _free_port()
-    policy = policy_dir / f"bench-{server}-{guard}-{state}-{auth}.yaml"
-    prefix = f"bench-{port}:"
+    policy = policy_dir / f"bench-{server}-{guard}-{state}-{auth}-{port}.yaml"
+    prefix = prefix or f"bench-{port}:"
     policy.write_text(
         f"backends:\n  local: {{kind: llamacpp, url: '{upstream}', tool_guard: {guard}}}\n"
         "rules:\n  - {name: default, to: [local]}\n"
@@ -281,7 +283,8 @@ async def _make_key(prefix: str) -> str:
 
     client = redis.Redis.from_url(REDIS_URL)
     try:
-        return await KeyStore(client, prefix).add("bench", "bench", Limits(rpm=10**9, tpm=10**12))
+        name = f"bench-{os.urandom(3).hex()}"  # replicas of one team each make theirs
+        return await KeyStore(client, prefix).add(name, "bench", Limits(rpm=10**9, tpm=10**12))
     finally:
         await client.aclose()
 

@@ -15,7 +15,7 @@ from router.api import admin, health, messages, openai, openapi
 from router.api import metrics as api_metrics
 from router.api.auth import auth_mode, credential_warnings
 from router.api.errors import EXCEPTION_HANDLERS
-from router.gateway import Gateway, safe_url
+from router.gateway import Gateway
 from router.policy.loader import default_policy_path, load_policy
 from router.policy.schema import Policy
 from router.reloader import PolicyReloader
@@ -75,7 +75,7 @@ def create_app(
             await reloader.stop()
             await gateway.stop()
             if gateway.accounting is not None:
-                await gateway.accounting.drain()
+                await gateway.accounting.drain(within=USAGE_DRAIN)
             if tracer_provider is not None:
                 tracer_provider.shutdown()  # flushes what the batch processor still holds
 
@@ -105,6 +105,9 @@ def create_app(
         openapi_config=None,
         logging_config=None,
     )
+
+
+USAGE_DRAIN = 10.0  # seconds a stopping replica waits for Redis to take the last usage writes
 
 
 def settle_heap() -> None:
@@ -143,6 +146,5 @@ def _describe_auth(mode: str, settings: Settings) -> str:
 
 def _describe_state(shared: LocalShared) -> str:
     if isinstance(shared, RedisShared):
-        where = safe_url(str(shared.client.connection_pool.connection_kwargs.get("host", "redis")))
-        return f"shared in redis ({where}), replica {shared.replica}" + ("" if shared.up else " - REDIS DOWN")
+        return f"shared in redis ({shared.where}), replica {shared.replica}" + ("" if shared.up else " - REDIS DOWN")
     return "in memory (one replica; set REDIS_URL to share it)"

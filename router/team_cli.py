@@ -12,13 +12,13 @@ import msgspec
 import redis.asyncio as redis
 
 from router.admission import limits_problem, local_backends
-from router.gateway import safe_url
 from router.policy.identity import Limits
 from router.policy.loader import PolicyError, load_policy
 from router.policy.schema import Policy
 from router.settings import Settings
 from router.state.accounting import MAX_DAYS, Accounting, last_days, summarize, usage_days
 from router.state.keys import KeyProblem, KeyStore
+from router.state.redis_client import RedisUrlError, connect, describe
 
 
 def run_team_command(args: argparse.Namespace) -> int:
@@ -41,11 +41,14 @@ def run_team_command(args: argparse.Namespace) -> int:
         return 2
     try:
         return asyncio.run(_run(args, url, policy))
+    except RedisUrlError as exc:
+        print(f"ccgate: {exc}", file=sys.stderr)
+        return 2
     except KeyProblem as exc:
         print(f"ccgate: {exc}", file=sys.stderr)
         return 1
     except (OSError, redis.RedisError) as exc:
-        print(f"ccgate: cannot use Redis at {safe_url(url)}: {exc}", file=sys.stderr)
+        print(f"ccgate: cannot use Redis at {describe(url)}: {exc}", file=sys.stderr)
         return 1
 
 
@@ -67,7 +70,7 @@ def _backends(args: argparse.Namespace) -> list[str] | None:
 
 
 async def _run(args: argparse.Namespace, url: str, policy: Policy) -> int:
-    client = redis.Redis.from_url(url, socket_connect_timeout=5)
+    client = connect(url, socket_connect_timeout=5)
     prefix = policy.state.key_prefix
     try:
         if args.command == "usage":

@@ -50,7 +50,11 @@ MAX_DAYS = 400
 USAGE_BY = ("key", "team", "backend", "model")
 WINDOW_MS = 60_000
 RESERVATION_TTL = 900  # seconds a budget reservation holds, if nothing settles it (a replica died)
-WRITE_ATTEMPTS = 3  # a batch of usage that Redis failed to take is tried again this many times
+# A batch of usage that Redis failed to take is tried again, a second more apart each time up
+# to WRITE_PAUSE_MAX: 30 attempts span about 2 minutes 20 s, longer than a Sentinel failover
+# with its default 30 s down-after (usage is what a team is billed: it should outlive one).
+WRITE_ATTEMPTS = 30
+WRITE_PAUSE_MAX = 5.0
 HELD_RETRY = 5  # seconds a request refused for reservations in flight is told to wait
 BUDGET_TTL = 40 * 86400
 
@@ -334,7 +338,7 @@ class Accounting:
                     continue
                 log.info("usage of key(s) %s not written yet (%s): trying again", keys, type(exc).__name__)
                 self._pending[:0] = [(*entry[:6], True) for entry in batch]
-                await asyncio.sleep(failures)
+                await asyncio.sleep(min(failures, WRITE_PAUSE_MAX))
 
     async def _queue_batch(self, pipe: Pipeline, batch: list[Pending]) -> None:
         counts: dict[tuple[str, str], int] = {}  # (usage hash, field) -> tokens, summed over the batch
@@ -386,10 +390,21 @@ class Accounting:
                     rows.append(UsageRow(day, *parts, int(value)))
         return rows
 
-    async def drain(self) -> None:
-        """Wait for the usage writes queued or in flight (at shutdown, and for tests)."""
+    async def drain(self, within: float | None = None) -> None:
+        """Wait for the usage writes queued or in flight (at shutdown, and for tests); at most
+        `within` seconds: a Redis that is away must not hold a stopping replica past its grace."""
+        deadline = None if within is None else asyncio.get_running_loop().time() + within
         while self._writer is not None and not self._writer.done():
-            await asyncio.gather(self._writer, return_exceptions=True)
+            left = None if deadline is None else deadline - asyncio.get_running_loop().time()
+            done, _ = await asyncio.wait({self._writer}, timeout=left)
+            if not done:
+                self._writer.cancel()
+                log.warning(
+                    "usage not recorded: Redis did not take it before shutdown (%d answer(s) queued, "
+                    "and the batch being written)",
+                    len(self._pending),
+                )
+                return
 
 
 @dataclass(frozen=True, slots=True)

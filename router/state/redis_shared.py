@@ -33,11 +33,10 @@ from collections.abc import Callable, Sequence
 from contextlib import suppress
 from typing import Any
 
-import hiredis
-import redis.asyncio as redis
 from redis.exceptions import NoScriptError
 
 from router.policy.affinity import Entry, PrefixView, SlotState
+from router.state.redis_client import connect, describe, refuse_cluster
 from router.state.redis_failures import REDIS_FAILURES
 from router.state.shared import INDEX_TTL, LocalShared, ScriptCall, SharedView
 
@@ -71,16 +70,17 @@ class RedisShared(LocalShared):
         on_round_trip: Callable[[], None] = lambda: None,
     ) -> None:
         super().__init__()
-        self.client = redis.Redis.from_url(
+        self.client = connect(
             url,
+            on_round_trip,
             # Under load a whole answer can wait its turn on the event loop: 0.5 s of that read
             # as "Redis is down". A dead Redis refuses at once; a hung one costs 2 s, once.
             socket_timeout=2.0,
             socket_connect_timeout=0.5,
             health_check_interval=0,
             decode_responses=True,
-            connection_class=_counted(on_round_trip),  # rediss:// and unix:// URLs keep their own class
         )
+        self.where = describe(url)
         self.prefix = prefix
         self.replica = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.up = True
@@ -97,7 +97,7 @@ class RedisShared(LocalShared):
 
     async def start(self) -> None:
         try:
-            await self.client.ping()
+            await refuse_cluster(self.client)
         except REDIS_FAILURES as exc:
             self._failed(exc)
         self._tasks = [asyncio.create_task(self._heartbeat()), asyncio.create_task(self._publisher())]
@@ -342,8 +342,10 @@ class RedisShared(LocalShared):
             self.up = False
             self._on_state(False)
             log.warning(
-                "redis unavailable (%s): routing on this replica's own state until it returns",
+                "redis at %s unavailable (%s: %s): routing on this replica's own state until it returns",
+                self.where,
                 type(exc).__name__,
+                str(exc)[:300],  # what to fix: refused, a certificate, a password, no master
             )
 
     def _key(self, name: str) -> str:
@@ -406,24 +408,6 @@ def _slot_key(field: str) -> tuple[str, int] | None:
         return (backend, int(slot)) if backend else None
     except ValueError:
         return None
-
-
-def _counted(on_send: Callable[[], None]) -> type[redis.Connection]:
-    """A connection that counts what it sends (one command, or one whole pipeline, is one round
-    trip) and packs commands in C: redis-py's asyncio connection packs them in Python, ~2 µs an
-    argument, and a routing decision asks for ~40 keys (hiredis parses the answers too)."""
-
-    class Counted(redis.Connection):
-        async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-            on_send()
-            await super().send_packed_command(command, check_health)
-
-        def pack_command(self, *args: Any) -> list[bytes]:
-            if isinstance(args[0], str):  # "CLIENT SETNAME" and the like go as separate words
-                args = (*args[0].encode().split(), *args[1:])
-            return [hiredis.pack_command(args)]
-
-    return Counted
 
 
 def _pairs(flat: list[Any]) -> dict[str, str]:

@@ -1,0 +1,100 @@
+"""REDIS_URL → a client: every kind of Redis gets ccgate's counted connection, and a URL that
+names nothing usable says what is wrong. (Connecting for real: tests/integration/test_redis_kinds.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
+from redis.asyncio.sentinel import SentinelManagedConnection, SentinelManagedSSLConnection
+
+from router.state.redis_client import RedisUrlError, connect, describe
+
+
+def pool_of(url: str, **options):
+    return connect(url, **options).connection_pool
+
+
+@pytest.mark.parametrize(
+    ("url", "base", "expected"),
+    [
+        ("redis://h:6380/2", Connection, {"host": "h", "port": 6380, "db": 2}),
+        ("rediss://h:6380/0", SSLConnection, {"host": "h", "port": 6380}),
+        (
+            "rediss://h/0?ssl_ca_certs=/ca.pem&ssl_certfile=/c.pem&ssl_keyfile=/k.pem",
+            SSLConnection,
+            {"ssl_ca_certs": "/ca.pem", "ssl_certfile": "/c.pem", "ssl_keyfile": "/k.pem"},
+        ),
+        ("unix:///run/redis.sock?db=3", UnixDomainSocketConnection, {"path": "/run/redis.sock", "db": 3}),
+        ("redis+sentinel://s1:26379,s2/mymaster/4", SentinelManagedConnection, {"db": 4}),
+        ("rediss+sentinel://s1:26379/mymaster?ssl_ca_certs=/ca.pem", SentinelManagedSSLConnection, {}),
+    ],
+)
+def test_every_kind_keeps_its_own_class_and_counts_round_trips(url: str, base: type, expected: dict) -> None:
+    sent: list[int] = []
+    pool = connect(url, lambda: sent.append(1), socket_timeout=2.0).connection_pool
+    cls = pool.connection_class
+    assert issubclass(cls, base) and cls is not base
+    assert {k: pool.connection_kwargs.get(k) for k in expected} == expected
+    assert pool.connection_kwargs["socket_timeout"] == 2.0
+    packed = cls.pack_command(None, "CLIENT SETNAME", "x", 1)
+    assert packed == [b"*4\r\n$6\r\nCLIENT\r\n$7\r\nSETNAME\r\n$1\r\nx\r\n$1\r\n1\r\n"]
+
+
+def test_the_url_query_wins_over_ccgate_defaults() -> None:
+    pool = pool_of("redis://h/0?socket_timeout=7", socket_timeout=2.0)
+    assert pool.connection_kwargs["socket_timeout"] == 7.0
+
+
+def test_a_sentinel_url_names_its_sentinels_master_and_credentials() -> None:
+    client = connect("redis+sentinel://u:p%40ss@[::1]:26380,s2,s3:1/cache?sentinel_password=sp&socket_timeout=3")
+    pool = client.connection_pool
+    assert pool.service_name == "cache" and pool.is_master
+    assert pool.connection_kwargs["username"] == "u" and pool.connection_kwargs["password"] == "p@ss"
+    assert pool.connection_kwargs["db"] == 0
+    sentinels = client.sentinel.sentinels
+    assert [
+        (s.connection_pool.connection_kwargs["host"], s.connection_pool.connection_kwargs["port"]) for s in sentinels
+    ] == [
+        ("::1", 26380),
+        ("s2", 26379),
+        ("s3", 1),
+    ]
+    for s in sentinels:  # the sentinels' own password, never the master's; the same timeouts
+        assert s.connection_pool.connection_kwargs.get("password") == "sp"
+        assert s.connection_pool.connection_kwargs["socket_timeout"] == 3.0
+    asyncio.run(client.aclose())
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("http://h:6379", "one of redis://"),
+        ("redis+cluster://h:6379", "one of redis://"),
+        ("redis+sentinel://s1:26379", "MASTER"),
+        ("redis+sentinel:///mymaster", "at least one sentinel"),
+        ("redis+sentinel://s1:99999/m", "out of range"),
+        ("redis+sentinel://s1:26379/m/x", "is a number"),
+        ("redis+sentinel://s1:26379/m/0/extra", "MASTER/DB"),
+        ("redis://h/0?socket_timeout=soon", "socket_timeout"),
+    ],
+)
+def test_a_url_that_names_no_usable_redis_says_why(url: str, says: str) -> None:
+    with pytest.raises(RedisUrlError, match="REDIS_URL") as raised:
+        connect(url)
+    assert says in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:hunter2@h:6379/0", "redis://h:6379/0"),
+        ("rediss://u:hunter2@h/0?ssl_keyfile=/secret/k.pem", "rediss://h/0"),
+        ("redis+sentinel://:hunter2@s1:26379,s2:26379/mymaster/1", "redis+sentinel://s1:26379,s2:26379/mymaster/1"),
+        ("unix:///run/redis.sock?password=hunter2", "unix:///run/redis.sock"),
+        ("hunter2", "(not a URL)"),
+    ],
+)
+def test_the_url_in_logs_carries_no_password(url: str, shown: str) -> None:
+    assert describe(url) == shown
