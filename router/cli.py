@@ -205,6 +205,9 @@ def _serve(args: argparse.Namespace) -> int:
         print("ccgate: CCGATE_AUTH=keys keeps its keys and usage in Redis: set REDIS_URL", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
+    if problem := _redis_problem(settings.redis_url or policy.state.redis_url):
+        print(f"ccgate: {problem}", file=sys.stderr)
+        return 2
     if settings.workers > 1:
         from router.workers import supervise
 
@@ -224,6 +227,22 @@ def _serve(args: argparse.Namespace) -> int:
 
     serve(app, settings, drain)
     return 0
+
+
+def _redis_problem(url: str | None) -> str | None:
+    """What makes REDIS_URL unusable, said before serving: a URL that names no Redis, or a Redis
+    Cluster. A Redis that is down is not one: the gateway starts and routes on its own state."""
+    if not url:
+        return None
+    import asyncio
+
+    from router.state.redis_client import ClusterRefused, RedisUrlError, refuse_cluster
+
+    try:
+        asyncio.run(refuse_cluster(url))
+    except (RedisUrlError, ClusterRefused) as exc:
+        return str(exc)
+    return None
 
 
 def _loopback(host: str) -> bool:

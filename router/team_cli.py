@@ -18,7 +18,7 @@ from router.policy.schema import Policy
 from router.settings import Settings
 from router.state.accounting import MAX_DAYS, Accounting, last_days, summarize, usage_days
 from router.state.keys import KeyProblem, KeyStore
-from router.state.redis_client import RedisUrlError, connect, describe
+from router.state.redis_client import RedisUrlError, connect, describe, reason
 
 
 def run_team_command(args: argparse.Namespace) -> int:
@@ -48,7 +48,7 @@ def run_team_command(args: argparse.Namespace) -> int:
         print(f"ccgate: {exc}", file=sys.stderr)
         return 1
     except (OSError, redis.RedisError) as exc:
-        print(f"ccgate: cannot use Redis at {describe(url)}: {exc}", file=sys.stderr)
+        print(f"ccgate: cannot use Redis at {describe(url)}: {reason(exc)}", file=sys.stderr)
         return 1
 
 

@@ -335,6 +335,7 @@ class Accounting:
                 keys = ", ".join(sorted({identity.key for identity, *_ in batch}))
                 if failures > WRITE_ATTEMPTS:
                     log.warning("usage of key(s) %s not recorded (%s)", keys, type(exc).__name__)
+                    failures = 0  # what arrives next gets its own attempts
                     continue
                 log.info("usage of key(s) %s not written yet (%s): trying again", keys, type(exc).__name__)
                 self._pending[:0] = [(*entry[:6], True) for entry in batch]

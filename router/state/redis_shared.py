@@ -36,7 +36,7 @@ from typing import Any
 from redis.exceptions import NoScriptError
 
 from router.policy.affinity import Entry, PrefixView, SlotState
-from router.state.redis_client import connect, describe, refuse_cluster
+from router.state.redis_client import CLUSTER_REFUSED, connect, describe, is_cluster, reason
 from router.state.redis_failures import REDIS_FAILURES
 from router.state.shared import INDEX_TTL, LocalShared, ScriptCall, SharedView
 
@@ -93,11 +93,12 @@ class RedisShared(LocalShared):
         self._tasks: list[asyncio.Task[None]] = []
         self._written: set[str] = set()  # this replica's inflight fields in Redis
         self._written_held: set[str] = set()  # and its held fields
+        self._said_cluster = False
         self.changed = self._dirty.set
 
     async def start(self) -> None:
         try:
-            await refuse_cluster(self.client)
+            await self.client.ping()
         except REDIS_FAILURES as exc:
             self._failed(exc)
         self._tasks = [asyncio.create_task(self._heartbeat()), asyncio.create_task(self._publisher())]
@@ -296,6 +297,11 @@ class RedisShared(LocalShared):
             await self._sweep()
 
     async def _back(self) -> None:
+        if await is_cluster(self.client):  # unreachable at start-up, so not refused then
+            if not self._said_cluster:
+                log.error("redis at %s: %s", self.where, CLUSTER_REFUSED)
+                self._said_cluster = True
+            return
         self.up = True
         self._on_state(True)
         replay, self._replay = self._replay, []
@@ -342,10 +348,9 @@ class RedisShared(LocalShared):
             self.up = False
             self._on_state(False)
             log.warning(
-                "redis at %s unavailable (%s: %s): routing on this replica's own state until it returns",
+                "redis at %s unavailable (%s): routing on this replica's own state until it returns",
                 self.where,
-                type(exc).__name__,
-                str(exc)[:300],  # what to fix: refused, a certificate, a password, no master
+                reason(exc),  # what to fix: refused, a certificate, a password, no master
             )
 
     def _key(self, name: str) -> str:

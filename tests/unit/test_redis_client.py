@@ -9,7 +9,8 @@ import pytest
 from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
 from redis.asyncio.sentinel import SentinelManagedConnection, SentinelManagedSSLConnection
 
-from router.state.redis_client import RedisUrlError, connect, describe
+from router.state.redis_client import RedisUrlError, connect, describe, reason
+from tests.harness.procs import free_port
 
 
 def pool_of(url: str, **options):
@@ -64,6 +65,8 @@ def test_a_sentinel_url_names_its_sentinels_master_and_credentials() -> None:
     for s in sentinels:  # the sentinels' own password, never the master's; the same timeouts
         assert s.connection_pool.connection_kwargs.get("password") == "sp"
         assert s.connection_pool.connection_kwargs["socket_timeout"] == 3.0
+        # a hung sentinel costs one timeout, not redis-py's default ten retries with backoff (~26 s)
+        assert s.connection_pool.connection_kwargs["retry"].get_retries() == 0
     asyncio.run(client.aclose())
 
 
@@ -78,6 +81,19 @@ def test_a_sentinel_url_names_its_sentinels_master_and_credentials() -> None:
         ("redis+sentinel://s1:26379/m/x", "is a number"),
         ("redis+sentinel://s1:26379/m/0/extra", "MASTER/DB"),
         ("redis://h/0?socket_timeout=soon", "socket_timeout"),
+        ("redis+sentinel://s1/m/1?db=2", "given twice"),
+        ("redis://h/1?db=2", "given twice"),
+        ("redis+sentinel://s1/m/\u00b2", "is a number"),
+        ("redis+sentinel://s1/m/\u0663", "is a number"),
+        ("redis://h/abc", "is a number"),
+        ("redis+sentinel://[::1/m", "does not parse"),
+        ("redis+sentinel://s1:26379,/m", "sentinel 2 of 2"),
+        ("redis+sentinel://,s1/m", "sentinel 1 of 2"),
+        ("redis+sentinel://s1/m?sentinel_pasword=x", "?sentinel_pasword= is not an option"),
+        ("redis://h/0?ssl_ca_certs=/ca.pem", "TLS options need rediss://"),
+        ("redis://h/0?sentinel_password=x", "is not an option"),
+        ("redis://h/0#frag", "fragment"),
+        ("redis://a:1,b:2/0", "one host only"),
     ],
 )
 def test_a_url_that_names_no_usable_redis_says_why(url: str, says: str) -> None:
@@ -94,7 +110,46 @@ def test_a_url_that_names_no_usable_redis_says_why(url: str, says: str) -> None:
         ("redis+sentinel://:hunter2@s1:26379,s2:26379/mymaster/1", "redis+sentinel://s1:26379,s2:26379/mymaster/1"),
         ("unix:///run/redis.sock?password=hunter2", "unix:///run/redis.sock"),
         ("hunter2", "(not a URL)"),
+        ("redis://:hunter/2@h:6379/0", "redis://(not shown: it does not parse)"),
+        ("redis+sentinel://:hunter?2@s1/m", "redis+sentinel://(not shown: it does not parse)"),
+        ("redis+sentinel://:hunter#2@s1/m", "redis+sentinel://(not shown: it does not parse)"),
+        ("redis+sentinel://:p%40ss@[fe80::1%25eth0]:26379/m", "redis+sentinel://[fe80::1%25eth0]:26379/m"),
+        ("redis+sentinel://:pw@s1/m?sentinel_password=p@ss", "redis+sentinel://s1/m"),
     ],
 )
 def test_the_url_in_logs_carries_no_password(url: str, shown: str) -> None:
     assert describe(url) == shown
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:hunter/2@h:6379/0",
+        "redis+sentinel://:hunter?2@s1/m",
+        "redis+sentinel://:hunter#2@s1/m",
+        "redis+sentinel://u:hunter2x@s1:99999/m",
+        "rediss://:hunter2x@h:port/0",
+        "redis+sentinel://:hunter2x@s1/m/\u00b2",
+    ],
+)
+def test_an_error_about_a_url_never_shows_its_password(url: str) -> None:
+    with pytest.raises(RedisUrlError) as raised:
+        connect(url)
+    assert "hunter" not in str(raised.value), raised.value
+
+
+def test_a_sentinel_failure_is_said_without_the_connection_settings() -> None:
+    client = connect(f"rediss+sentinel://127.0.0.1:{free_port()}/m?ssl_keyfile=/secret/client.key", socket_timeout=1)
+
+    async def ping() -> BaseException:
+        try:
+            await client.ping()
+        except Exception as exc:  # noqa: BLE001 - what the gateway would log
+            return exc
+        finally:
+            await client.aclose()
+        raise AssertionError("no sentinel listens there")
+
+    said = reason(asyncio.run(ping()))
+    assert said.startswith("no sentinel names a healthy master 'm'") and "ConnectionError" in said, said
+    assert "/secret" not in said and len(said) < 300
