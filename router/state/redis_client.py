@@ -44,11 +44,13 @@ _SENTINEL_OWN = ("sentinel_password", "sentinel_username")
 _QUERY = {
     "db", "username", "password", "client_name", "protocol", "max_connections", "health_check_interval",
     "socket_timeout", "socket_connect_timeout", "socket_keepalive", "socket_read_size", "retry_on_timeout",
+    "legacy_responses",
 }  # fmt: skip
 _TLS_QUERY = {
-    "ssl_keyfile", "ssl_certfile", "ssl_password", "ssl_cert_reqs", "ssl_ca_certs", "ssl_ca_path",
-    "ssl_check_hostname", "ssl_ciphers", "ssl_min_version",
+    "ssl_keyfile", "ssl_certfile", "ssl_password", "ssl_cert_reqs", "ssl_ca_certs", "ssl_ca_path", "ssl_ca_data",
+    "ssl_check_hostname", "ssl_ciphers", "ssl_min_version", "ssl_include_verify_flags", "ssl_exclude_verify_flags",
 }  # fmt: skip
+_TCP_ONLY = {"socket_keepalive"}  # a Unix socket's connection takes no such option
 # A sentinel that hangs costs one socket timeout, not redis-py's default ten retries (~26 s)
 _NO_RETRY = Retry(NoBackoff(), 0)
 
@@ -77,9 +79,11 @@ def connect(url: str, on_round_trip: Callable[[], None] | None = None, **options
         parts = urlsplit(url)
     except ValueError:
         raise _bad(url, "it does not parse as a URL (a password's / ? # @ must be percent-encoded)") from None
+    if describe(url).endswith(_HIDDEN):  # nothing of it may be repeated: it may be a password
+        raise _bad(url, "its parts are ambiguous (a password's / ? # @ must be percent-encoded: %2F %3F %23 %40)")
     if parts.fragment:
         raise _bad(url, "a #fragment means nothing here (a password's # must be percent-encoded as %23)")
-    _check_query(url, parts.query, tls=scheme in ("rediss", "rediss+sentinel"), sentinel=scheme in SENTINEL_SCHEMES)
+    _check_query(url, parts.query, scheme)
     if scheme in SENTINEL_SCHEMES:
         return _sentinel_master(url, parts, SENTINEL_SCHEMES[scheme], on_round_trip, options)
     if scheme not in ("redis", "rediss", "unix"):
@@ -88,9 +92,9 @@ def connect(url: str, on_round_trip: Callable[[], None] | None = None, **options
         _hosts(url, parts.netloc, single=True)
         db = parts.path.strip("/")
         if db and not _DIGITS.match(db):
-            raise _bad(url, f"the database after the host is a number, not {db!r}")
-        if db and "db" in parse_qs(parts.query):
-            raise _bad(url, "the database is given twice (in the path and in ?db=)")
+            raise _bad(url, "the database after the host is a number")
+        if db and parse_qs(parts.query).get("db", [db]) != [db]:
+            raise _bad(url, "two databases are given (in the path and in ?db=)")
     try:
         parsed = parse_url(url)
     except ValueError as exc:
@@ -113,9 +117,13 @@ def describe(url: str) -> str:
     except ValueError:
         return f"{scheme}://(not shown: it does not parse)"
     hosts = parts.netloc.rpartition("@")[2]
-    clean = "@" not in parts.path + parts.fragment and all(_HOST_PORT.match(h) for h in hosts.split(",") if hosts)
+    # An @ after the host means a password with an unencoded / ? or # split it (in the query:
+    # where an option's name would be; a value, a key file's path say, may hold one).
+    names = "".join(item.partition("=")[0] for item in parts.query.split("&"))
+    stray = parts.path + parts.fragment + names
+    clean = "@" not in stray and all(_HOST_PORT.match(h) for h in hosts.split(",") if h)
     if not clean:
-        return f"{scheme}://(not shown: it does not parse)"
+        return f"{scheme}://{_HIDDEN}"
     return f"{scheme}://{hosts}{parts.path}"
 
 
@@ -134,9 +142,11 @@ def reason(exc: BaseException) -> str:
 
 async def is_cluster(client: redis.Redis) -> bool:
     """Whether the server is a Redis Cluster node. HELLO (any user may send it, unlike INFO) says
-    `mode`; a server or user that refuses it is taken for a plain Redis."""
+    `mode`; a server or user that refuses it is taken for a plain Redis. Without a protocol
+    version it changes nothing on the connection (with one, a pooled connection would answer in
+    another protocol than the client reads)."""
     try:
-        hello = await client.execute_command("HELLO", "2")
+        hello = await client.execute_command("HELLO")
     except RedisError:
         return False
     if isinstance(hello, list | tuple):
@@ -159,6 +169,9 @@ async def refuse_cluster(url: str) -> None:
             await client.aclose()
 
 
+_HIDDEN = "(not shown: it does not parse)"
+
+
 def _bad(url: str, why: str) -> RedisUrlError:
     return RedisUrlError(f"REDIS_URL {describe(url)}: {why}")
 
@@ -166,12 +179,17 @@ def _bad(url: str, why: str) -> RedisUrlError:
 _DIGITS = re.compile(r"^[0-9]+$")
 
 
-def _check_query(url: str, query: str, tls: bool, sentinel: bool) -> None:
-    allowed = _QUERY | (_TLS_QUERY if tls else set()) | (set(_SENTINEL_OWN) if sentinel else set())
+def _check_query(url: str, query: str, scheme: str) -> None:
+    allowed = _QUERY | (_TLS_QUERY if scheme in ("rediss", "rediss+sentinel") else set())
+    allowed |= set(_SENTINEL_OWN) if scheme in SENTINEL_SCHEMES else set()
+    allowed -= _TCP_ONLY if scheme == "unix" else set()
     for name in parse_qs(query, keep_blank_values=True):
-        if name not in allowed:
-            hint = " (TLS options need rediss://)" if name in _TLS_QUERY else ""
-            raise _bad(url, f"?{name}= is not an option ccgate passes to Redis{hint}")
+        if name in allowed:
+            continue
+        if not re.fullmatch(r"[a-z_]{1,40}", name):  # not an option's name: never repeated
+            raise _bad(url, "its query does not parse (a password's ? must be percent-encoded as %3F)")
+        hint = " (TLS options need rediss://)" if name in _TLS_QUERY else ""
+        raise _bad(url, f"?{name}= is not an option ccgate passes to Redis{hint}")
 
 
 def _sentinel_master(
@@ -189,11 +207,12 @@ def _sentinel_master(
     except ValueError as exc:
         said = str(exc)
         raise _bad(url, said if said.startswith("Invalid value for") else "its query does not parse") from None
-    if len(path) == 2 and "db" in query:
-        raise _bad(url, "the database is given twice (after the master's name and in ?db=)")
-    db_text = path[1] if len(path) == 2 else str(query.pop("db", 0))
+    if len(path) == 2 and "db" in query and str(query["db"]) != path[1]:
+        raise _bad(url, "two databases are given (after the master's name and in ?db=)")
+    db_text = path[1] if len(path) == 2 else str(query.get("db", 0))
+    query.pop("db", None)
     if not _DIGITS.match(db_text):
-        raise _bad(url, f"the database after the master's name is a number, not {db_text!r}")
+        raise _bad(url, "the database after the master's name is a number")
     query.pop("host", None)
     own = {k.removeprefix("sentinel_"): query.pop(k) for k in _SENTINEL_OWN if k in query}
     settings = {**options, **query}

@@ -285,16 +285,22 @@ class RedisShared(LocalShared):
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(HEARTBEAT)
-            if not self.up:
-                try:
-                    # Connections from before the outage point at a dead server: start afresh.
-                    await self.client.connection_pool.disconnect()
-                    await self.client.ping()
-                except REDIS_FAILURES:
-                    continue
-                await self._back()
-            await self._publish()
-            await self._sweep()
+            try:
+                await self._beat()
+            except Exception:  # a bug here must not end the heartbeat: other replicas sweep us
+                log.exception("shared state: heartbeat failed; trying again in %ss", HEARTBEAT)
+
+    async def _beat(self) -> None:
+        if not self.up:
+            try:
+                # Connections from before the outage point at a dead server: start afresh.
+                await self.client.connection_pool.disconnect()
+                await self.client.ping()
+            except REDIS_FAILURES:
+                return
+            await self._back()
+        await self._publish()
+        await self._sweep()
 
     async def _back(self) -> None:
         if await is_cluster(self.client):  # unreachable at start-up, so not refused then

@@ -13,6 +13,7 @@ import os
 import secrets
 from pathlib import Path
 
+from router.state.redis_client import reason
 from router.state.redis_failures import REDIS_FAILURES
 from router.state.redis_shared import RedisShared
 from router.state.shared import LocalShared
@@ -62,6 +63,6 @@ async def shared_secret(shared: LocalShared, mine: bytes) -> bytes:
         await shared.client.set(key, mine.decode(), nx=True)
         stored = await shared.client.get(key)
     except REDIS_FAILURES as exc:
-        log.warning("cannot share the marking secret through Redis (%s): using this install's", exc)
+        log.warning("cannot share the marking secret through Redis (%s): using this install's", reason(exc))
         return mine
     return str(stored).encode() if stored else mine

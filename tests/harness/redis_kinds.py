@@ -7,7 +7,6 @@ All of it is Debian's redis-server (7.0, built with TLS): `--tls-port` for TLS, 
 from __future__ import annotations
 
 import shutil
-import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import redis
 import trustme
 
-from tests.harness.procs import Process, free_port, start_redis
+from tests.harness.procs import Process, free_port, listening, start_redis
 from tests.harness.wait import wait_until
 
 
@@ -96,7 +95,7 @@ def start_sentinel_group(logdir: Path, folder: Path, down_after_ms: int = 1000) 
         f"sentinel-{port}", [_redis_server(), str(conf), "--sentinel"], port, logdir / f"sentinel-{port}.log"
     )
     sentinel.launch()
-    wait_until(lambda: _listening(port), "the sentinel listens")
+    wait_until(lambda: listening(port), "the sentinel listens")
     group = SentinelGroup(master, replica, sentinel)
     wait_until(lambda: _sentinel_knows_replica(port, group.name), "the sentinel knows the replica")
     return group
@@ -106,14 +105,6 @@ def _redis_server() -> str:
     binary = shutil.which("redis-server")
     assert binary, "redis-server is not installed: run ./scripts/test"
     return binary
-
-
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
 
 
 def _link_up(port: int) -> bool:

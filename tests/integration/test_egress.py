@@ -25,7 +25,7 @@ import pytest
 import trustme
 
 from tests.conftest import write_policy
-from tests.harness.procs import Process, free_port, start_gateway
+from tests.harness.procs import Process, free_port, listening, start_gateway
 from tests.harness.wait import wait_until
 
 
@@ -79,7 +79,7 @@ def start_upstream(logdir: Path, pki: Pki, client_ca: bool = False) -> Process:
 @pytest.fixture(scope="module")
 def upstream(logdir: Path, pki: Pki) -> Iterator[Process]:
     proc = start_upstream(logdir, pki)
-    wait_until(lambda: _listening(proc.port), "the HTTPS upstream listens")
+    wait_until(lambda: listening(proc.port), "the HTTPS upstream listens")
     trusting = ssl.create_default_context(cafile=str(pki.ca))
     assert httpx.get(f"https://localhost:{proc.port}/health", verify=trusting, timeout=10).status_code == 200
     yield proc
@@ -94,17 +94,9 @@ def proxy(logdir: Path) -> Iterator[Process]:
     args = [sys.executable, "-m", "proxy", "--hostname", "127.0.0.1", "--port", str(port)]
     args += ["--basic-auth", "user:pw", "--num-workers", "1", "--num-acceptors", "1", "--log-file", str(log)]
     proc = Process(f"proxy-{port}", args, port, logdir / f"proxy-{port}.out").launch()
-    wait_until(lambda: _listening(port), "the proxy listens")
+    wait_until(lambda: listening(port), "the proxy listens")
     yield proc
     proc.stop()
-
-
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def tunnels(proxy: Process) -> int:
@@ -175,7 +167,7 @@ def test_a_private_ca_from_the_backend_or_the_environment(gateway, upstream: Pro
 def test_a_client_certificate_when_the_server_asks_for_one(gateway, logdir: Path, pki: Pki) -> None:
     strict = start_upstream(logdir, pki, client_ca=True)
     try:
-        wait_until(lambda: _listening(strict.port), "the strict upstream listens")
+        wait_until(lambda: listening(strict.port), "the strict upstream listens")
         without, _ = gateway(strict, ca_file=str(pki.ca))
         r = ask(without, "n-no-cert")
         assert r.status_code in (502, 529) and "n-no-cert" not in r.text, r.text

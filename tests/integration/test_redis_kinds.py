@@ -4,6 +4,8 @@ Redis Cluster, which ccgate refuses at start-up with the reason. All real redis-
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import subprocess
 import sys
@@ -17,11 +19,13 @@ import pytest
 import redis
 import yaml
 
+from router.state.redis_client import connect
+from router.state.redis_shared import RedisShared
 from tests.conftest import write_policy
 from tests.harness.procs import Process, free_port, start_gateway, start_redis
 from tests.harness.redis_kinds import Pki, SentinelGroup, start_sentinel_group, start_tls_redis, wait_for_failover
 from tests.harness.team import ADMIN_TOKEN
-from tests.harness.wait import wait_until
+from tests.harness.wait import PATIENCE, wait_until
 from tests.integration.test_metrics import scrape, value
 from tests.integration.test_passthrough import ask
 from tests.integration.test_team import error_of
@@ -210,3 +214,35 @@ def test_a_redis_cluster_is_refused_at_start_with_the_reason(logdir: Path, tmp_p
         assert "Redis Cluster is not supported" in str(failed.value)
     finally:
         node.stop()
+
+
+def test_a_redis_that_appears_after_start_up_is_used_and_the_heartbeat_goes_on(logdir: Path, caplog) -> None:
+    """A replica started before its Redis finds it at a heartbeat, and keeps beating after (the
+    check that refuses a Redis Cluster found then must leave the pooled connection as it was)."""
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+
+    async def run() -> None:
+        shared = RedisShared(url, prefix=f"late-{port}:")
+        await shared.start()
+        assert not shared.up
+        redis_server = start_redis(logdir, port)
+        direct = connect(url, decode_responses=True)
+        try:
+            deadline = time.monotonic() + 60 * PATIENCE
+            beats: set[str] = set()
+            while len(beats) < 3:  # three heartbeats written after Redis appeared
+                assert time.monotonic() < deadline, f"heartbeats seen: {beats}; up: {shared.up}"
+                if (beat := await direct.hget(f"late-{port}:alive", shared.replica)) is not None:
+                    beats.add(beat)
+                await asyncio.sleep(0.05)
+            assert shared.up and not any(task.done() for task in shared._tasks)
+            await shared.view([])
+            failed = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+            assert not failed, failed  # e.g. answers read in another protocol than they came in
+        finally:
+            await shared.stop()
+            await direct.aclose()
+            redis_server.stop()
+
+    asyncio.run(run())

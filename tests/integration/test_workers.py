@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.harness.procs import Process
+from tests.harness.procs import Process, listening
 from tests.harness.wait import wait_until
 from tests.integration.test_metrics import scrape, total
 from tests.integration.test_passthrough import ask
@@ -31,11 +30,7 @@ def alive(pid: int) -> bool:
 
 
 def port_refuses(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return False
-    except OSError:
-        return True
+    return not listening(port, timeout=1)
 
 
 @pytest.fixture

@@ -43,6 +43,32 @@ def test_every_kind_keeps_its_own_class_and_counts_round_trips(url: str, base: t
     assert packed == [b"*4\r\n$6\r\nCLIENT\r\n$7\r\nSETNAME\r\n$1\r\nx\r\n$1\r\n1\r\n"]
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://localhost",
+        "redis://:pw@host:6379",
+        "redis://user:pw@host:6379/0?protocol=3",
+        "rediss://host:6380?ssl_cert_reqs=none",
+        "unix:///tmp/redis.sock?db=1&password=x",
+        "redis://[::1]:6379/0",
+        "rediss://default:TOKEN@xxx.upstash.io:6379",
+        "rediss://:KEY@name.redis.cache.windows.net:6380/0",
+        "redis://my_host:6379/",
+        "REDIS://host/2?db=2",
+        "redis://host?db=1",
+        "redis://:p%40ss%2Fw%3Fd@host/0",
+        "rediss://h/0?ssl_keyfile=/home/a@b/k.pem",
+    ],
+)
+def test_urls_redis_py_takes_are_taken_alike(url: str) -> None:
+    import redis.asyncio as plain
+
+    ours, theirs = pool_of(url).connection_kwargs, plain.Redis.from_url(url).connection_pool.connection_kwargs
+    keys = {"host", "port", "db", "username", "password", "path", "protocol", "ssl_cert_reqs", "ssl_keyfile"}
+    assert {k: ours.get(k) for k in keys} == {k: theirs.get(k) for k in keys}
+
+
 def test_the_url_query_wins_over_ccgate_defaults() -> None:
     pool = pool_of("redis://h/0?socket_timeout=7", socket_timeout=2.0)
     assert pool.connection_kwargs["socket_timeout"] == 7.0
@@ -81,8 +107,8 @@ def test_a_sentinel_url_names_its_sentinels_master_and_credentials() -> None:
         ("redis+sentinel://s1:26379/m/x", "is a number"),
         ("redis+sentinel://s1:26379/m/0/extra", "MASTER/DB"),
         ("redis://h/0?socket_timeout=soon", "socket_timeout"),
-        ("redis+sentinel://s1/m/1?db=2", "given twice"),
-        ("redis://h/1?db=2", "given twice"),
+        ("redis+sentinel://s1/m/1?db=2", "two databases"),
+        ("redis://h/1?db=2", "two databases"),
         ("redis+sentinel://s1/m/\u00b2", "is a number"),
         ("redis+sentinel://s1/m/\u0663", "is a number"),
         ("redis://h/abc", "is a number"),
@@ -94,6 +120,11 @@ def test_a_sentinel_url_names_its_sentinels_master_and_credentials() -> None:
         ("redis://h/0?sentinel_password=x", "is not an option"),
         ("redis://h/0#frag", "fragment"),
         ("redis://a:1,b:2/0", "one host only"),
+        ("unix:///x.sock?socket_keepalive=true", "?socket_keepalive= is not an option"),
+        ("redis://u:1234?x@host/0", "ambiguous"),
+        ("rediss://default:ab?cd@x.upstash.io:6379", "ambiguous"),
+        ("redis://admin:1234/secret@redis.internal:6379", "ambiguous"),
+        ("redis+sentinel://admin:26379/Sec@h1:26379", "ambiguous"),
     ],
 )
 def test_a_url_that_names_no_usable_redis_says_why(url: str, says: str) -> None:
@@ -130,6 +161,10 @@ def test_the_url_in_logs_carries_no_password(url: str, shown: str) -> None:
         "redis+sentinel://u:hunter2x@s1:99999/m",
         "rediss://:hunter2x@h:port/0",
         "redis+sentinel://:hunter2x@s1/m/\u00b2",
+        "redis://u:hunter2x?x@host/0",
+        "rediss://default:hunter?2x@x.upstash.io:6379",
+        "redis://admin:1234/hunter2x@redis.internal:6379",
+        "redis+sentinel://admin:26379/ab/hunter2x@h1",
     ],
 )
 def test_an_error_about_a_url_never_shows_its_password(url: str) -> None:
