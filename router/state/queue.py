@@ -19,6 +19,7 @@ class SlotQueue:
         self.client = client
         self.prefix = prefix
         self._local: dict[str, list[tuple[float, str]]] = {}  # backend → (deadline, ticket), in order
+        self._arrivals: dict[str, float] = {}  # ticket → when it joined, while it waits
 
     def _key(self, backend: str) -> str:
         return f"{self.prefix}queue:{backend}"
@@ -27,6 +28,7 @@ class SlotQueue:
         now = time.time()
         ticket = f"{now + wait:.3f}|{uuid.uuid4().hex}"
         self._local.setdefault(backend, []).append((now + wait, ticket))
+        self._arrivals[ticket] = now
         if self.client is not None:
             with contextlib.suppress(*REDIS_FAILURES):  # Redis away: this replica's own order holds
                 await self.client.zadd(self._key(backend), {ticket: now})
@@ -43,8 +45,15 @@ class SlotQueue:
             waiting = await self.client.zrange(self._key(backend), 0, 15)
         except REDIS_FAILURES:
             return bool(local) and local[0][1] == ticket
-        for member in waiting:
-            member = member.decode() if isinstance(member, bytes) else member
+        members = [m.decode() if isinstance(m, bytes) else m for m in waiting]
+        if ticket not in members and len(members) < 16 and ticket in self._arrivals:
+            # Not in the queue at all: it joined while Redis was away, or a failover lost it (the
+            # old master had not passed it on). Back in its place, by its arrival (the next look
+            # decides); else it would wait out its whole deadline behind nobody.
+            with contextlib.suppress(*REDIS_FAILURES):
+                await self.client.zadd(self._key(backend), {ticket: self._arrivals[ticket]}, nx=True)
+            return False
+        for member in members:
             if member == ticket:
                 return True
             if _deadline(member) > now:
@@ -55,6 +64,7 @@ class SlotQueue:
 
     async def leave(self, backend: str, ticket: str) -> None:
         self._local[backend] = [t for t in self._local.get(backend, []) if t[1] != ticket]
+        self._arrivals.pop(ticket, None)
         if self.client is not None:
             with contextlib.suppress(*REDIS_FAILURES):
                 await self.client.zrem(self._key(backend), ticket)

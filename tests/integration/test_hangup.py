@@ -108,7 +108,9 @@ def test_a_hang_up_while_waiting_for_a_slot_never_reaches_the_box(make_team, gem
 
     def hold() -> None:
         path, body = body_for("anthropic", False, long_prompt(300))
-        body["max_tokens"] = 40
+        # long enough to hold the slot while the test queues the waiter and hangs it up, on a
+        # loaded machine too (with 40 tokens the slot freed first, and the waiter was sent)
+        body["max_tokens"] = 400
         r = httpx.post(gw.url + path, json=body, headers={"x-api-key": holder_key}, timeout=600)
         held["status"] = r.status_code
         usage = r.json()["usage"] if r.status_code == 200 else {}
@@ -128,6 +130,7 @@ def test_a_hang_up_while_waiting_for_a_slot_never_reaches_the_box(make_team, gem
         return False
 
     wait_until(queued, "the second request waits in ccgate's queue")
+    assert processing(gemma), "the holder finished before the waiter was hung up: nothing was tested"
     waiter.close()
     wait_until(lambda: not queued(), "the queue is empty again")
     holder.join(timeout=600)

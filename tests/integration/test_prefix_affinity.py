@@ -104,7 +104,7 @@ def test_redis_stopped_and_restarted_mid_run_fails_no_request(
     samples = scrape(gw)
     assert value(samples, "ccgate_state_redis_errors_total") >= 1
     log = gw.log.read_text()
-    assert log.count("redis unavailable") == 1 and "redis is back" in log
+    assert log.count("unavailable (ConnectionError") == 1 and "redis is back" in log
 
 
 def test_a_breaker_one_replica_opened_is_open_for_all(

@@ -19,6 +19,7 @@ import pytest
 import redis
 import yaml
 
+from router.state.queue import SlotQueue
 from router.state.redis_client import connect
 from router.state.redis_shared import RedisShared
 from tests.conftest import write_policy
@@ -244,5 +245,30 @@ def test_a_redis_that_appears_after_start_up_is_used_and_the_heartbeat_goes_on(l
             await shared.stop()
             await direct.aclose()
             redis_server.stop()
+
+    asyncio.run(run())
+
+
+def test_a_wait_ticket_that_a_failover_lost_takes_its_place_again(redis_url: str) -> None:
+    """`when_busy: wait` tickets live in Redis; one written just before a failover may not have
+    reached the replica. Its waiter puts it back by its arrival, rather than waiting out its whole
+    deadline behind nobody."""
+
+    async def run() -> None:
+        client = connect(redis_url)
+        queue = SlotQueue(client, prefix=f"lost-{os.urandom(4).hex()}:")
+        older = await queue.join("local", 60)
+        newer = await queue.join("local", 60)
+        await client.delete(queue._key("local"))  # what the promoted replica never got
+        try:
+            assert not await queue.first("local", newer)  # puts itself back, behind nobody yet
+            assert not await queue.first("local", older)  # and so does the older one...
+            assert await queue.first("local", older)  # ...which is first again
+            assert not await queue.first("local", newer)
+            await queue.leave("local", older)
+            assert await queue.first("local", newer)
+        finally:
+            await queue.leave("local", newer)
+            await client.aclose()
 
     asyncio.run(run())
