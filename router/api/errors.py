@@ -8,11 +8,13 @@ import logging
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
 from opentelemetry import trace
+from redis.exceptions import RedisError
 
 from router.dispatch import DispatchFailed
 from router.policy.features import client_kind
 from router.protocol.anthropic import InvalidRequest
 from router.protocol.errors import anthropic_error_body, openai_error_body
+from router.state.redis_client import reason
 from router.telemetry import record
 from router.telemetry.tracing import trace_id
 
@@ -129,9 +131,20 @@ def header_safe(text: str, limit: int = 512) -> str:
     return text.encode("ascii", "replace").decode()[:limit].replace("\r", " ").replace("\n", " ")
 
 
+def on_redis_unavailable(request: Request, exc: RedisError) -> Response[dict]:
+    """Keys, usage and the other /admin/ reads need Redis: while it is away (down, failing over)
+    they say so and when to try again, never a 500. (The model routes handle it themselves.)"""
+    log.warning("%s %s: Redis unavailable (%s)", request.method, request.url.path, reason(exc))
+    _count_refused(request, 503)
+    message = "Redis is unavailable (keys and usage live there); retry shortly"
+    response = error_response(503, message, "api_error", {"retry-after": "1"}, openai_path(request.url.path))
+    return traced(request, response)
+
+
 EXCEPTION_HANDLERS = {
     InvalidRequest: on_invalid_request,
     DispatchFailed: on_dispatch_failed,
     HTTPException: on_http_exception,
+    RedisError: on_redis_unavailable,
     Exception: on_unexpected,
 }

@@ -70,7 +70,8 @@ class Reservation:
 
 # who, backend, cloud?, tokens, when, the reservation, and whether its usage hash was written
 # already (a batch tried again after a failure settles again, safely, but adds no usage twice)
-Pending = tuple[Identity, str, bool, Usage | None, float, Reservation | None, bool]
+# (..., an id of its own: a usage write tried again after a failure counts once, see RECORD)
+Pending = tuple[Identity, str, bool, Usage | None, float, Reservation | None, str]
 
 # KEYS: request log, token log, budget counter, token sum, budget reservations, their sum.
 # ARGV: rpm, tpm, a unique member, the budget (0: none), the request's estimate, the budget
@@ -156,6 +157,18 @@ return {0, made, 0, used, spent, full}
 # 0: no tpm limit), the cloud tokens used, the budget counter's life (s). It settles once (the
 # marker): a batch sent again after Redis failed under it counts nothing twice; and a
 # reservation gone already (its minute passed, or its hold lapsed) is not taken off twice.
+# KEYS: the answer's marker, the day's usage hash. ARGV: the marker's life, the hash's, then
+# field/tokens pairs. A batch that failed may or may not have reached Redis (a reply lost after
+# the write, or a connection refused before it): sent again, the marker makes it count once.
+RECORD = """
+if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
+  for i = 3, #ARGV, 2 do redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1]) end
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
+end
+return 1
+"""
+RECORD_MARK_TTL = 600  # seconds: longer than a batch is tried again (WRITE_ATTEMPTS)
+
 SETTLE = """
 if not redis.call('SET', KEYS[6], '1', 'NX', 'EX', 600) then return 0 end
 if redis.call('ZREM', KEYS[1], ARGV[2] .. ':r:' .. ARGV[1]) == 1 then redis.call('DECRBY', KEYS[2], ARGV[2]) end
@@ -216,6 +229,7 @@ class Accounting:
         self.prefix = prefix
         self._admit = client.register_script(ADMIT)
         self._settle = client.register_script(SETTLE)
+        self._record = client.register_script(RECORD)
         self._pending: list[Pending] = []
         self._writer: asyncio.Task[None] | None = None
         self._unchecked_said = -1e9  # when "limits not checked" was last logged
@@ -298,7 +312,7 @@ class Accounting:
         so under load many answers share a round trip to Redis, and none waits for one."""
         if not usage.total and reservation is None:
             return
-        self._queue((identity, backend, cloud, usage, time.time(), reservation, False))
+        self._queue((identity, backend, cloud, usage, time.time(), reservation, uuid.uuid4().hex))
 
     @staticmethod
     def reservation_of(call: ScriptCall | None) -> Reservation | None:
@@ -312,7 +326,7 @@ class Accounting:
         """A request that got no answer (refused by every backend, the client gone) frees what
         admission set aside for it."""
         if reservation is not None:
-            self._queue((identity, "", False, None, time.time(), reservation, False))
+            self._queue((identity, "", False, None, time.time(), reservation, ""))
 
     def _queue(self, pending: Pending) -> None:
         self._pending.append(pending)
@@ -338,13 +352,11 @@ class Accounting:
                     failures = 0  # what arrives next gets its own attempts
                     continue
                 log.info("usage of key(s) %s not written yet (%s): trying again", keys, type(exc).__name__)
-                self._pending[:0] = [(*entry[:6], True) for entry in batch]
+                self._pending[:0] = batch
                 await asyncio.sleep(min(failures, WRITE_PAUSE_MAX))
 
     async def _queue_batch(self, pipe: Pipeline, batch: list[Pending]) -> None:
-        counts: dict[tuple[str, str], int] = {}  # (usage hash, field) -> tokens, summed over the batch
-        expiring: set[str] = set()
-        for identity, backend, cloud, usage, now, reservation, counted in batch:
+        for identity, backend, cloud, usage, now, reservation, ident in batch:
             total = usage.total if usage is not None else 0
             limits = identity.limits
             if limits.tpm or reservation is not None or (cloud and total):
@@ -362,19 +374,16 @@ class Accounting:
                 args = [member, held, total if limits.tpm else 0, total if cloud else 0, BUDGET_TTL]
                 # a script in a pipeline is loaded first if Redis does not know it (after a restart)
                 await self._settle(keys=keys, args=args, client=pipe)
-            if usage is None or counted:  # (a usage hash may have taken the first try: not twice)
+            if usage is None:
                 continue
-            usage_key = self._key("usage", budget_period(now, "day"))
-            expiring.add(usage_key)
             model = (usage.model or "?").replace("\t", " ")[:120]
+            fields: list[str | int] = []
             for kind, n in (*usage.counts(), ("estimated", usage.estimated)):
                 if n:
-                    field = f"{identity.key}\t{identity.team}\t{backend}\t{model}\t{kind}"
-                    counts[usage_key, field] = counts.get((usage_key, field), 0) + n
-        for (usage_key, field), n in counts.items():
-            pipe.hincrby(usage_key, field, n)
-        for usage_key in expiring:
-            pipe.expire(usage_key, USAGE_TTL)
+                    fields += [f"{identity.key}\t{identity.team}\t{backend}\t{model}\t{kind}", n]
+            if fields:
+                keys = [self._key("recorded", ident), self._key("usage", budget_period(now, "day"))]
+                await self._record(keys=keys, args=[RECORD_MARK_TTL, USAGE_TTL, *fields], client=pipe)
 
     async def usage(self, days: Iterable[str]) -> list[UsageRow]:
         """What was used on these days (YYYY-MM-DD)."""

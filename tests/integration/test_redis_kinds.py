@@ -19,6 +19,9 @@ import pytest
 import redis
 import yaml
 
+from router.policy.identity import Identity
+from router.protocol.usage import Usage
+from router.state.accounting import Accounting, last_days
 from router.state.queue import SlotQueue
 from router.state.redis_client import connect
 from router.state.redis_shared import RedisShared
@@ -270,5 +273,46 @@ def test_a_wait_ticket_that_a_failover_lost_takes_its_place_again(redis_url: str
         finally:
             await queue.leave("local", newer)
             await client.aclose()
+
+    asyncio.run(run())
+
+
+def test_usage_that_could_not_be_written_counts_once_when_redis_is_back(logdir: Path) -> None:
+    """An answer's usage written while Redis is away (down, failing over) is tried again, and
+    counted exactly once: a batch that failed may have reached Redis or not, and each answer's
+    write carries a marker that makes a second try a no-op."""
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    prefix = f"once-{port}:"
+
+    async def run() -> None:
+        client = connect(url, socket_connect_timeout=0.5, socket_timeout=2.0, decode_responses=True)
+        accounting = Accounting(client, prefix)
+        alice = Identity(key="alice", team="core")
+        accounting.record(alice, "cloud", True, Usage(input=100, output=7, model="m"))  # Redis is not there
+        await asyncio.sleep(0)  # the writer's first try fails at connect
+        redis_server = start_redis(logdir, port)
+        try:
+            await accounting.drain(within=60 * PATIENCE)  # tried again until Redis takes it
+            accounting.record(alice, "cloud", True, Usage(input=1, output=1, model="m"))
+            await accounting.drain()
+            rows = await accounting.usage(last_days(1))
+            got = {r.kind: r.tokens for r in rows if r.key == "alice"}
+            assert got == {"input": 101, "output": 8}, got
+            # a batch sent twice (its reply lost the first time) counts once
+            done = ("alice", "core", "cloud", "m")
+            await accounting._record(
+                keys=[f"{prefix}recorded:again", f"{prefix}usage:{last_days(1)[0]}"],
+                args=[600, 86400, "\t".join((*done, "output")), 5],
+            )
+            await accounting._record(
+                keys=[f"{prefix}recorded:again", f"{prefix}usage:{last_days(1)[0]}"],
+                args=[600, 86400, "\t".join((*done, "output")), 5],
+            )
+            rows = await accounting.usage(last_days(1))
+            assert {r.kind: r.tokens for r in rows if r.key == "alice"}["output"] == 13
+        finally:
+            await client.aclose()
+            redis_server.stop()
 
     asyncio.run(run())
