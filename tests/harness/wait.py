@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -30,12 +30,20 @@ def wait_until(condition: Callable[[], T], what: str, within: float = 60.0, ever
         time.sleep(every)
 
 
-async def wait_until_async(condition: Callable[[], T], what: str, within: float = 60.0, every: float = 0.005) -> T:
-    """wait_until for a test on the event loop: the loop runs (servers, transports) between looks."""
+async def wait_until_async(
+    condition: Callable[[], T | Awaitable[T]], what: str, within: float = 60.0, every: float = 0.005
+) -> T:
+    """wait_until for a test on the event loop: the loop runs (servers, transports) between looks.
+    `condition` may be a coroutine function (a look that asks Redis, say)."""
     import asyncio
+    import inspect
+
+    async def look() -> T:
+        got = condition()
+        return await got if inspect.isawaitable(got) else got  # type: ignore[return-value]
 
     deadline = time.monotonic() + within * PATIENCE
-    while not (last := condition()):
+    while not (last := await look()):
         if time.monotonic() >= deadline:
             raise AssertionError(f"gave up after {within * PATIENCE:g}s waiting until {what}")
         await asyncio.sleep(every)

@@ -29,7 +29,7 @@ from tests.conftest import write_policy
 from tests.harness.procs import Process, free_port, start_gateway, start_redis
 from tests.harness.redis_kinds import Pki, SentinelGroup, start_sentinel_group, start_tls_redis, wait_for_failover
 from tests.harness.team import ADMIN_TOKEN
-from tests.harness.wait import PATIENCE, wait_until
+from tests.harness.wait import PATIENCE, wait_until, wait_until_async
 from tests.integration.test_metrics import scrape, value
 from tests.integration.test_passthrough import ask
 from tests.integration.test_team import error_of
@@ -233,13 +233,14 @@ def test_a_redis_that_appears_after_start_up_is_used_and_the_heartbeat_goes_on(l
         redis_server = start_redis(logdir, port)
         direct = connect(url, decode_responses=True)
         try:
-            deadline = time.monotonic() + 60 * PATIENCE
             beats: set[str] = set()
-            while len(beats) < 3:  # three heartbeats written after Redis appeared
-                assert time.monotonic() < deadline, f"heartbeats seen: {beats}; up: {shared.up}"
+
+            async def three_beats() -> bool:  # three heartbeats written after Redis appeared
                 if (beat := await direct.hget(f"late-{port}:alive", shared.replica)) is not None:
                     beats.add(beat)
-                await asyncio.sleep(0.05)
+                return len(beats) >= 3
+
+            await wait_until_async(three_beats, "the replica heartbeats three times on the Redis it found")
             assert shared.up and not any(task.done() for task in shared._tasks)
             await shared.view([])
             failed = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
@@ -277,20 +278,25 @@ def test_a_wait_ticket_that_a_failover_lost_takes_its_place_again(redis_url: str
     asyncio.run(run())
 
 
-def test_usage_that_could_not_be_written_counts_once_when_redis_is_back(logdir: Path) -> None:
+def test_usage_that_could_not_be_written_counts_once_when_redis_is_back(logdir: Path, caplog) -> None:
     """An answer's usage written while Redis is away (down, failing over) is tried again, and
     counted exactly once: a batch that failed may have reached Redis or not, and each answer's
     write carries a marker that makes a second try a no-op."""
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
     prefix = f"once-{port}:"
+    caplog.set_level(logging.INFO, logger="ccgate.accounting")
 
     async def run() -> None:
         client = connect(url, socket_connect_timeout=0.5, socket_timeout=2.0, decode_responses=True)
         accounting = Accounting(client, prefix)
         alice = Identity(key="alice", team="core")
         accounting.record(alice, "cloud", True, Usage(input=100, output=7, model="m"))  # Redis is not there
-        await asyncio.sleep(0)  # the writer's first try fails at connect
+
+        def failed_once() -> bool:
+            return any("not written yet" in r.getMessage() for r in caplog.records)
+
+        await wait_until_async(failed_once, "the writer's first try failed (nothing listens)")
         redis_server = start_redis(logdir, port)
         try:
             await accounting.drain(within=60 * PATIENCE)  # tried again until Redis takes it
