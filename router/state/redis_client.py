@@ -115,7 +115,7 @@ def describe(url: str) -> str:
     try:
         parts = urlsplit(url)
     except ValueError:
-        return f"{scheme}://(not shown: it does not parse)"
+        return f"{scheme}://{_HIDDEN}"
     hosts = parts.netloc.rpartition("@")[2]
     # An @ after the host means a password with an unencoded / ? or # split it (in the query:
     # where an option's name would be; a value, a key file's path say, may hold one).
