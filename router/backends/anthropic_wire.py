@@ -18,7 +18,7 @@ from router.backends.stream import collect, first_event, streaming_reply
 from router.backends.tool_guarding import guard_body, guard_for, guarded, runaway_for
 from router.policy.prefix import without_billing_header
 from router.policy.schema import BackendConfig
-from router.protocol.anthropic import with_fields
+from router.protocol.anthropic import InvalidRequest, with_fields
 from router.protocol.errors import upstream_error_message, upstream_error_type
 from router.protocol.sse import Event
 
@@ -168,8 +168,16 @@ class LlamaCppBackend(AnthropicWireBackend):
         self._chat = OpenAIWireBackend(name, config, self.http)
 
     async def messages(self, incoming: Incoming) -> Reply:
+        # llama-server's /v1/messages keeps only the Anthropic fields when it converts a body
+        # (server_chat_convert_anthropic_to_oai): `id_slot` is dropped and the server picks the
+        # slot. Pinned to a slot, a request goes to Chat Completions, which honours it.
         if incoming.native is not None:
             return await self._chat.messages(incoming)
+        if incoming.slot is not None:
+            try:
+                return await self._chat.messages(incoming)
+            except InvalidRequest:  # a block Chat Completions cannot carry (a PDF): as llama-server's
+                pass  # own conversion does (it drops it), on its /v1/messages, unpinned
         return await super().messages(incoming)
 
     async def probe(self, suspect: bool = False) -> Probe:

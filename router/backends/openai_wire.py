@@ -7,7 +7,15 @@ from collections.abc import Iterable
 import msgspec
 
 from router.backends.anthropic_wire import llama_changes
-from router.backends.base import BackendProtocolError, BackendRunaway, Incoming, Probe, Reply
+from router.backends.base import (
+    BackendError,
+    BackendHTTPError,
+    BackendProtocolError,
+    BackendRunaway,
+    Incoming,
+    Probe,
+    Reply,
+)
 from router.backends.credentials import credentials
 from router.backends.http import UpstreamClient
 from router.backends.llama_probe import LlamaProbe
@@ -15,6 +23,7 @@ from router.backends.stream import collect, streaming_reply
 from router.backends.tool_guarding import guard_body, guard_for, guarded, runaway_for
 from router.policy.schema import BackendConfig
 from router.protocol.anthropic import MessagesRequest
+from router.protocol.errors import upstream_error_message, upstream_error_type, upstream_n_ctx
 from router.protocol.estimate import estimate_input_tokens
 from router.protocol.from_openai import BadUpstreamResponse, StreamTranslator, to_anthropic_message
 from router.protocol.sse import Event, SSEDecoder
@@ -36,6 +45,33 @@ def _capped(body: dict[str, object], cap: int | None) -> dict[str, object]:
     } or {"max_tokens": cap}
 
 
+def _llama_anthropic_fields(raw: dict[str, object]) -> dict[str, object]:
+    """What llama-server's own /v1/messages makes of an Anthropic body's fields that Chat
+    Completions has no word for (server_chat_convert_anthropic_to_oai), and per-token timings:
+    the first chunk then says the prompt's tokens, which message_start reports."""
+    fields: dict[str, object] = {"timings_per_token": True}
+    thinking = raw.get("thinking")
+    if isinstance(thinking, dict) and thinking.get("type") == "enabled":
+        budget = thinking.get("budget_tokens")
+        fields["thinking_budget_tokens"] = budget if isinstance(budget, int) and not isinstance(budget, bool) else 10000
+    choice = raw.get("tool_choice")
+    if isinstance(choice, dict) and choice.get("type") == "tool":
+        fields["tool_choice"] = "required"  # llama-server reads tool_choice as a string only
+    if isinstance(raw.get("chat_template_kwargs"), dict):
+        fields["chat_template_kwargs"] = raw["chat_template_kwargs"]
+    return fields
+
+
+def _error_before_output(name: str, data: bytes, error: dict[str, object]) -> BackendError:
+    """An error chunk before any output (llama-server sends one after its headers when the model
+    fails): an HTTP error of its code, as the Anthropic path makes of its error event."""
+    code = error.get("code")
+    if type(code) is not int or not 400 <= code < 600:
+        return BackendProtocolError(name, upstream_error_message(data) or "error before any output")
+    message = upstream_error_message(data) or "error before any output"
+    return BackendHTTPError(name, code, message, upstream_error_type(data), upstream_n_ctx(data))
+
+
 class OpenAIWireBackend:
     def __init__(self, name: str, config: BackendConfig, http: UpstreamClient | None = None) -> None:
         self.name = name
@@ -55,6 +91,8 @@ class OpenAIWireBackend:
             local = llama_changes(request.system, incoming.slot)
             if "system" in local:
                 request = msgspec.structs.replace(request, system=local.pop("system"))
+            if incoming.native is None:
+                local.update(_llama_anthropic_fields(incoming.raw))
         cap = self.config.output_cap
         if cap and request.max_tokens > cap:
             request = msgspec.structs.replace(request, max_tokens=cap)
@@ -62,7 +100,7 @@ class OpenAIWireBackend:
         if native is not None:  # the client's own body: its fields reach the server untranslated
             local.pop("system", None)  # its system prompt is in its messages, as it sent them
             local = {"model": model, **_capped(native, cap), **local}
-        if request.stream or self._llama is not None:
+        if request.stream or self.config.kind == "llamacpp":
             streamed = request if request.stream else msgspec.structs.replace(request, stream=True)
             base = native if native is not None else to_openai_request(streamed, model)
             usage = {"stream_options": {**(base.get("stream_options") or {}), "include_usage": True}}
@@ -100,7 +138,10 @@ class OpenAIWireBackend:
                     out += translator.finish()
                     continue
                 try:
-                    out += translator.feed(msgspec.json.decode(event.data))
+                    chunk = msgspec.json.decode(event.data)
+                    if not translator.started and isinstance(chunk, dict) and isinstance(chunk.get("error"), dict):
+                        raise _error_before_output(self.name, event.data.encode(), chunk["error"])
+                    out += translator.feed(chunk)
                 except msgspec.DecodeError:
                     raise BackendProtocolError(self.name, "stream event is not JSON") from None
                 except BadUpstreamResponse as exc:

@@ -117,12 +117,16 @@ class StreamTranslator:
         self._counted = False  # the upstream said its usage (stream_options.include_usage)
         self._written = 0  # characters of content relayed: the output count, estimated, if it did not
         self._saw_tool_call = False
+        self._seen = False  # any chunk at all
 
     def feed(self, chunk: object) -> list[bytes]:
         if not isinstance(chunk, dict):
             raise BadUpstreamResponse(f"stream event is {type(chunk).__name__}, not a chat.completion.chunk object")
         if isinstance(chunk.get("error"), dict | str):
             raise BadUpstreamResponse(_error_text(chunk["error"]))
+        self._seen = True
+        if not self.started and _says_nothing(chunk):
+            return []  # llama-server's first chunk (role only): message_start waits for its timings
         out = self._start(chunk)
         if isinstance(chunk.get("usage"), dict):
             self._usage = usage(chunk["usage"])
@@ -150,7 +154,7 @@ class StreamTranslator:
         """Close the message; call once the upstream stream ended (`[DONE]` or EOF)."""
         if self.finished:
             return []
-        if not self.started:
+        if not self._seen:
             raise BadUpstreamResponse("the stream ended without a single chat.completion.chunk")
         out = self._start({})
         out += self._close()
@@ -183,8 +187,11 @@ class StreamTranslator:
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": {"input_tokens": 0, "output_tokens": 0},
+            "usage": _prompt_usage(chunk.get("timings")),
         }
+        if message["usage"]["input_tokens"] or message["usage"].get("cache_read_input_tokens"):
+            # what the prompt was, should the stream end before its usage chunk
+            self._usage = {**self._usage, **message["usage"]}
         return [
             encode_event("message_start", {"type": "message_start", "message": message}),
             encode_event("ping", {"type": "ping"}),
@@ -235,6 +242,32 @@ class StreamTranslator:
         return encode_event(
             "content_block_delta", {"type": "content_block_delta", "index": self._index, "delta": delta}
         )
+
+
+def _says_nothing(chunk: dict[str, Any]) -> bool:
+    """A chunk with no content, no finish, no usage and no timings (an opening `role` delta)."""
+    choices = chunk.get("choices") or []
+    if chunk.get("usage") or chunk.get("timings") or chunk.get("error") or not isinstance(choices, list):
+        return False
+    for choice in choices:
+        if not isinstance(choice, dict) or choice.get("finish_reason"):
+            return False
+        delta = choice.get("delta")
+        if not isinstance(delta, dict) or any(
+            delta.get(k) for k in ("content", "reasoning_content", "reasoning", "tool_calls")
+        ):
+            return False
+    return True
+
+
+def _prompt_usage(timings: object) -> dict[str, int]:
+    """message_start's usage: llama-server's `timings` (timings_per_token) say the prompt's tokens,
+    processed (`prompt_n`) and reused from the slot's cache (`cache_n`); elsewhere unknown yet."""
+    if isinstance(timings, dict):
+        processed, cached = timings.get("prompt_n"), timings.get("cache_n")
+        if type(processed) is int and type(cached) is int and 0 <= processed < 2**31 and 0 <= cached < 2**31:
+            return {"input_tokens": processed, "cache_read_input_tokens": cached, "output_tokens": 0}
+    return {"input_tokens": 0, "output_tokens": 0}
 
 
 def _error_text(error: dict[str, Any] | str) -> str:

@@ -17,6 +17,7 @@ answers each request as its `model` says:
 | `huge-error`     | 500 whose message is 1 MiB with control characters                          |
 | `long-call`      | a good answer that calls Read with 29 a's and a stop (the ReDoS input)      |
 | `crlf-nope`      | a stream in CRLF, each line end split between two writes, calling `Nope`    |
+|                  | (both faces: the Anthropic one and Chat Completions; `long-call` too)       |
 | `firehose`       | a good stream start, then text deltas without end, as fast as it is read;   |
 |                  | `GET /_sent`: bytes the last such stream got out so far, and how many are open |
 | anything else    | a good answer: "Hello from the hostile server."                             |
@@ -103,12 +104,20 @@ def anthropic_stream(bad: str | None = None) -> list[bytes]:
     return events
 
 
-def openai_completion() -> dict:
+def openai_call(name: str) -> dict:
+    arguments = json.dumps({"file_path": LONG_ARG})
+    return {"id": "call_hostile", "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+def openai_completion(call: bool = False) -> dict:
+    message: dict = {"role": "assistant", "content": TEXT}
+    if call:
+        message = {"role": "assistant", "content": None, "tool_calls": [openai_call("Read")]}
     return {
         "id": "chatcmpl-hostile",
         "object": "chat.completion",
         "model": "hostile",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": TEXT}, "finish_reason": "stop"}],
+        "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if call else "stop"}],
         "usage": {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12},
     }
 
@@ -122,6 +131,13 @@ def openai_stream(bad: str | None = None) -> list[bytes]:
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
         }
 
+    if bad in ("long-call", "crlf-nope"):
+        call = {"index": 0, **openai_call("Nope" if bad == "crlf-nope" else "Read")}
+        return [
+            sse(None, chunk({"role": "assistant", "content": None, "tool_calls": [call]})),
+            sse(None, chunk({}, "tool_calls")),
+            sse(None, "[DONE]"),
+        ]
     events = [sse(None, "[1,2]")] if bad == "bad-start" else []
     events += [sse(None, chunk({"role": "assistant", "content": ""})), sse(None, chunk({"content": TEXT}))]
     if bad == "bad-event":
@@ -177,14 +193,14 @@ class Hostile(TinyServer):
             return await self.endless(writer, kind)
         if mode == "firehose" and not openai:
             return await self.firehose(writer)
-        if mode == "crlf-nope" and not openai:
-            return await self.split_crlf(writer, anthropic_stream("crlf-nope"))
+        if mode == "crlf-nope":
+            return await self.split_crlf(writer, openai_stream(mode) if openai else anthropic_stream(mode))
         if stream:
             events = openai_stream(mode) if openai else anthropic_stream(mode)
             payload = b"".join(events)
             kind = "text/event-stream"
         else:
-            payload = json.dumps(openai_completion() if openai else anthropic_message(mode == "long-call")).encode()
+            payload = json.dumps((openai_completion if openai else anthropic_message)(mode == "long-call")).encode()
             kind = "application/json"
         extra: dict[str, str] = {}
         if mode == "gzip":

@@ -168,3 +168,27 @@ def test_invalid_arguments_are_kept_for_the_guard_to_repair() -> None:
     outcomes: list[str] = []
     guarded = guard_message(message, tools, outcomes)
     assert guarded["content"][0]["input"] == {"file_path": "a.txt"} and outcomes == ["repaired"]
+
+
+def test_llama_server_timings_count_the_prompt_in_message_start_and_stand_if_no_usage_follows() -> None:
+    """llama-server (timings_per_token) opens with a role-only chunk, then says the prompt's
+    tokens in the first content chunk's timings: message_start waits for them."""
+    role = {"choices": [{"index": 0, "delta": {"role": "assistant", "content": None}}]}
+    first = {
+        "choices": [{"index": 0, "delta": {"content": "Hi"}}],
+        "timings": {"prompt_n": 120, "cache_n": 900, "predicted_n": 1},
+    }
+    out = events([role, first])  # the stream ends without its usage chunk
+    start = next(data for kind, data in out if kind == "message_start")
+    assert start["message"]["usage"] == {"input_tokens": 120, "cache_read_input_tokens": 900, "output_tokens": 0}
+    end = next(data for kind, data in out if kind == "message_delta")
+    assert end["usage"]["input_tokens"] == 120 and end["usage"]["cache_read_input_tokens"] == 900
+
+
+@pytest.mark.parametrize(
+    "timings", [{"prompt_n": True, "cache_n": 0}, {"prompt_n": -1, "cache_n": 0}, {"prompt_n": 2**62, "cache_n": 0}]
+)
+def test_timings_that_are_not_counts_say_nothing(timings: dict) -> None:
+    out = events([{"choices": [{"index": 0, "delta": {"content": "Hi"}}], "timings": timings}])
+    start = next(data for kind, data in out if kind == "message_start")
+    assert start["message"]["usage"]["input_tokens"] == 0
