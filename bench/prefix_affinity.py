@@ -10,7 +10,10 @@ prompt and its own billing-header value; every turn appends the answer and a new
 and each turn the sessions go in a shuffled order.
 
 Modes, each on fresh servers:
-- affinity: two ccgate replicas sharing Redis (turns alternate between them), `pick: affinity`;
+- files: affinity (below) on servers started with `--slot-save-path`: a prefix is saved before
+  its slot goes to another session and restored when the session returns (slot_files);
+- affinity: two ccgate replicas sharing Redis (turns alternate between them), `pick: affinity`,
+  on servers without `--slot-save-path`;
 - round_robin and least_busy: one ccgate, the pool picked that way, llama-server choosing the slot.
 
 Reported per mode: prompt tokens llama.cpp processed and served from cache
@@ -45,7 +48,7 @@ from tests.harness.procs import Process, start_gateway, start_llama, start_redis
 from tests.harness.sessions import first_turn, next_turn  # noqa: E402
 
 ANSWER = scripted_model.TEXT_REPLY
-MODES = ("affinity", "round_robin", "least_busy")
+MODES = ("files", "affinity", "round_robin", "least_busy")
 
 
 def llama_counts(servers: list[Process]) -> tuple[float, float]:
@@ -77,18 +80,22 @@ def ask(gateway: Process, body: dict) -> tuple[float, int]:
 
 
 def run_mode(mode: str, sessions: int, turns: int, model: Path, workdir: Path, redis_url: str, seed: int) -> dict:
-    servers = [start_llama(model, workdir, "-np", "2", "--cache-ram", "0", "--metrics", "--slots") for _ in range(2)]
+    flags = ["-np", "2", "--cache-ram", "0", "--metrics", "--slots"]
+    servers = []
+    for _ in range(2):
+        saved = ["--slot-save-path", tempfile.mkdtemp(prefix="slots-", dir=workdir) + "/"] if mode == "files" else []
+        servers.append(start_llama(model, workdir, *flags, *saved))
     gateways: list[Process] = []
     try:
         policy = {
             "backends": {name: {"kind": "llamacpp", "url": s.url} for name, s in zip(("a", "b"), servers, strict=True)},
-            "rules": [{"name": "default", "to": [["a", "b"]], "pick": mode}],
+            "rules": [{"name": "default", "to": [["a", "b"]], "pick": "affinity" if mode == "files" else mode}],
             "state": {"key_prefix": f"bench-{secrets.token_hex(4)}:"},
         }
         path = workdir / f"policy-{mode}-{sessions}.yaml"
         path.write_text(yaml.safe_dump(policy))
         env = {"CCGATE_LOG_LEVEL": "warning", "CCGATE_HEALTH_INTERVAL": "0.5"}
-        if mode == "affinity":
+        if mode in ("affinity", "files"):
             gateways = [start_gateway(path, workdir, {**env, "REDIS_URL": redis_url}) for _ in range(2)]
         else:
             gateways = [start_gateway(path, workdir, env)]
@@ -137,6 +144,7 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=5)
     parser.add_argument("--scenarios", default="4,8", help="comma list of session counts")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--modes", default=",".join(MODES), help=f"comma list of {', '.join(MODES)}")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="ccgate-bench-"))
@@ -151,17 +159,19 @@ def main() -> None:
             )
             print(header)
             results = {}
-            for mode in MODES:
+            for mode in args.modes.split(","):
                 r = results[mode] = run_mode(mode, sessions, args.turns, model, workdir, redis_url, args.seed)
                 print(
                     f"{mode:<13}{r['processed']:>11.0f}{r['cached']:>11.0f}{r['limit']:>10}"
                     f"{r['processed'] / r['limit']:>8.2f}x{r['p50']:>12.2f}{r['p95']:>8.2f}"
                 )
-            rr, aff = results["round_robin"], results["affinity"]
-            print(
-                f"affinity vs round_robin: {rr['processed'] / aff['processed']:.1f}x fewer tokens processed, "
-                f"{rr['p50'] / aff['p50']:.1f}x lower p50 TTFB"
-            )
+            for better, baseline in (("affinity", "round_robin"), ("files", "affinity")):
+                if better in results and baseline in results:
+                    b, a = results[better], results[baseline]
+                    print(
+                        f"{better} vs {baseline}: {a['processed'] / b['processed']:.1f}x fewer tokens processed, "
+                        f"{a['p50'] / b['p50']:.1f}x lower p50 TTFB"
+                    )
     finally:
         if redis_proc is not None:
             redis_proc.stop()

@@ -53,6 +53,7 @@ def create_app(
         gateway.keys = KeyStore(shared.client, policy.state.key_prefix)
         gateway.accounting = Accounting(shared.client, policy.state.key_prefix)
     gateway.on_prefix = lambda backend, reused: metrics.count_prefix(backend, reused)
+    gateway.on_slot_file = metrics.count_slot_file
 
     reloader = PolicyReloader(
         gateway, settings.policy_path or default_policy_path(), settings.reload_interval, metrics.reloads

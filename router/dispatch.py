@@ -8,7 +8,7 @@ own business (it ends with an Anthropic error event), never a fallback.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -89,9 +89,11 @@ async def dispatch(
     tracer: trace.Tracer | None = None,
     track_slot: Callable[[str, int], Callable[[], None]] | None = None,
     marks: Marks | None = None,
+    prepare_slot: Callable[[str, Backend, SlotChoice], Awaitable[SlotChoice]] | None = None,
 ) -> Outcome:
     """`track_slot(backend, slot)` counts a request in progress on a slot; call what it returns when done.
-    `marks`: sign local answers and make the history acceptable to the Anthropic API (handoff)."""
+    `marks`: sign local answers and make the history acceptable to the Anthropic API (handoff).
+    `prepare_slot`: saves and restores slot files as a choice says (backends/slot_files.py)."""
     tracer = tracer or trace.NoOpTracer()
     for_api: tuple[Incoming, Handoff | None] | None = None  # computed once, for the first API candidate
     secrets = known_secrets(backends, incoming.headers)
@@ -121,6 +123,9 @@ async def dispatch(
             },
         )
         try:
+            if prepare_slot and choice and operation == "messages" and (choice.save or choice.restore):
+                choice = await prepare_slot(name, backend, choice)
+                span.set_attributes({"ccgate.llamacpp.saved": choice.save, "ccgate.llamacpp.restored": choice.restore})
             try:
                 reply = await (backend.messages(attempt) if operation == "messages" else backend.count_tokens(attempt))
             except BackendRunaway as exc:

@@ -15,9 +15,12 @@ from opentelemetry import trace
 
 from router.admission import budget_refusal, local_backends, output_bound, refusal, within_budget
 from router.backends.base import Backend, Incoming
+from router.backends.http import UpstreamClient
 from router.backends.registry import build_backend, build_backends
+from router.backends.slot_files import Outcome as SlotFileOutcome
+from router.backends.slot_files import prepare_slot, slot_files_state
 from router.dispatch import DispatchFailed, Operation, Outcome, both, dispatch
-from router.policy.affinity import known_prompt_tokens
+from router.policy.affinity import SlotChoice, known_prompt_tokens
 from router.policy.engine import Decision, Engine
 from router.policy.features import Features, features_of
 from router.policy.identity import Identity
@@ -79,6 +82,7 @@ class Gateway:
         self._background: set[asyncio.Task[None]] = set()
         self._sequence = itertools.count()
         self.on_prefix: Callable[[str, int], None] = lambda backend, reused: None  # metrics hook
+        self.on_slot_file: SlotFileOutcome = lambda backend, action, result, seconds: None
         self.on_policy: Callable[[Policy], None] = lambda policy: None  # told of each policy put in force
         self.on_usage: Callable[[str, str, bool, Usage], None] = lambda team, backend, cloud, usage: None
         self.on_wait: Callable[[str, float], None] = lambda backend, seconds: None
@@ -216,7 +220,16 @@ class Gateway:
 
         try:
             return await dispatch(
-                decision, routing.backends, self.store, incoming, operation, moves_on, self.tracer, track, self.marks
+                decision,
+                routing.backends,
+                self.store,
+                incoming,
+                operation,
+                moves_on,
+                self.tracer,
+                track,
+                self.marks,
+                self._prepare_slot,
             )
         except DispatchFailed as failure:
             if failure.status == 429 and identity is not None and identity.budget_spent:
@@ -230,6 +243,12 @@ class Gateway:
         finally:
             if queued is not None:  # not awaited: a client gone in that round trip would lose the answer
                 self.spawn(self.queue.leave(*queued))  # (and its open upstream) before it could be closed
+
+    async def _prepare_slot(self, name: str, backend: Backend, choice: SlotChoice) -> SlotChoice:
+        http = getattr(backend, "http", None)  # llama-server's backends have one; a stand-in may not
+        if not isinstance(http, UpstreamClient):
+            return replace(choice, save="", restore="", restored=None)
+        return await prepare_slot(name, http, choice, self.shared, self.on_slot_file)
 
     def _release(self, identity: Identity | None, reservation: Reservation | None) -> None:
         if identity is not None and self.accounting is not None:
@@ -307,6 +326,8 @@ class Gateway:
             tokens = usage.input + usage.cached + usage.cache_write + usage.cache_write_1h
             if tokens and reply.status == 200:
                 self.shared.remember(hashes, backend, slot, tokens, total_bytes, previous)
+                if choice is not None and choice.restored is not None and choice.restore:
+                    self.store.restore_reused(backend, usage.cached >= choice.restored.tokens // 2)
 
         if reply.streaming:
             reply.on_close.append(learn)
@@ -364,7 +385,8 @@ class Gateway:
             http = getattr(backend, "http", None)  # how it is reached: direct, or via which proxy
             egress = f", {http.egress.describe()}" if http is not None else ""
             where = f"{config.kind}/{config.wire_dialect} at {safe_url(config.url)}{egress}"
-            lines.append(f"backend {name}: {where}, {auth}: {state}")
+            files = slot_files_state(config, status)
+            lines.append(f"backend {name}: {where}, {auth}: {state}" + (f"; slot files {files}" if files else ""))
         return lines
 
     def ready(self) -> bool:

@@ -6,6 +6,7 @@ from litestar import Request, Response, get, head
 
 from router import __version__
 from router.api.auth import credential_warnings
+from router.backends.slot_files import slot_files_state
 from router.gateway import Gateway
 
 
@@ -40,6 +41,7 @@ async def readyz(request: Request) -> Response[dict]:
             "breaker_detail": s.breaker_detail,
             "queue_depth": s.queue_depth,
             "slots": s.slots,
+            **({"slot_files": files} if (files := slot_files_state(gateway.policy.backends.get(name), s)) else {}),
         }
         for name, s in gateway.snapshot().items()
     }

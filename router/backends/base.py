@@ -117,6 +117,7 @@ class Probe:
     n_ctx: int | None = None
     kv_cache: float | None = None
     model: str | None = None  # what the server says it runs (llama-server: /props model_path)
+    slot_files: bool | None = None  # llama-server: slots may be saved to files (--slot-save-path)
 
 
 @dataclass(slots=True)

@@ -21,6 +21,7 @@ class LlamaProbe:
     def __init__(self, http: UpstreamClient) -> None:
         self.http = http
         self._props: tuple[int | None, int | None, str | None] | None = None
+        self._slot_files: bool | None = None  # started with --slot-save-path (None: unknown)
         self._metrics = True  # until the server says it has none
         self._auth = own_credentials(http.config)
         self._refused: str | None = None  # the last path that refused our credentials
@@ -37,13 +38,23 @@ class LlamaProbe:
         self._refused = None
         if self._props is None:
             self._props = await self._read_props()
+            self._slot_files = await self._allows_slot_files() if self._props is not None else None
         slots, n_ctx, model = self._props or (None, None, None)
         processing, deferred = await self._load()
         detail = "up"
         if self._refused:
             key = "the configured api_key" if self._auth else "no api_key (llama-server runs with --api-key)"
             detail = f"up, but {self._refused} refused {key}: no slots, context or load known"
-        return Probe(True, detail, processing=processing, deferred=deferred, slots=slots, n_ctx=n_ctx, model=model)
+        return Probe(
+            True,
+            detail,
+            processing=processing,
+            deferred=deferred,
+            slots=slots,
+            n_ctx=n_ctx,
+            model=model,
+            slot_files=self._slot_files,
+        )
 
     async def _get(self, path: str) -> Fetched | None:
         with suppress(Exception):
@@ -73,6 +84,9 @@ class LlamaProbe:
             model if isinstance(model, str) else None,
         )
 
+    async def _allows_slot_files(self) -> bool | None:
+        return await allows_slot_files(self.http, self._auth)
+
     async def _load(self) -> tuple[int | None, int | None]:
         if self._metrics:
             response = await self._get("/metrics")
@@ -89,6 +103,19 @@ class LlamaProbe:
         with suppress(ValueError, TypeError, AttributeError):
             return sum(1 for s in response.json() if s.get("is_processing")), None
         return None, None
+
+
+async def allows_slot_files(http: UpstreamClient, auth: dict[str, str]) -> bool | None:
+    """Whether slots may be saved to files: an action no server knows is refused as an
+    "Invalid action" (400) by a server started with --slot-save-path, as "not supported" (501)
+    by one without; it saves, restores or erases nothing either way. None: it did not say."""
+    with suppress(Exception):
+        response = await http.fetch("POST", "/slots/0?action=ccgate-probe", auth, b"{}")
+        if response.status_code == 501:
+            return False
+        if response.status_code == 400 and "invalid action" in response.text.lower():
+            return True
+    return None
 
 
 def parse_metrics(text: str) -> dict[str, float]:

@@ -11,8 +11,9 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 import msgspec
 
-from router.backends.credentials import credentials
+from router.backends.credentials import credentials, own_credentials
 from router.backends.http import TransportError, UpstreamClient, describe
+from router.backends.llama_probe import allows_slot_files
 from router.doctor import probe_requests as req
 from router.doctor.answers import (
     Answer,
@@ -107,6 +108,8 @@ async def examine(name: str, config: BackendConfig, probe_timeout: float, keys: 
         _judge_family(facts, report)
         _judge_context(facts, report)
         _judge_template(facts, report)
+        if config.kind == "llamacpp":
+            await _judge_slot_files(http, config, facts, report)
         for dialect in _dialects(config):
             dropped: bool | None = None
             for stream in (False, True):
@@ -248,6 +251,35 @@ def _judge_context(facts: Facts, report: Report) -> None:
         report.checks.append(Check("context", "warn", f"{per_slot}: Claude Code's prompt alone takes ~20k", fix))
     else:
         report.checks.append(Check("context", "ok", f"{per_slot} ≥ Claude Code's ~20k-token prompt"))
+
+
+async def _judge_slot_files(http: UpstreamClient, config: BackendConfig, facts: Facts, report: Report) -> None:
+    """Slot files (--slot-save-path): with more sessions than slots, what keeps a returning
+    session from having its whole prompt processed again."""
+    if config.slot_files.files == 0:
+        report.checks.append(Check("slot files", "skip", "off in the policy (slot_files.files: 0)"))
+        return
+    allowed = await allows_slot_files(http, own_credentials(config))
+    if allowed is None:
+        report.checks.append(Check("slot files", "skip", "POST /slots did not say whether slots may be saved"))
+    elif not allowed:
+        detail = "not allowed: with more sessions than slots, a session back after losing its slot is processed again"
+        fix = "start llama-server with --slot-save-path DIR (ccgate then keeps at most slot_files.files files there)"
+        report.checks.append(Check("slot files", "warn", detail, fix))
+    elif sliding_window(facts.model):
+        detail = "allowed, but a sliding-window model reuses a restored slot only with --swa-full"
+        fix = "start llama-server with --swa-full too (ccgate turns slot files off when restores give nothing back)"
+        report.checks.append(Check("slot files", "warn", detail, fix))
+    else:
+        budget = config.slot_files.budget(facts.slots if isinstance(facts.slots, int) else None)
+        report.checks.append(Check("slot files", "ok", f"saved and restored (up to {budget} files)"))
+
+
+def sliding_window(model: str | None) -> bool:
+    """Models known to use sliding-window attention (llama-server allocates its SWA cache small
+    unless --swa-full), by their file name."""
+    name = (model or "").lower().replace("_", "-")
+    return any(mark in name for mark in ("gemma-3", "gemma3", "gpt-oss", "gemma-2", "gemma2"))
 
 
 def _judge_template(facts: Facts, report: Report) -> None:

@@ -6,12 +6,17 @@ slot that holds another conversation throws that conversation's cache away. Each
 scored by the tokens it would reuse minus the tokens it would evict; an empty slot scores 0.
 Ties go to the slot that evicts less, then to the one used longest ago. A slot with a request
 in progress comes last: the request would wait for it.
+
+With slot files (llama-server's `--slot-save-path`), a prefix worth keeping is saved before
+its slot is given to another conversation, and a returning conversation whose saved prefix is
+longer than what any slot holds for it has it restored first: eviction then costs a save, and
+a prefix saved is as good as one held (less what is worth less than `min_tokens`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from router.policy.prefix import BLOCK
 
@@ -33,12 +38,25 @@ class SlotState:
     """What a slot holds: the last whole block of its last prompt, and that prompt's tokens.
 
     `since`: when its current conversation began there; later prompts only extended it, so
-    every block this slot wrote since then is still in its cache."""
+    every block this slot wrote since then is still in its cache. `file`, `file_tail`: the slot
+    file its conversation was restored from and that file's tail then: saving the slot again
+    overwrites that file while it still holds this conversation. For a slot file, `at` is when
+    it was last written or restored (least recently used goes first)."""
 
     tail: str
     tokens: int
     at: float
     since: float = 0.0
+    file: str = ""
+    file_tail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SlotSaving:
+    """A backend's slot files: how many it may keep, and the smallest prefix worth one."""
+
+    files: int
+    min_tokens: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +67,7 @@ class PrefixView:
     entries: Sequence[Entry | None] = ()
     slots: Mapping[tuple[str, int], SlotState] = field(default_factory=dict)
     busy_slots: Mapping[tuple[str, int], int] = field(default_factory=dict)  # requests in progress
+    files: Mapping[tuple[str, str], SlotState] = field(default_factory=dict)  # saved slots: (backend, name)
 
     def longest(self) -> tuple[int, Entry] | None:
         """The deepest block someone processed (its index and entry)."""
@@ -77,19 +96,112 @@ class SlotChoice:
     evicted: int  # tokens of another conversation it would lose
     busy: bool
     held: SlotState | None = None  # what the slot holds now
+    save: str = ""  # slot file to save what it holds to first (its prefix is worth keeping)
+    restore: str = ""  # slot file to restore into it first (this prompt's longest saved prefix)
+    restored: SlotState | None = None  # what that file holds
+    moved: int = 0  # tokens of another conversation kept in a slot file rather than in this slot
+    # What moving it costs: its tokens times the share of the backend's files in use after the
+    # save. A file is not free: the files are few, and the conversation's return costs a
+    # restore; so a pool spreads its conversations, and fills the files of one server last.
+    move_cost: int = 0
 
     @property
     def score(self) -> int:
-        return self.reused - self.evicted
+        return self.reused - self.evicted - self.move_cost
 
 
-def slot_choices(view: PrefixView, backend: str, slots: int | None) -> list[SlotChoice]:
-    """The backend's slots, best first."""
+def slot_choices(
+    view: PrefixView, backend: str, slots: int | None, saving: SlotSaving | None = None
+) -> list[SlotChoice]:
+    """The backend's slots, best first; with `saving`, each with the saves and restores it needs."""
     ids = range(slots) if slots else (NO_SLOT,)
     position = {h: i for i, h in enumerate(view.hashes)}
     choices = [_choice(view, backend, slot, position) for slot in ids]
+    if saving is not None and slots:
+        choices = _with_files(view, backend, choices, position, saving)
     age = {c.slot: view.slots[(backend, c.slot)].at if (backend, c.slot) in view.slots else 0.0 for c in choices}
     return sorted(choices, key=lambda c: (c.busy, -c.score, c.evicted, age[c.slot], c.slot))
+
+
+def slot_file_name(backend: str, number: int) -> str:
+    """The name of a backend's slot file `number` (llama-server takes plain file names only)."""
+    safe = "".join(ch if ch.isascii() and (ch.isalnum() or ch in "-_") else "_" for ch in backend)[:64]
+    return f"ccgate-{safe}-{number}.bin"
+
+
+def _with_files(
+    view: PrefixView, backend: str, choices: list[SlotChoice], position: Mapping[str, int], saving: SlotSaving
+) -> list[SlotChoice]:
+    """Each slot's score once saving and restoring are counted: a prefix worth keeping that is
+    saved first is not lost, and the longest saved prefix of this prompt can be put back."""
+    best: tuple[int, str, SlotState] | None = None  # (tokens, name, state) of the longest saved prefix
+    for (owner, name), state in view.files.items():
+        at = position.get(state.tail)
+        if owner != backend or at is None:
+            continue
+        entry = view.entries[at] if at < len(view.entries) else None
+        tokens = entry.tokens if entry is not None else state.tokens
+        if best is None or tokens > best[0]:
+            best = (tokens, name, state)
+    saved_tails = {state.tail for (owner, _), state in view.files.items() if owner == backend}
+    held_best = max((c.reused for c in choices if not c.busy), default=0)
+    if best is not None and best[0] - held_best < saving.min_tokens:
+        best = None  # a slot holds nearly as much: restoring would not pay
+    taken = {best[1]} if best else set()
+    mine = {name for (owner, name) in view.files if owner == backend}
+    out = []
+    for choice in choices:
+        save = ""
+        evicted, moved, cost = choice.evicted, 0, 0
+        held = choice.held
+        if held is not None and evicted >= saving.min_tokens and not choice.busy:
+            lost = 0  # tokens of the conversation whose file the save overwrites
+            if held.tail not in saved_tails:
+                save, lost = _file_to_save(view, backend, held, saving.files, taken)
+            if save or held.tail in saved_tails:
+                in_use = len(mine) + (1 if save and save not in mine else 0)
+                evicted, moved, cost = lost, evicted, evicted * min(in_use, saving.files) // saving.files
+        restore, reused, restored = "", choice.reused, None
+        if best is not None and best[0] - choice.reused >= saving.min_tokens and not choice.busy:
+            restore, reused, restored = best[1], best[0], best[2]
+        out.append(
+            replace(
+                choice,
+                reused=reused,
+                evicted=evicted,
+                moved=moved,
+                move_cost=cost,
+                save=save,
+                restore=restore,
+                restored=restored,
+            )
+        )
+    return out
+
+
+def _file_to_save(view: PrefixView, backend: str, held: SlotState, budget: int, taken: set[str]) -> tuple[str, int]:
+    """Where a slot's prefix goes, and the tokens of the conversation that file held and loses:
+    the file it came from if that file still holds its conversation, else a name not used yet,
+    else one whose conversation is in a slot again, else the least recently used (never one
+    this request restores)."""
+    mine = {name: state for (owner, name), state in view.files.items() if owner == backend}
+    names = [slot_file_name(backend, i) for i in range(budget)]
+    name = held.file
+    if name in names and name not in taken and (name not in mine or mine[name].tail == held.file_tail):
+        return name, 0
+    free = [n for n in names if n not in mine and n not in taken]
+    if free:
+        return free[0], 0
+    in_slots = {state.tail for (owner, _), state in view.slots.items() if owner == backend}
+    used = sorted(
+        (state.tail not in in_slots, state.at, n, state.tokens)
+        for n, state in mine.items()
+        if n in names and n not in taken
+    )
+    if not used:
+        return "", 0
+    elsewhere, _, name, tokens = used[0]
+    return name, tokens if elsewhere else 0
 
 
 def _choice(view: PrefixView, backend: str, slot: int, position: Mapping[str, int]) -> SlotChoice:

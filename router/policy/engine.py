@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from router.policy.affinity import PrefixView, SlotChoice, slot_choices
+from router.policy.affinity import PrefixView, SlotChoice, SlotSaving, slot_choices
 from router.policy.conditions import Condition, compile_when
 from router.policy.features import Features
 from router.policy.model_families import family_of, supports_tools
@@ -103,8 +103,10 @@ class Engine:
                 else:
                     eligible.append(name)
             for name in eligible if rule.pick == "affinity" else ():
-                if self.policy.backends[name].kind == "llamacpp":
-                    slots[name] = slot_choices(prefix, name, state.get(name, BackendSnapshot()).slots)[0]
+                config = self.policy.backends[name]
+                if config.kind == "llamacpp":
+                    snapshot = state.get(name, BackendSnapshot())
+                    slots[name] = slot_choices(prefix, name, snapshot.slots, _saving(config, snapshot))[0]
             if len(eligible) > 1:
                 eligible = _pick(rule.pick, eligible, state, slots, sequence)
             candidates += eligible
@@ -180,3 +182,11 @@ def _takes_tools(setting: bool | str, state: BackendSnapshot) -> bool:
 
 def _k(tokens: int) -> str:
     return f"{tokens / 1000:.0f}k" if tokens >= 1000 else str(tokens)
+
+
+def _saving(config: BackendConfig, snapshot: BackendSnapshot) -> SlotSaving | None:
+    """Slot files, where the server allows them and the policy does not turn them off."""
+    budget = config.slot_files.budget(snapshot.slots)
+    if not snapshot.slot_files or snapshot.slot_files_unused or not budget:
+        return None
+    return SlotSaving(budget, config.slot_files.min_tokens)

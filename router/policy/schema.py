@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -40,6 +40,26 @@ class Capabilities(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_o
 class Breaker(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     failures: int = 3  # consecutive failures before it opens
     cooldown: float = 10.0  # seconds before one request may try again
+
+
+class SlotFiles(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """llama-server slot files (a server started with `--slot-save-path`): with more
+    conversations than slots, a prefix worth keeping is saved before its slot goes to another
+    conversation, and restored into a slot when that conversation returns. A server without
+    `--slot-save-path` is left as it is. Measured by bench/slot_files.py."""
+
+    # Files ccgate keeps on each server (names ccgate-<backend>-<n>.bin, reused least recently
+    # used first), so its disk use stays bounded: each holds one prompt's KV cache. Default:
+    # twice the server's slots. 0: never save or restore.
+    files: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    # The smallest prefix worth a file: shorter ones are processed again, which costs less
+    # than the round trips of a save and a restore.
+    min_tokens: Annotated[int, msgspec.Meta(ge=1)] = 1024
+
+    def budget(self, slots: int | None) -> int:
+        if self.files is not None:
+            return self.files
+        return 2 * slots if slots else 0
 
 
 class BackendConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -84,6 +104,7 @@ class BackendConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_
     # Connections open to it at once (requests beyond wait for one, within timeouts.first_byte);
     # default 64 for llamacpp (more than any box has slots), 256 for the rest.
     max_connections: int | None = None
+    slot_files: SlotFiles = SlotFiles()
 
     def upstream_model(self, requested: str) -> str:
         if self.model is None:

@@ -21,6 +21,8 @@ class BackendSnapshot:
     n_ctx: int | None = None  # llama-server: context size of one slot
     kv_cache: float | None = None  # llama-server: KV-cache use, 0..1
     model: str | None = None  # llama-server: the model file it runs (for `tools: auto`)
+    slot_files: bool | None = None  # llama-server: started with --slot-save-path
+    slot_files_unused: bool = False  # restored slots gave nothing back (a sliding-window model)
     # Requests from other clients: what llama-server reported (processing + deferred) beyond
     # ours at that moment. Kept apart so a report a second old does not count ours twice.
     foreign: int = 0

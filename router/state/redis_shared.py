@@ -3,7 +3,10 @@
 Keys (prefix `ccgate:` by default):
 - `px:<block hash>` → "backend\\tslot\\ttokens\\tat", with a TTL: who last processed the prompt
   up to that block;
-- `slots` (hash) "backend\\tslot" → "tail\\ttokens\\tat": what each llama.cpp slot holds;
+- `slots` (hash) "backend\\tslot" → "tail\\ttokens\\tat\\tsince[\\tfile\\tfile tail]": what each
+  llama.cpp slot holds (and the slot file its conversation was restored from);
+- `files` (hash) "backend\\tname" → "tail\\ttokens\\tat\\tsince": what each slot file holds
+  (llama-server's `--slot-save-path`; a bounded set of names per backend);
 - `inflight` (hash) "replica\\tbackend\\tslot" → requests that replica has in progress there;
 - `alive` (hash) replica → the time its heartbeat runs out;
 - `breakers` (hash) backend → until when a replica's breaker for it is open;
@@ -42,17 +45,17 @@ from router.state.shared import INDEX_TTL, LocalShared, ScriptCall, SharedView
 
 log = logging.getLogger("ccgate.state")
 
-# KEYS: the five state hashes (VIEW_HASHES), then the request's block keys. Returns the blocks'
+# KEYS: the six state hashes (VIEW_HASHES), then the request's block keys. Returns the blocks'
 # entries (nil where unknown), then each hash as a flat field/value list: one command, one answer
 # to parse, where a pipeline of six cost six (redis-py's per-command work is most of a decision's).
 VIEW = """
 local out = {{}}
-if #KEYS > 5 then out[1] = redis.call('MGET', unpack(KEYS, 6)) end
-for i = 1, 5 do out[i + 1] = redis.call('HGETALL', KEYS[i]) end
+if #KEYS > 6 then out[1] = redis.call('MGET', unpack(KEYS, 7)) end
+for i = 1, 6 do out[i + 1] = redis.call('HGETALL', KEYS[i]) end
 return out
 """
 VIEW_SHA = hashlib.sha1(VIEW.encode()).hexdigest()
-VIEW_HASHES = ("slots", "breakers", "inflight", "alive", "held")
+VIEW_HASHES = ("slots", "breakers", "inflight", "alive", "held", "files")
 IndexWrite = tuple[list[tuple[str, Entry]], str, int, SlotState]  # entries, backend, slot, its state
 
 HEARTBEAT = 1.0  # seconds between heartbeats (and reconnection attempts)
@@ -132,7 +135,7 @@ class RedisShared(LocalShared):
             self._failed(exc)
             return SharedView(self.local_view(hashes))
         raw_entries = viewed[0]
-        slots_raw, breakers_raw, inflight_raw, alive_raw, held_raw = (_pairs(v) for v in viewed[1:6])
+        slots_raw, breakers_raw, inflight_raw, alive_raw, held_raw, files_raw = (_pairs(v) for v in viewed[1:7])
         self._held_elsewhere(held_raw, alive_raw)
         self.breakers = _open_breakers(breakers_raw)
         entries = _Entries(raw_entries)
@@ -141,11 +144,17 @@ class RedisShared(LocalShared):
             key, state = _slot_key(field), _slot(value)
             if key is not None and state is not None:
                 slots[key] = state
+        files = {}
+        for field, value in files_raw.items():
+            backend, _, name = field.partition("\t")
+            state = _slot(value)
+            if name and state is not None:
+                files[(backend, name)] = state
         busy = self.busy_counts()
         others, elsewhere = self._other_replicas(inflight_raw, alive_raw)
         for key, count in elsewhere.items():
             busy[key] = busy.get(key, 0) + count
-        return SharedView(PrefixView(tuple(hashes), entries, slots, busy), others, scripted)
+        return SharedView(PrefixView(tuple(hashes), entries, slots, busy, files), others, scripted)
 
     async def _read(self, hashes: Sequence[str], script: ScriptCall | None) -> tuple[Any, list[Any]]:
         """One round trip: the caller's script (admission) and VIEW. A script Redis has forgotten
@@ -229,12 +238,52 @@ class RedisShared(LocalShared):
                 for h, entry in written:
                     value = f"{entry.backend}\t{entry.slot}\t{entry.tokens}\t{entry.at}"
                     pipe.set(self._key("px:" + h), value, ex=int(INDEX_TTL))
-                slot_value = f"{state.tail}\t{state.tokens}\t{state.at}\t{state.since}"
+                slot_value = _slot_value(state)
                 pipe.hset(self._key("slots"), f"{backend}\t{slot}", slot_value)
             await pipe.execute()
         except REDIS_FAILURES as exc:
             self._failed(exc)
             self._replay.extend(batch[: max(0, REPLAY_CAP - len(self._replay))])
+
+    def slot_saved(self, backend: str, name: str, held: SlotState) -> SlotState:
+        state = super().slot_saved(backend, name, held)
+        self._write_soon({self._key("files"): {f"{backend}\t{name}": _slot_value(state)}})
+        return state
+
+    def slot_restored(self, backend: str, slot: int, name: str, saved: SlotState) -> SlotState:
+        previous = super().slot_restored(backend, slot, name, saved)
+        fields = {
+            self._key("files"): {f"{backend}\t{name}": _slot_value(self._files[(backend, name)])},
+            self._key("slots"): {f"{backend}\t{slot}": _slot_value(self._slots[(backend, slot)])},
+        }
+        self._write_soon(fields)
+        return previous
+
+    def slot_file_lost(self, backend: str, name: str) -> None:
+        super().slot_file_lost(backend, name)
+        self._write_soon({}, (self._key("files"), f"{backend}\t{name}"))
+
+    def _write_soon(self, hashes: dict[str, dict[str, str]], gone: tuple[str, str] | None = None) -> None:
+        """Fields written (or one deleted) in the background; lost if Redis is away (a slot file
+        nobody knows of is only a name to reuse, and a slot's state is written again when its
+        answer ends)."""
+        if not self.up:
+            return
+
+        async def write() -> None:
+            try:
+                pipe = self.client.pipeline(transaction=False)
+                for key, mapping in hashes.items():
+                    pipe.hset(key, mapping=mapping)
+                if gone is not None:
+                    pipe.hdel(*gone)
+                await pipe.execute()
+            except REDIS_FAILURES as exc:
+                self._failed(exc)
+
+        task = asyncio.get_running_loop().create_task(write())
+        self._tasks.append(task)
+        task.add_done_callback(self._tasks.remove)
 
     def breaker(self, backend: str, cooldown: float | None) -> None:
         if not self.up:
@@ -403,12 +452,17 @@ def _entry(value: str | None) -> Entry | None:
         return None
 
 
+def _slot_value(state: SlotState) -> str:
+    value = f"{state.tail}\t{state.tokens}\t{state.at}\t{state.since}"
+    return value + f"\t{state.file}\t{state.file_tail}" if state.file else value
+
+
 def _slot(value: str) -> SlotState | None:
     parts = value.split("\t")
-    if len(parts) != 4:
+    if len(parts) not in (4, 6):
         return None
     try:
-        return SlotState(parts[0], int(parts[1]), float(parts[2]), float(parts[3]))
+        return SlotState(parts[0], int(parts[1]), float(parts[2]), float(parts[3]), *parts[4:6])
     except ValueError:
         return None
 

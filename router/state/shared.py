@@ -11,7 +11,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Sequence
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from router.policy.affinity import Entry, PrefixView, SlotState
@@ -44,6 +44,7 @@ class LocalShared:
         self._clock = clock
         self._entries: OrderedDict[str, Entry] = OrderedDict()
         self._slots: dict[tuple[str, int], SlotState] = {}
+        self._files: dict[tuple[str, str], SlotState] = {}  # llama-server slot files: (backend, name)
         self._busy: dict[tuple[str, int], int] = {}
         self.changed: Callable[[], None] = lambda: None  # called when in-flight counts change
         self.others: dict[str, int] = {}  # other replicas' requests in progress, as last read
@@ -72,7 +73,7 @@ class LocalShared:
                 del self._entries[h]
                 entry = None
             entries.append(entry)
-        return PrefixView(tuple(hashes), tuple(entries), dict(self._slots), dict(self._busy))
+        return PrefixView(tuple(hashes), tuple(entries), dict(self._slots), dict(self._busy), dict(self._files))
 
     def remember(
         self,
@@ -98,8 +99,28 @@ class LocalShared:
             self._entries.move_to_end(entry_hash)
         while len(self._entries) > INDEX_CAP:
             self._entries.popitem(last=False)
-        state = self._slots[(backend, slot)] = SlotState(hashes[-1], tokens, now, since)
+        file = previous.file if previous is not None and previous.tail in hashes else ""
+        file_tail = previous.file_tail if file and previous is not None else ""
+        state = self._slots[(backend, slot)] = SlotState(hashes[-1], tokens, now, since, file, file_tail)
         return written, state
+
+    def slot_saved(self, backend: str, name: str, held: SlotState) -> SlotState:
+        """A slot's prefix (`held`) went to a slot file: the file holds it now."""
+        state = self._files[(backend, name)] = SlotState(held.tail, held.tokens, self._clock(), held.since)
+        return state
+
+    def slot_restored(self, backend: str, slot: int, name: str, saved: SlotState) -> SlotState:
+        """A slot file went into a slot: the slot holds its prefix now, the file was just used.
+        Returns the slot's state as `previous` for the `remember` that follows, with `since` 0:
+        that prompt writes all its blocks again, so they name the slot they are on now."""
+        now = self._clock()
+        self._files[(backend, name)] = replace(saved, at=now)
+        state = self._slots[(backend, slot)] = SlotState(saved.tail, saved.tokens, now, now, name, saved.tail)
+        return replace(state, since=0.0)
+
+    def slot_file_lost(self, backend: str, name: str) -> None:
+        """A slot file could not be restored: it is not offered again (its name is free)."""
+        self._files.pop((backend, name), None)
 
     def breaker(self, backend: str, cooldown: float | None) -> None:
         """This replica's breaker for `backend` opened (for `cooldown` seconds) or closed (None)."""

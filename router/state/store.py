@@ -21,6 +21,7 @@ from router.backends.base import Probe
 from router.policy.snapshot import BackendSnapshot
 
 log = logging.getLogger("ccgate.state")
+WASTED_RESTORES = 3  # restores in a row whose answer reused nothing before slot files go off
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,10 @@ class StateStore(Protocol):
 
     def learn_context(self, backend: str, n_ctx: int) -> None:
         """A backend said how big its context is (llama.cpp's exceed_context_size_error)."""
+        ...
+
+    def restore_reused(self, backend: str, reused: bool) -> None:
+        """Whether an answer on a slot just restored from a file reused what the file held."""
         ...
 
     def succeeded(self, backend: str) -> None: ...
@@ -102,6 +107,7 @@ class MemoryState:
         self._in_flight: dict[tuple[str, int], int] = {}
         self._generation: dict[str, int] = {}
         self._learned_ctx: dict[str, int] = {}
+        self._wasted_restores: dict[str, int] = {}  # restores in a row whose answer reused nothing
         self._breakers: dict[str, _Breaker] = {}
         self._settings: dict[str, BreakerSettings] = {}
         self._clock = clock
@@ -119,6 +125,7 @@ class MemoryState:
             self._unreachable.pop(name, None)
             self._down_since.pop(name, None)
             self._learned_ctx.pop(name, None)
+            self._wasted_restores.pop(name, None)
             self._breakers.pop(name, None)
             if name in self._generation:  # requests still on the old server count against it, not the new
                 self._generation[name] += 1
@@ -139,6 +146,7 @@ class MemoryState:
             probed,
             in_flight=self._in_flight.get((name, self._generation[name]), 0),
             n_ctx=probed.n_ctx or self._learned_ctx.get(name),
+            slot_files_unused=self._wasted_restores.get(name, 0) >= WASTED_RESTORES,
             breaker=self._breaker_state(name),
         )
         down = self._current_outage(name)
@@ -204,6 +212,7 @@ class MemoryState:
             n_ctx=probe.n_ctx,
             kv_cache=probe.kv_cache,
             model=probe.model,
+            slot_files=probe.slot_files,
             foreign=max(0, reported - ours),
         )
         self._log_change(backend, before)
@@ -235,6 +244,20 @@ class MemoryState:
 
     def learn_context(self, backend: str, n_ctx: int) -> None:
         self._learned_ctx[backend] = n_ctx
+
+    def restore_reused(self, backend: str, reused: bool) -> None:
+        wasted = self._wasted_restores.get(backend, 0)
+        if wasted >= WASTED_RESTORES:
+            return
+        self._wasted_restores[backend] = 0 if reused else wasted + 1
+        if self._wasted_restores[backend] == WASTED_RESTORES:
+            log.warning(
+                "backend %s: %d slots restored from files in a row, and llama-server processed each prompt "
+                "again: slot files are off for it. A sliding-window model (Gemma 3, gpt-oss) can reuse a "
+                "restored slot only with llama-server's --swa-full",
+                backend,
+                WASTED_RESTORES,
+            )
 
     def succeeded(self, backend: str) -> None:
         """A real request got its answer: whatever a failure said before, the backend works."""

@@ -103,6 +103,20 @@ class Metrics:
             ["backend"],
             registry=r,
         )
+        self.slot_files = Counter(
+            "ccgate_slot_files",
+            "llama-server slot saves and restores (--slot-save-path) by result: a save keeps a prefix "
+            "another conversation takes the slot from, a restore puts a returning conversation's back.",
+            ["backend", "action", "result"],
+            registry=r,
+        )
+        self.slot_file_seconds = Histogram(
+            "ccgate_slot_file_seconds",
+            "Time a slot save or restore took, the request waiting on it.",
+            ["backend", "action"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
         self.redis_errors = Counter(
             "ccgate_state_redis_errors", "Failed Redis operations (routing then uses local state).", registry=r
         )
@@ -186,6 +200,10 @@ class Metrics:
             if backend.kind == "llamacpp":  # what a key with when_busy: wait queues for
                 self.waiting.labels(name)
                 self.waits.labels(name)
+                for action in ("save", "restore"):
+                    self.slot_file_seconds.labels(name, action)
+                    for result in ("ok", "failed"):
+                        self.slot_files.labels(name, action, result)
         for rule in policy.rules:
             self.decisions.labels(rule.name)
             targets = rule.targets
@@ -208,6 +226,10 @@ class Metrics:
         place = "cloud" if cloud else "local"
         for kind, n in usage.counts():
             self.team_tokens.labels(team, backend, place, kind).inc(n)
+
+    def count_slot_file(self, backend: str, action: str, result: str, seconds: float) -> None:
+        self.slot_files.labels(backend, action, result).inc()
+        self.slot_file_seconds.labels(backend, action).observe(seconds)
 
     def count_prefix(self, backend: str, reused: int) -> None:
         self.prefix.labels(backend, "hit" if reused else "miss").inc()

@@ -65,7 +65,9 @@ def test_the_feature_benchmarks() -> None:
     assert "call as text" in bench("tool_guard.py", "--repeat", "1")
     assert "false positives" in bench("runaway.py", "--limit-mb", "2")
     assert "tool_descriptions" in bench("transform_savings.py")
-    assert "affinity vs round_robin" in bench("prefix_affinity.py", "--turns", "2", "--scenarios", "2")
+    said = bench("prefix_affinity.py", "--turns", "2", "--scenarios", "2")
+    assert "affinity vs round_robin" in said and "files vs affinity" in said
+    assert "(save+restore)/process" in bench("slot_files.py", "--sizes", "256", "--models", "text")
 
 
 def test_profile(tmp_path: Path) -> None:

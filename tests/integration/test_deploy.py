@@ -113,8 +113,10 @@ def test_compose_resolves_for_each_profile(profile: tuple[str, ...]) -> None:
     assert llama["profiles"] == ["gpu"]
     assert llama["image"].startswith("ghcr.io/ggml-org/llama.cpp:server-cuda")
     flags = llama["command"]
-    for flag in ("--jinja", "--metrics", "--slots", "-np", "-c", "--model"):
+    for flag in ("--jinja", "--metrics", "--slots", "-np", "-c", "--model", "--slot-save-path"):
         assert flag in flags, flag
+    slot_files = flags[flags.index("--slot-save-path") + 1].rstrip("/")
+    assert mounts(llama)[slot_files] in config["volumes"]  # a named volume: the files outlive the container
     assert flags[flags.index("-np") + 1] == env_example()["LLAMA_SLOTS"]
     assert flags[flags.index("-c") + 1] == env_example()["LLAMA_CONTEXT"]
     assert flags[flags.index("--model") + 1] == "/models/" + env_example()["LLAMA_MODEL"]
@@ -278,6 +280,9 @@ def test_the_stack_runs_natively_and_claude_code_works_through_it(
     flags[flags.index("--port") + 1] = str(llama_port)
     # 32k per slot (Claude Code's prompt is ~20k); the compose's 64k per slot is a GPU's, not this CPU's
     flags[flags.index("-c") + 1] = str(32768 * int(flags[flags.index("-np") + 1]))
+    slot_files = logdir / f"slots-{llama_port}"
+    slot_files.mkdir()
+    flags[flags.index("--slot-save-path") + 1] = f"{slot_files}/"
     llama = owned(Process("llama-compose", [llama_server_binary(), *flags], llama_port, logdir / "llama-compose.log"))
     llama.start("/health")
 

@@ -21,12 +21,13 @@ def doctor(policy: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def servers(start_llama_server, tool_llama: Process, text_llama: Process) -> dict[str, str]:
+def servers(start_llama_server, tool_llama: Process, text_llama: Process, tmp_path: Path) -> dict[str, str]:
+    (tmp_path / "slots").mkdir()
     return {
         "good": tool_llama.url,
         "chatml": start_llama_server("tool", "-np", "1", "--chat-template", "chatml").url,
         "broken": start_llama_server("broken", "-np", "1").url,
-        "small": start_llama_server("text", "-np", "1", "-c", "8192").url,
+        "small": start_llama_server("text", "-np", "1", "-c", "8192", "--slot-save-path", f"{tmp_path}/slots/").url,
         "down": f"http://127.0.0.1:{free_port()}",
     }
 
@@ -74,6 +75,11 @@ def test_doctor_tells_each_failure_and_its_fix(policy: Path) -> None:
         small["context"]["status"] == "fail" and "8192 < Claude Code's ~20k-token prompt" in small["context"]["detail"]
     )
     assert "raise -c" in small["context"]["fix"]
+    assert (small["slot files"]["status"], small["slot files"]["detail"]) == (
+        "ok",
+        "saved and restored (up to 2 files)",
+    )
+    assert good["slot files"]["status"] == "warn" and "--slot-save-path DIR" in good["slot files"]["fix"]
     for name in PROBES:
         assert small[name]["status"] == "fail" and small[name]["detail"].startswith("no tool call returned")
 
