@@ -200,8 +200,8 @@ def failover_under_traffic(make_team, group: SentinelGroup, text_llama: Process)
         "usage is written to the new master",
     )
     assert usage["alice"]["output"] > before, "usage from before the failover is kept, and added to"
-    for gw in team.replicas:
-        assert value(scrape(gw), "ccgate_state_redis_up") == 1
+    for gw in team.replicas:  # waited for: on a loaded machine a 2 s socket timeout may still flip it for a beat
+        wait_until(lambda gw=gw: value(scrape(gw), "ccgate_state_redis_up") == 1, "the replica to use Redis again")
         log = gw.log.read_text()
         assert "redis is back" in log and "unexpected error" not in log and "Traceback" not in log
 

@@ -130,10 +130,21 @@ def test_a_call_rejected_after_prose_went_out_ends_the_stream_with_an_error(
     """The `chatty` model writes a sentence, then a call with a misnamed argument. Streaming, the
     sentence has reached the client before the call can be judged: no fallback is possible any
     more, so the stream ends with an Anthropic error event. Not streaming, nothing was sent yet,
-    so the same answer moves to the fallback."""
+    so the same answer moves to the fallback.
+
+    Unpinned (`pick: least_busy`): llama-server's /v1/messages sends `message_start` before the
+    answer, so the client has its first byte before the sentence. Pinned to a slot, the request
+    goes to Chat Completions, whose first chunk may say nothing (ccgate then waits for one that
+    does); this model writes sentence and call in one token, so the whole answer may be in hand
+    before the first byte, and then moves to the fallback: better for the client, but not the
+    case this test is about."""
     chatty = start_llama_server("chatty", "-np", "1", "--chat-template", "chatml")
+    backends = {
+        "local": {"kind": "llamacpp", "url": chatty.url},
+        "fallback": {"kind": "anthropic", "url": text_llama.url},
+    }
     gw = start_ccgate(
-        {"local": {"kind": "llamacpp", "url": chatty.url}, "fallback": {"kind": "anthropic", "url": text_llama.url}}
+        backends, extra={"rules": [{"name": "default", "to": ["local", "fallback"], "pick": "least_busy"}]}
     )
     with httpx.stream("POST", gw.url + "/v1/messages", json={**ask(), "stream": True}, timeout=30) as r:
         assert r.status_code == 200 and r.headers["x-ccgate-backend"] == "local"
