@@ -180,6 +180,30 @@ LOCAL_MODELS = [
         ],
     ),
     (
+        "Prompt tokens reused: predicted by the prefix index vs reported by llama.cpp",
+        "none",
+        [
+            (
+                "predicted {{backend}}",
+                f'sum by (backend) (rate(ccgate_prefix_reused_tokens_total{{backend=~"$backend"}}[{RATE}]))',
+            ),
+            (
+                "reported {{backend}}",
+                f'sum by (backend) (rate(ccgate_tokens_total{{kind="cached",backend=~"$backend"}}[{RATE}]))',
+            ),
+        ],
+    ),
+    (
+        "llama.cpp slot files: saves and restores",
+        "ops",
+        [
+            (
+                "{{backend}} {{action}} {{result}}",
+                f'sum by (backend, action, result) (rate(ccgate_slot_files_total{{backend=~"$backend"}}[{RATE}]))',
+            )
+        ],
+    ),
+    (
         "Tokens by kind",
         "none",
         [

@@ -172,6 +172,8 @@ async def dispatch(
             span.add_event("first_byte")
             if slot != NO_SLOT:  # before `finish`, which ends the span of a whole answer at once
                 span.set_attribute("ccgate.llamacpp.slot", slot)
+            if choice is not None:  # what the prefix index predicted, beside what the engine reports
+                span.set_attribute("ccgate.prefix.predicted_tokens", choice.reused)
             if handoff is not None:
                 span.set_attribute("ccgate.handoff", handoff.actions)
             finish = _finisher(span, reply)

@@ -78,6 +78,7 @@ class Gateway:
         )
         self.shared = shared or LocalShared()
         self.store.on_breaker = self.shared.breaker
+        self.store.on_restart = self.shared.slots_emptied
         self.poller = Poller(backends, self.store, interval=poll_interval)
         self._background: set[asyncio.Task[None]] = set()
         self._sequence = itertools.count()

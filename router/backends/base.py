@@ -118,6 +118,7 @@ class Probe:
     kv_cache: float | None = None
     model: str | None = None  # what the server says it runs (llama-server: /props model_path)
     slot_files: bool | None = None  # llama-server: slots may be saved to files (--slot-save-path)
+    restarted: bool = False  # llama-server: restarted since the last poll (its slots are empty)
 
 
 @dataclass(slots=True)

@@ -22,6 +22,9 @@ class LlamaProbe:
         self.http = http
         self._props: tuple[int | None, int | None, str | None] | None = None
         self._slot_files: bool | None = None  # started with --slot-save-path (None: unknown)
+        # The server's work so far (/metrics prompt_tokens_total, or /slots' newest id_task):
+        # it never goes down while the process lives, so going down means it restarted.
+        self._progress: tuple[str, float] | None = None
         self._metrics = True  # until the server says it has none
         self._auth = own_credentials(http.config)
         self._refused: str | None = None  # the last path that refused our credentials
@@ -40,7 +43,11 @@ class LlamaProbe:
             self._props = await self._read_props()
             self._slot_files = await self._allows_slot_files() if self._props is not None else None
         slots, n_ctx, model = self._props or (None, None, None)
-        processing, deferred = await self._load()
+        processing, deferred, progress = await self._load()
+        before = self._progress
+        restarted = progress is not None and before is not None and before[0] == progress[0] and progress[1] < before[1]
+        if progress is not None:
+            self._progress = progress
         detail = "up"
         if self._refused:
             key = "the configured api_key" if self._auth else "no api_key (llama-server runs with --api-key)"
@@ -54,6 +61,7 @@ class LlamaProbe:
             n_ctx=n_ctx,
             model=model,
             slot_files=self._slot_files,
+            restarted=restarted,
         )
 
     async def _get(self, path: str) -> Fetched | None:
@@ -87,22 +95,27 @@ class LlamaProbe:
     async def _allows_slot_files(self) -> bool | None:
         return await allows_slot_files(self.http, self._auth)
 
-    async def _load(self) -> tuple[int | None, int | None]:
+    async def _load(self) -> tuple[int | None, int | None, tuple[str, float] | None]:
+        """Requests processing and deferred, and the server's progress (see _progress)."""
         if self._metrics:
             response = await self._get("/metrics")
             if response is not None and response.status_code == 200:
                 values = parse_metrics(response.text)
                 processing = values.get("llamacpp:requests_processing")
                 deferred = values.get("llamacpp:requests_deferred")
-                return _int(processing), _int(deferred)
+                total = values.get("llamacpp:prompt_tokens_total")
+                return _int(processing), _int(deferred), ("metrics", total) if total is not None else None
             if response is not None and response.status_code in (404, 501):
                 self._metrics = False
         response = await self._get("/slots")
         if response is None or response.status_code != 200:
-            return None, None
+            return None, None, None
         with suppress(ValueError, TypeError, AttributeError):
-            return sum(1 for s in response.json() if s.get("is_processing")), None
-        return None, None
+            slots = response.json()
+            tasks = [s.get("id_task") for s in slots]
+            newest = max((t for t in tasks if type(t) is int), default=-1)
+            return sum(1 for s in slots if s.get("is_processing")), None, ("slots", float(newest))
+        return None, None, None
 
 
 async def allows_slot_files(http: UpstreamClient, auth: dict[str, str]) -> bool | None:

@@ -136,13 +136,8 @@ def _with_files(
     saved first is not lost, and the longest saved prefix of this prompt can be put back."""
     best: tuple[int, str, SlotState] | None = None  # (tokens, name, state) of the longest saved prefix
     for (owner, name), state in view.files.items():
-        at = position.get(state.tail)
-        if owner != backend or at is None:
-            continue
-        entry = view.entries[at] if at < len(view.entries) else None
-        tokens = entry.tokens if entry is not None else state.tokens
-        if best is None or tokens > best[0]:
-            best = (tokens, name, state)
+        if owner == backend and state.tail in position and (best is None or state.tokens > best[0]):
+            best = (state.tokens, name, state)  # the file's whole prompt is a prefix of this one
     saved_tails = {state.tail for (owner, _), state in view.files.items() if owner == backend}
     held_best = max((c.reused for c in choices if not c.busy), default=0)
     if best is not None and best[0] - held_best < saving.min_tokens:
@@ -209,10 +204,8 @@ def _choice(view: PrefixView, backend: str, slot: int, position: Mapping[str, in
     state = view.slots.get((backend, slot))
     if state is None:
         return SlotChoice(backend, slot, 0, 0, busy)
-    at = position.get(state.tail)
-    if at is not None:  # the slot's whole prompt is a prefix of this one
-        entry = view.entries[at] if at < len(view.entries) else None
-        return SlotChoice(backend, slot, entry.tokens if entry else state.tokens, 0, busy, state)
+    if state.tail in position:  # the slot's whole prompt is a prefix of this one: all of it is reused
+        return SlotChoice(backend, slot, state.tokens, 0, busy, state)
     for i in range(len(view.entries) - 1, -1, -1):
         entry = view.entries[i]
         if entry is not None and (entry.backend, entry.slot) == (backend, slot) and entry.at >= state.since:

@@ -259,11 +259,18 @@ class RedisShared(LocalShared):
         self._write_soon(fields)
         return previous
 
+    def slots_emptied(self, backend: str, slots: int | None) -> None:
+        known = {slot for owner, slot in self._slots if owner == backend}
+        super().slots_emptied(backend, slots)
+        fields = {f"{backend}\t{slot}" for slot in known | set(range(slots or 0))}
+        if fields:
+            self._write_soon({}, (self._key("slots"), *sorted(fields)))
+
     def slot_file_lost(self, backend: str, name: str) -> None:
         super().slot_file_lost(backend, name)
         self._write_soon({}, (self._key("files"), f"{backend}\t{name}"))
 
-    def _write_soon(self, hashes: dict[str, dict[str, str]], gone: tuple[str, str] | None = None) -> None:
+    def _write_soon(self, hashes: dict[str, dict[str, str]], gone: tuple[str, ...] | None = None) -> None:
         """Fields written (or one deleted) in the background; lost if Redis is away (a slot file
         nobody knows of is only a name to reuse, and a slot's state is written again when its
         answer ends)."""

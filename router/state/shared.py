@@ -118,6 +118,11 @@ class LocalShared:
         state = self._slots[(backend, slot)] = SlotState(saved.tail, saved.tokens, now, now, name, saved.tail)
         return replace(state, since=0.0)
 
+    def slots_emptied(self, backend: str, slots: int | None) -> None:
+        """A backend restarted: its slots hold nothing now (its slot files still hold theirs)."""
+        for key in [k for k in self._slots if k[0] == backend]:
+            del self._slots[key]
+
     def slot_file_lost(self, backend: str, name: str) -> None:
         """A slot file could not be restored: it is not offered again (its name is free)."""
         self._files.pop((backend, name), None)

@@ -111,6 +111,8 @@ class MemoryState:
         self._breakers: dict[str, _Breaker] = {}
         self._settings: dict[str, BreakerSettings] = {}
         self._clock = clock
+        # Told when a llama-server restarted (its slots are empty; the files it saved are not).
+        self.on_restart: Callable[[str, int | None], None] = lambda backend, slots: None
         # Told when a breaker opens (backend, seconds it stays open) or closes, to share it.
         self.on_breaker: Callable[[str, float | None], None] = lambda backend, cooldown: None
         self.configure(backends, breakers or {})
@@ -184,6 +186,10 @@ class MemoryState:
         somewhere between then and now, so the larger of the two counts is ours: a request that
         ended while the probe was out is not someone else's load."""
         before = self._snapshot(backend)
+        if probe.restarted:
+            log.warning("backend %s restarted: its slots are empty (the slot files it saved stay)", backend)
+            self._wasted_restores.pop(backend, None)  # perhaps restarted with --swa-full
+            self.on_restart(backend, probe.slots)
         down = self._current_outage(backend)
         if down is not None and probe.checked:
             if not probe.healthy:

@@ -200,6 +200,8 @@ class Metrics:
             if backend.kind == "llamacpp":  # what a key with when_busy: wait queues for
                 self.waiting.labels(name)
                 self.waits.labels(name)
+                self.prefix_tokens.labels(name)
+                self.tokens.labels(name, "cached")
                 for action in ("save", "restore"):
                     self.slot_file_seconds.labels(name, action)
                     for result in ("ok", "failed"):

@@ -13,8 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 
-from tests.harness.procs import Process, real_model, start_llama
+from tests.harness.procs import Process, free_port, llama_server_binary, real_model, start_llama
 from tests.harness.sessions import first_turn, next_turn
 from tests.harness.wait import wait_until
 from tests.integration.test_metrics import scrape, value
@@ -191,3 +192,40 @@ def test_a_sliding_window_model_whose_restores_give_nothing_back_has_slot_files_
         assert value(scrape(gw), "ccgate_slot_files_total", backend="local", action="restore", result="ok") == restores
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("metrics", [True, False], ids=["metrics", "slots"])
+def test_a_restarted_server_has_empty_slots_and_its_files_are_still_restored(
+    start_ccgate, models: dict[str, Path], tmp_path: Path, owned, metrics: bool
+) -> None:
+    """llama-server restarted on the same port: ccgate notices (its work went back: /metrics'
+    prompt_tokens_total, or without --metrics /slots' newest id_task), forgets what the slots
+    held, and restores from the files saved before the restart. Not noticing, it would save the
+    empty slot over a file as if it held the last conversation."""
+    saved = tmp_path / "slots"
+    saved.mkdir()
+    port = free_port()
+    args = [llama_server_binary(), "-m", str(models["text"]), "--host", "127.0.0.1", "--port", str(port), "-t", "1"]
+    args += ["--jinja", "-np", "1", "--slots", "--cache-ram", "0", "--slot-save-path", f"{saved}/"]
+    args += ["--metrics"] if metrics else []
+
+    def start(n: int) -> Process:
+        return owned(Process(f"llama-restarted-{n}", args, port, tmp_path / f"llama-{n}.log")).start("/health")
+
+    server = start(1)
+    gw = start_ccgate({"local": {"kind": "llamacpp", "url": server.url}})
+    wait_until(lambda: slot_files(gw).startswith("on"), "ccgate to find the server's slot files")
+    alpha, beta, gamma = (first_turn(name) for name in ("alpha", "beta", "gamma"))
+    ask(gw, alpha)
+    ask(gw, beta)  # alpha saved
+    saves = value(scrape(gw), "ccgate_slot_files_total", backend="local", action="save", result="ok")
+    assert saves == 1
+    server.stop()
+    server = start(2)
+    wait_until(lambda: "backend local restarted" in gw.log.read_text(), "ccgate to notice the restart")
+    idle(gw)
+    ask(gw, gamma)  # the slot is empty: nothing to save (beta's prefix went with the restart)
+    assert value(scrape(gw), "ccgate_slot_files_total", backend="local", action="save", result="ok") == saves
+    idle(gw)
+    usage, _ = ask(gw, next_turn(alpha, ANSWER, 1))  # restored from the file saved before the restart
+    assert usage["cache_read_input_tokens"] > 10 * usage["input_tokens"], usage

@@ -8,6 +8,8 @@ which left the slot in the index, the log line and the span a guess: these tests
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
@@ -104,3 +106,25 @@ def test_a_pinned_request_with_a_block_chat_completions_cannot_carry_still_gets_
     r = httpx.post(gw.url + "/v1/messages", json={**body, "max_tokens": 8}, timeout=300)
     assert r.status_code == 200, r.text
     assert r.json()["content"][0]["text"]
+
+
+def test_the_index_predicts_the_reuse_llama_server_reports(start_ccgate, start_llama_server) -> None:
+    """Two interleaved conversations, six turns each (answers long enough that a turn may not
+    complete a 2 KB block): what the prefix index predicts a slot reuses (the log line's
+    `reused_tokens`) is what llama-server reports it reused (`cache_read_input_tokens`), within
+    1%, on every returning turn. It used to sit 7 to 31% below, and stood still while a turn added
+    less than a block."""
+    server = start_llama_server("text", "-np", "2", "--slots", "--cache-ram", "0")
+    gw = start_ccgate({"local": {"kind": "llamacpp", "url": server.url}})
+    bodies = {name: first_turn(name, max_tokens=8) for name in ("eta", "theta")}
+    for turn in range(6):
+        for name in bodies:
+            r = httpx.post(gw.url + "/v1/messages", json=bodies[name], timeout=300)
+            assert r.status_code == 200, r.text
+            reported = r.json()["usage"].get("cache_read_input_tokens", 0)
+            trace = r.headers["x-ccgate-trace-id"]
+            lines = [json.loads(line) for line in gw.log.read_text().splitlines() if trace in line]
+            predicted = next(line["reused_tokens"] for line in lines if "reused_tokens" in line)
+            if turn:
+                assert abs(predicted - reported) <= reported / 100, (turn, name, predicted, reported)
+            bodies[name] = next_turn(bodies[name], ANSWER * 20, turn + 1)
