@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -14,13 +15,13 @@ import msgspec
 from opentelemetry import trace
 
 from router.admission import budget_refusal, local_backends, output_bound, refusal, within_budget
-from router.backends.base import Backend, Incoming
-from router.backends.http import UpstreamClient
+from router.backends.base import Backend, BackendError, Incoming
+from router.backends.http import UpstreamClient, describe
 from router.backends.registry import build_backend, build_backends
 from router.backends.slot_files import Outcome as SlotFileOutcome
 from router.backends.slot_files import prepare_slot, slot_files_state
 from router.dispatch import DispatchFailed, Operation, Outcome, both, dispatch
-from router.policy.affinity import SlotChoice, known_prompt_tokens
+from router.policy.affinity import NO_SLOT, SlotChoice, known_prompt_tokens
 from router.policy.engine import Decision, Engine
 from router.policy.features import Features, features_of
 from router.policy.identity import Identity
@@ -28,7 +29,7 @@ from router.policy.prefix import hashed_fields
 from router.policy.schema import Policy
 from router.policy.snapshot import BackendSnapshot
 from router.policy.transforms import Transform, apply
-from router.protocol.anthropic import validate
+from router.protocol.anthropic import MessagesRequest, validate
 from router.protocol.estimate import BYTES_PER_TOKEN
 from router.protocol.handoff import Marks
 from router.protocol.usage import Usage
@@ -41,6 +42,16 @@ from router.state.secret import local_secret, shared_secret
 from router.state.shared import LocalShared, SharedView
 from router.state.store import BreakerSettings, MemoryState
 
+log = logging.getLogger("ccgate.gateway")
+# An estimate within these factors of a local backend's window is counted by that llama-server
+# (a round trip, 30-60 ms for Claude Code's prompt on Gemma: bench/token_estimate.py). Above the
+# window up to 8x: indented code runs ~2.4x fewer tokens than bytes / 3.8 says, and a template
+# that leaves the tools out (Gemma's) makes Claude Code's prompt ~6.7x smaller, so it may fit.
+# Below, only the last 20%: digits run up to ~3.8x more, but counting every prompt that far
+# below would tax every request; llama-server's 400 still moves such a rare one to a fallback.
+COUNT_NEAR = (0.8, 8.0)
+PINNED_REUSE_CHECKED = 1024  # tokens a pinned slot was to reuse: an answer reusing none of them counts
+COUNT_WITHIN = 2.0  # seconds a count may take; past it the estimate stands
 RETIRE_AFTER = 900.0  # seconds a replaced backend's connections stay open for requests still on it
 WAIT_POLL = 0.05  # seconds between looks at a busy backend, for a request waiting for it
 PASSIVE_HOLD_UNPOLLED = 10.0  # seconds an unreachable backend is skipped when no poller re-checks it
@@ -183,6 +194,12 @@ class Gateway:
             incoming = replace(incoming, known_tokens=known)
             features = replace(features, tokens=known)
         decision = routing.engine.decide(features, snapshot, view.prefix, next(self._sequence))
+        counted = await self._count_near_window(routing, decision, features.tokens, incoming, snapshot)
+        if counted is not None:  # decided again on the real count
+            incoming = replace(incoming, known_tokens=counted)
+            features = replace(features, tokens=counted)
+            span.set_attribute("ccgate.counted_input_tokens", counted)
+            decision = routing.engine.decide(features, snapshot, view.prefix, next(self._sequence))
         queued: tuple[str, str] | None = None  # (backend, ticket) of a request that waited its turn
         if decision.wait_for is not None and not decision.candidates and identity is not None:
             decision, queued = await self._wait_for_slot(decision, features, hashes, identity, span)
@@ -196,6 +213,41 @@ class Gateway:
                 }
             )
         return decision, features, incoming, queued
+
+    async def _count_near_window(
+        self,
+        routing: Routing,
+        decision: Decision,
+        estimate: int,
+        incoming: Incoming,
+        snapshot: Mapping[str, BackendSnapshot],
+    ) -> int | None:
+        """The prompt's tokens as a llama-server counts them, when the estimate (bytes / 3.8, or
+        the known prefix plus that) is near the window of a local backend the decision took or
+        skipped for its context: indented code has far fewer tokens than its bytes say, digits
+        more, and only a count can tell whether the prompt fits. None: nothing near, or no
+        count (the estimate stands)."""
+        if not isinstance(incoming.request, MessagesRequest):
+            return None
+        context = [name for name, kind in decision.skip_kinds.items() if kind == "context"]
+        for name in (*decision.candidates, *context):
+            config = routing.policy.backends[name]
+            state = snapshot.get(name)
+            window = config.context_window or (state.n_ctx if state is not None else None)
+            if config.kind != "llamacpp" or state is None or not state.available or not window:
+                continue
+            if not window * COUNT_NEAR[0] <= estimate <= window * COUNT_NEAR[1]:
+                continue
+            try:
+                async with asyncio.timeout(COUNT_WITHIN):
+                    reply = await routing.backends[name].count_tokens(replace(incoming, slot=None))
+                counted = msgspec.json.decode(reply.body).get("input_tokens")
+            except Exception as exc:  # noqa: BLE001 - a count is an improvement, never a failure
+                reason = exc.reason if isinstance(exc, BackendError) else describe(exc)
+                log.info("backend %s could not count the prompt (%s): the estimate stands", name, reason)
+                return None
+            return counted if type(counted) is int and counted > 0 else None
+        return None
 
     async def _send(
         self,
@@ -327,13 +379,20 @@ class Gateway:
             tokens = usage.input + usage.cached + usage.cache_write + usage.cache_write_1h
             if tokens and reply.status == 200:
                 self.shared.remember(hashes, backend, slot, tokens, total_bytes, previous)
-                if choice is not None and choice.restored is not None and choice.restore:
-                    self.store.restore_reused(backend, usage.cached >= choice.restored.tokens // 2)
+                if choice is not None and choice.slot != NO_SLOT:
+                    self._check_reuse(backend, choice, usage.cached)
 
         if reply.streaming:
             reply.on_close.append(learn)
         else:
             learn()
+
+    def _check_reuse(self, backend: str, choice: SlotChoice, cached: int) -> None:
+        """Did the pinned slot give back what it was to? A restore always counts; a slot's own
+        prefix when long enough that reusing none of it is no accident."""
+        restored = bool(choice.restore and choice.restored)
+        if restored or choice.reused >= PINNED_REUSE_CHECKED:
+            self.store.reuse_seen(backend, cached >= choice.reused // 2, restored)
 
     def reload(self, policy: Policy) -> None:
         """Swap in a new policy at once. Backends whose config did not change keep their

@@ -53,10 +53,16 @@ class SlotState:
 
 @dataclass(frozen=True, slots=True)
 class SlotSaving:
-    """A backend's slot files: how many it may keep, and the smallest prefix worth one."""
+    """A backend's slot files: how many it may keep, the smallest prefix worth one, and the tag
+    in their names (a hash of the deployment, backend and model: files of another model, or of
+    another deployment sharing the server, are never restored or overwritten)."""
 
     files: int
     min_tokens: int
+    tag: str = "0"
+
+    def names(self, backend: str) -> list[str]:
+        return [slot_file_name(backend, self.tag, n) for n in range(self.files)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,10 +105,10 @@ class SlotChoice:
     save: str = ""  # slot file to save what it holds to first (its prefix is worth keeping)
     restore: str = ""  # slot file to restore into it first (this prompt's longest saved prefix)
     restored: SlotState | None = None  # what that file holds
-    moved: int = 0  # tokens of another conversation kept in a slot file rather than in this slot
-    # What moving it costs: its tokens times the share of the backend's files in use after the
-    # save. A file is not free: the files are few, and the conversation's return costs a
-    # restore; so a pool spreads its conversations, and fills the files of one server last.
+    # What moving the slot's conversation to a file costs: its tokens times the share of the
+    # backend's files in use after the save. A file is not free: the files are few, and the
+    # conversation's return costs a restore; so a pool spreads its conversations, and fills the
+    # files of one server last.
     move_cost: int = 0
 
     @property
@@ -123,10 +129,11 @@ def slot_choices(
     return sorted(choices, key=lambda c: (c.busy, -c.score, c.evicted, age[c.slot], c.slot))
 
 
-def slot_file_name(backend: str, number: int) -> str:
-    """The name of a backend's slot file `number` (llama-server takes plain file names only)."""
-    safe = "".join(ch if ch.isascii() and (ch.isalnum() or ch in "-_") else "_" for ch in backend)[:64]
-    return f"ccgate-{safe}-{number}.bin"
+def slot_file_name(backend: str, tag: str, number: int) -> str:
+    """The name of a backend's slot file `number` (llama-server takes plain file names only; the
+    backend's name is there for a person reading the folder, the tag tells them apart)."""
+    safe = "".join(ch if ch.isascii() and (ch.isalnum() or ch in "-_") else "_" for ch in backend)[:40]
+    return f"ccgate-{safe}-{tag}-{number}.bin"
 
 
 def _with_files(
@@ -134,28 +141,29 @@ def _with_files(
 ) -> list[SlotChoice]:
     """Each slot's score once saving and restoring are counted: a prefix worth keeping that is
     saved first is not lost, and the longest saved prefix of this prompt can be put back."""
+    names = saving.names(backend)
+    mine = {name: view.files[(backend, name)] for name in names if (backend, name) in view.files}
     best: tuple[int, str, SlotState] | None = None  # (tokens, name, state) of the longest saved prefix
-    for (owner, name), state in view.files.items():
-        if owner == backend and state.tail in position and (best is None or state.tokens > best[0]):
+    for name, state in mine.items():
+        if state.tail in position and (best is None or state.tokens > best[0]):
             best = (state.tokens, name, state)  # the file's whole prompt is a prefix of this one
-    saved_tails = {state.tail for (owner, _), state in view.files.items() if owner == backend}
+    saved_tails = {state.tail for state in mine.values()}
     held_best = max((c.reused for c in choices if not c.busy), default=0)
     if best is not None and best[0] - held_best < saving.min_tokens:
         best = None  # a slot holds nearly as much: restoring would not pay
     taken = {best[1]} if best else set()
-    mine = {name for (owner, name) in view.files if owner == backend}
     out = []
     for choice in choices:
         save = ""
-        evicted, moved, cost = choice.evicted, 0, 0
+        evicted, cost = choice.evicted, 0
         held = choice.held
         if held is not None and evicted >= saving.min_tokens and not choice.busy:
             lost = 0  # tokens of the conversation whose file the save overwrites
             if held.tail not in saved_tails:
-                save, lost = _file_to_save(view, backend, held, saving.files, taken)
+                save, lost = _file_to_save(view, backend, held, names, mine, taken)
             if save or held.tail in saved_tails:
                 in_use = len(mine) + (1 if save and save not in mine else 0)
-                evicted, moved, cost = lost, evicted, evicted * min(in_use, saving.files) // saving.files
+                evicted, cost = lost, evicted * min(in_use, saving.files) // saving.files
         restore, reused, restored = "", choice.reused, None
         if best is not None and best[0] - choice.reused >= saving.min_tokens and not choice.busy:
             restore, reused, restored = best[1], best[0], best[2]
@@ -164,7 +172,6 @@ def _with_files(
                 choice,
                 reused=reused,
                 evicted=evicted,
-                moved=moved,
                 move_cost=cost,
                 save=save,
                 restore=restore,
@@ -174,13 +181,18 @@ def _with_files(
     return out
 
 
-def _file_to_save(view: PrefixView, backend: str, held: SlotState, budget: int, taken: set[str]) -> tuple[str, int]:
+def _file_to_save(
+    view: PrefixView,
+    backend: str,
+    held: SlotState,
+    names: list[str],
+    mine: Mapping[str, SlotState],
+    taken: set[str],
+) -> tuple[str, int]:
     """Where a slot's prefix goes, and the tokens of the conversation that file held and loses:
     the file it came from if that file still holds its conversation, else a name not used yet,
     else one whose conversation is in a slot again, else the least recently used (never one
     this request restores)."""
-    mine = {name: state for (owner, name), state in view.files.items() if owner == backend}
-    names = [slot_file_name(backend, i) for i in range(budget)]
     name = held.file
     if name in names and name not in taken and (name not in mine or mine[name].tail == held.file_tail):
         return name, 0
@@ -189,9 +201,7 @@ def _file_to_save(view: PrefixView, backend: str, held: SlotState, budget: int, 
         return free[0], 0
     in_slots = {state.tail for (owner, _), state in view.slots.items() if owner == backend}
     used = sorted(
-        (state.tail not in in_slots, state.at, n, state.tokens)
-        for n, state in mine.items()
-        if n in names and n not in taken
+        (state.tail not in in_slots, state.at, n, state.tokens) for n, state in mine.items() if n not in taken
     )
     if not used:
         return "", 0

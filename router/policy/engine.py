@@ -9,6 +9,7 @@ its fallbacks.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -104,9 +105,10 @@ class Engine:
                     eligible.append(name)
             for name in eligible if rule.pick == "affinity" else ():
                 config = self.policy.backends[name]
-                if config.kind == "llamacpp":
-                    snapshot = state.get(name, BackendSnapshot())
-                    slots[name] = slot_choices(prefix, name, snapshot.slots, _saving(config, snapshot))[0]
+                snapshot = state.get(name, BackendSnapshot())
+                if config.kind == "llamacpp" and not snapshot.pinning_useless:
+                    saving = _saving(name, config, snapshot, self.policy.state.key_prefix)
+                    slots[name] = slot_choices(prefix, name, snapshot.slots, saving)[0]
             if len(eligible) > 1:
                 eligible = _pick(rule.pick, eligible, state, slots, sequence)
             candidates += eligible
@@ -184,9 +186,10 @@ def _k(tokens: int) -> str:
     return f"{tokens / 1000:.0f}k" if tokens >= 1000 else str(tokens)
 
 
-def _saving(config: BackendConfig, snapshot: BackendSnapshot) -> SlotSaving | None:
+def _saving(name: str, config: BackendConfig, snapshot: BackendSnapshot, deployment: str) -> SlotSaving | None:
     """Slot files, where the server allows them and the policy does not turn them off."""
     budget = config.slot_files.budget(snapshot.slots)
     if not snapshot.slot_files or snapshot.slot_files_unused or not budget:
         return None
-    return SlotSaving(budget, config.slot_files.min_tokens)
+    tag = hashlib.sha256(f"{deployment}\0{name}\0{snapshot.model or ''}".encode()).hexdigest()[:10]
+    return SlotSaving(budget, config.slot_files.min_tokens, tag)

@@ -23,6 +23,7 @@ class BackendSnapshot:
     model: str | None = None  # llama-server: the model file it runs (for `tools: auto`)
     slot_files: bool | None = None  # llama-server: started with --slot-save-path
     slot_files_unused: bool = False  # restored slots gave nothing back (a sliding-window model)
+    pinning_useless: bool = False  # slots pinned to gave nothing back (llama-server clears idle slots)
     # Requests from other clients: what llama-server reported (processing + deferred) beyond
     # ours at that moment. Kept apart so a report a second old does not count ours twice.
     foreign: int = 0

@@ -21,7 +21,7 @@ from router.backends.base import Probe
 from router.policy.snapshot import BackendSnapshot
 
 log = logging.getLogger("ccgate.state")
-WASTED_RESTORES = 3  # restores in a row whose answer reused nothing before slot files go off
+WASTED_REUSE = 3  # pinned answers in a row that reused nothing they were to, before that stops
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +53,9 @@ class StateStore(Protocol):
         """A backend said how big its context is (llama.cpp's exceed_context_size_error)."""
         ...
 
-    def restore_reused(self, backend: str, reused: bool) -> None:
-        """Whether an answer on a slot just restored from a file reused what the file held."""
+    def reuse_seen(self, backend: str, reused: bool, restored: bool) -> None:
+        """Whether an answer pinned to a slot reused the prompt its slot was to hold (`restored`:
+        just put back from a slot file)."""
         ...
 
     def succeeded(self, backend: str) -> None: ...
@@ -107,7 +108,8 @@ class MemoryState:
         self._in_flight: dict[tuple[str, int], int] = {}
         self._generation: dict[str, int] = {}
         self._learned_ctx: dict[str, int] = {}
-        self._wasted_restores: dict[str, int] = {}  # restores in a row whose answer reused nothing
+        # (backend, restored) → pinned answers in a row that reused nothing they were to
+        self._wasted: dict[tuple[str, bool], int] = {}
         self._breakers: dict[str, _Breaker] = {}
         self._settings: dict[str, BreakerSettings] = {}
         self._clock = clock
@@ -127,7 +129,8 @@ class MemoryState:
             self._unreachable.pop(name, None)
             self._down_since.pop(name, None)
             self._learned_ctx.pop(name, None)
-            self._wasted_restores.pop(name, None)
+            self._wasted.pop((name, True), None)
+            self._wasted.pop((name, False), None)
             self._breakers.pop(name, None)
             if name in self._generation:  # requests still on the old server count against it, not the new
                 self._generation[name] += 1
@@ -148,7 +151,8 @@ class MemoryState:
             probed,
             in_flight=self._in_flight.get((name, self._generation[name]), 0),
             n_ctx=probed.n_ctx or self._learned_ctx.get(name),
-            slot_files_unused=self._wasted_restores.get(name, 0) >= WASTED_RESTORES,
+            slot_files_unused=self._wasted.get((name, True), 0) >= WASTED_REUSE,
+            pinning_useless=self._wasted.get((name, False), 0) >= WASTED_REUSE,
             breaker=self._breaker_state(name),
         )
         down = self._current_outage(name)
@@ -188,7 +192,8 @@ class MemoryState:
         before = self._snapshot(backend)
         if probe.restarted:
             log.warning("backend %s restarted: its slots are empty (the slot files it saved stay)", backend)
-            self._wasted_restores.pop(backend, None)  # perhaps restarted with --swa-full
+            self._wasted.pop((backend, True), None)  # perhaps restarted with --swa-full, or -np
+            self._wasted.pop((backend, False), None)
             self.on_restart(backend, probe.slots)
         down = self._current_outage(backend)
         if down is not None and probe.checked:
@@ -251,18 +256,30 @@ class MemoryState:
     def learn_context(self, backend: str, n_ctx: int) -> None:
         self._learned_ctx[backend] = n_ctx
 
-    def restore_reused(self, backend: str, reused: bool) -> None:
-        wasted = self._wasted_restores.get(backend, 0)
-        if wasted >= WASTED_RESTORES:
+    def reuse_seen(self, backend: str, reused: bool, restored: bool) -> None:
+        key = (backend, restored)
+        wasted = self._wasted.get(key, 0)
+        if wasted >= WASTED_REUSE:
             return
-        self._wasted_restores[backend] = 0 if reused else wasted + 1
-        if self._wasted_restores[backend] == WASTED_RESTORES:
+        self._wasted[key] = 0 if reused else wasted + 1
+        if self._wasted[key] < WASTED_REUSE:
+            return
+        if restored:
             log.warning(
                 "backend %s: %d slots restored from files in a row, and llama-server processed each prompt "
                 "again: slot files are off for it. A sliding-window model (Gemma 3, gpt-oss) can reuse a "
                 "restored slot only with llama-server's --swa-full",
                 backend,
-                WASTED_RESTORES,
+                WASTED_REUSE,
+            )
+        else:
+            log.warning(
+                "backend %s: %d requests in a row ran on the slot that held their prompt, and llama-server "
+                "processed each again: it clears its idle slots (started without -np, its KV cache is unified "
+                "and idle slots go to its RAM prompt cache). ccgate stops pinning requests to its slots, so that "
+                "cache serves them; start llama-server with -np N for ccgate to pin them",
+                backend,
+                WASTED_REUSE,
             )
 
     def succeeded(self, backend: str) -> None:

@@ -100,3 +100,32 @@ def test_a_client_that_hangs_up_mid_generation_frees_the_slot(start_ccgate, gemm
                 seen += 1
         assert any(s["is_processing"] for s in httpx.get(gemma.url + "/slots").json())
     assert_slots_free(gemma)
+
+
+INDENTED_CODE = "".join(f"{'    ' * (4 + i % 5)}return None\n" for i in range(400))[:7600]
+DIGITS = " ".join(str(7**i % 1000003) for i in range(2000))[:7200]
+
+
+def test_the_context_check_counts_tokens_near_the_window(start_ccgate, text_llama: Process, tmp_path: Path) -> None:
+    """A 2k window. 7,600 bytes of indented code: bytes / 3.8 says ~2,070 tokens, Gemma counts
+    ~870, so it stays on the box (it went to the cloud as "context 2k > window 2k"). 7,200 bytes
+    of digits: the estimate says ~1,900, Gemma counts ~7,200, so it goes to the fallback at once
+    for its context, not after llama-server's 400."""
+    from tests.harness.procs import real_model, start_llama
+
+    small = start_llama(real_model(), tmp_path, "-np", "1", "-c", "2048", "-t", "2")
+    try:
+        gw = start_ccgate(
+            {"local": {"kind": "llamacpp", "url": small.url}, "fallback": {"kind": "anthropic", "url": text_llama.url}}
+        )
+        for text, where in ((INDENTED_CODE, "local"), (DIGITS, "fallback")):
+            body = {"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": text}]}
+            r = httpx.post(gw.url + "/v1/messages", json=body, timeout=300)
+            assert r.status_code == 200, r.text
+            assert r.headers["x-ccgate-backend"] == where, (where, r.headers.get("x-ccgate-fallback-reason"))
+            if where == "fallback":
+                reason = r.headers["x-ccgate-fallback-reason"]
+                assert reason.startswith("local: context 7k > window 2k"), reason
+        assert "could not count" not in gw.log.read_text()
+    finally:
+        small.stop()

@@ -128,3 +128,24 @@ def test_the_index_predicts_the_reuse_llama_server_reports(start_ccgate, start_l
             if turn:
                 assert abs(predicted - reported) <= reported / 100, (turn, name, predicted, reported)
             bodies[name] = next_turn(bodies[name], ANSWER * 20, turn + 1)
+
+
+def test_a_server_that_clears_idle_slots_is_not_pinned_to_them(start_ccgate, start_llama_server) -> None:
+    """llama-server started without -np (its defaults: 4 slots on one unified KV cache, idle
+    slots saved to its RAM prompt cache and cleared whenever a task starts): a slot pinned to
+    is empty by the time its conversation returns, and a pinned request never loads from that
+    RAM cache. ccgate sees its predicted reuse come back as nothing, stops pinning, and the
+    server's own cache serves the returning conversations."""
+    server = start_llama_server("text", "--slots")  # no -np, no --cache-ram: llama-server's defaults
+    gw = start_ccgate({"local": {"kind": "llamacpp", "url": server.url}})
+    bodies = {name: first_turn(name, max_tokens=8) for name in ("iota", "kappa")}
+    cached: list[int] = []
+    for turn in range(5):
+        for name in bodies:
+            r = httpx.post(gw.url + "/v1/messages", json=bodies[name], timeout=300)
+            assert r.status_code == 200, r.text
+            cached.append(r.json()["usage"].get("cache_read_input_tokens", 0))
+            bodies[name] = next_turn(bodies[name], ANSWER, turn + 1)
+    assert "ccgate stops pinning requests to its slots" in gw.log.read_text()
+    assert min(cached[-2:]) > 10_000, cached  # the last turn of each, unpinned: from the RAM cache
+    assert "x-ccgate-slot" not in r.headers
