@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from router.policy.prefix import BLOCK
 
 NO_SLOT = -1  # a backend without slots (not llama.cpp): the backend itself is the cache
+FILE_KEEP = 600.0  # seconds a slot file's conversation has to come back before its file may be reused
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,7 @@ class PrefixView:
     slots: Mapping[tuple[str, int], SlotState] = field(default_factory=dict)
     busy_slots: Mapping[tuple[str, int], int] = field(default_factory=dict)  # requests in progress
     files: Mapping[tuple[str, str], SlotState] = field(default_factory=dict)  # saved slots: (backend, name)
+    now: float = 0.0  # when the view was read (a slot file's age)
 
     def longest(self) -> tuple[int, Entry] | None:
         """The deepest block someone processed (its index and entry)."""
@@ -191,8 +193,8 @@ def _file_to_save(
 ) -> tuple[str, int]:
     """Where a slot's prefix goes, and the tokens of the conversation that file held and loses:
     the file it came from if that file still holds its conversation, else a name not used yet,
-    else one whose conversation is in a slot again, else the least recently used (never one
-    this request restores)."""
+    else one whose conversation is in a slot again, else the least recently used if older than
+    FILE_KEEP, else none (never one this request restores)."""
     name = held.file
     if name in names and name not in taken and (name not in mine or mine[name].tail == held.file_tail):
         return name, 0
@@ -205,7 +207,12 @@ def _file_to_save(
     )
     if not used:
         return "", 0
-    elsewhere, _, name, tokens = used[0]
+    elsewhere, at, name, tokens = used[0]
+    if elsewhere and view.now - at < FILE_KEEP:
+        # Every file holds a conversation not back yet, saved within FILE_KEEP: with more
+        # conversations than slots and files, overwriting the oldest would only trade one lost
+        # conversation for another (saving each, restoring none); the files keep theirs.
+        return "", 0
     return name, tokens if elsewhere else 0
 
 

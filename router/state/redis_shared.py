@@ -154,7 +154,8 @@ class RedisShared(LocalShared):
         others, elsewhere = self._other_replicas(inflight_raw, alive_raw)
         for key, count in elsewhere.items():
             busy[key] = busy.get(key, 0) + count
-        return SharedView(PrefixView(tuple(hashes), entries, slots, busy, files), others, scripted)
+        view = PrefixView(tuple(hashes), entries, slots, busy, files, time.time())
+        return SharedView(view, others, scripted)
 
     async def _read(self, hashes: Sequence[str], script: ScriptCall | None) -> tuple[Any, list[Any]]:
         """One round trip: the caller's script (admission) and VIEW. A script Redis has forgotten

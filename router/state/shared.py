@@ -73,7 +73,8 @@ class LocalShared:
                 del self._entries[h]
                 entry = None
             entries.append(entry)
-        return PrefixView(tuple(hashes), tuple(entries), dict(self._slots), dict(self._busy), dict(self._files))
+        files = dict(self._files)
+        return PrefixView(tuple(hashes), tuple(entries), dict(self._slots), dict(self._busy), files, now)
 
     def remember(
         self,

@@ -4,7 +4,7 @@ tests/integration/test_slot_files.py."""
 
 from __future__ import annotations
 
-from router.policy.affinity import SlotSaving, slot_choices, slot_file_name
+from router.policy.affinity import FILE_KEEP, SlotSaving, slot_choices, slot_file_name
 from router.state.shared import LocalShared
 
 SAVING = SlotSaving(files=2, min_tokens=1000, tag="t")
@@ -83,7 +83,13 @@ def test_files_are_a_bounded_set_reused_least_recently_used() -> None:
     assert {name for _, name in s.local_view(()).files} == {N0, N1} == set(SAVING.names("x"))
     s.remember(C[:4], "x", 0, 4000, 4 * 2048)
     choice = slot_choices(s.local_view(("new",)), "x", 1, SAVING)[0]
-    assert choice.save == N0  # A's, the older of the two
+    # neither A nor B came back yet, and both were saved within FILE_KEEP: C is not saved over
+    # them (that would trade one lost conversation for another, and thrash)
+    assert (choice.save, choice.evicted) == ("", 4000)
+    later = LocalShared(clock=iter(range(int(FILE_KEEP) + 100, int(FILE_KEEP) + 200)).__next__)
+    later._files, later._slots = s._files, s._slots
+    choice = slot_choices(later.local_view(("new",)), "x", 1, SAVING)[0]
+    assert choice.save == N0  # past FILE_KEEP: A's, the older of the two
 
 
 def test_a_prefix_already_saved_is_not_saved_again() -> None:
