@@ -19,10 +19,10 @@ from router.backends.base import Backend, BackendError, Incoming
 from router.backends.http import UpstreamClient, describe
 from router.backends.registry import build_backend, build_backends
 from router.backends.slot_files import Outcome as SlotFileOutcome
-from router.backends.slot_files import prepare_slot, slot_files_state
+from router.backends.slot_files import prepare_slot
 from router.dispatch import DispatchFailed, Operation, Outcome, both, dispatch
 from router.policy.affinity import NO_SLOT, SlotChoice, known_prompt_tokens
-from router.policy.engine import Decision, Engine
+from router.policy.engine import Decision, Engine, slot_files_state
 from router.policy.features import Features, features_of
 from router.policy.identity import Identity
 from router.policy.prefix import hashed_fields

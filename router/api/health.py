@@ -6,8 +6,8 @@ from litestar import Request, Response, get, head
 
 from router import __version__
 from router.api.auth import credential_warnings
-from router.backends.slot_files import slot_files_state
 from router.gateway import Gateway
+from router.policy.engine import slot_files_state
 
 
 @head("/", status_code=200)

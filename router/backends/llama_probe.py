@@ -41,7 +41,7 @@ class LlamaProbe:
         self._refused = None
         if self._props is None:
             self._props = await self._read_props()
-            self._slot_files = await self._allows_slot_files() if self._props is not None else None
+            self._slot_files = await allows_slot_files(self.http, self._auth) if self._props is not None else None
         slots, n_ctx, model = self._props or (None, None, None)
         processing, deferred, progress = await self._load()
         before = self._progress
@@ -91,9 +91,6 @@ class LlamaProbe:
             n_ctx if isinstance(n_ctx, int) else None,
             model if isinstance(model, str) else None,
         )
-
-    async def _allows_slot_files(self) -> bool | None:
-        return await allows_slot_files(self.http, self._auth)
 
     async def _load(self) -> tuple[int | None, int | None, tuple[str, float] | None]:
         """Requests processing and deferred, and the server's progress (see _progress)."""

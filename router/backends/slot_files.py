@@ -23,8 +23,6 @@ import msgspec
 from router.backends.credentials import own_credentials
 from router.backends.http import UpstreamClient, describe
 from router.policy.affinity import SlotChoice
-from router.policy.schema import BackendConfig
-from router.policy.snapshot import BackendSnapshot
 from router.protocol.redact import safe_text
 from router.state.shared import LocalShared
 
@@ -36,30 +34,6 @@ ACTION_WITHIN = 10.0
 
 FILE_NAME = re.compile(r"ccgate-[A-Za-z0-9_-]{1,80}-[0-9]{1,4}\.bin")
 Outcome = Callable[[str, str, str, float], None]  # backend, action (save/restore), result (ok/failed), seconds
-
-
-def slot_files_state(config: BackendConfig | None, snapshot: BackendSnapshot) -> str | None:
-    """Whether ccgate saves and restores this backend's slots, and if not why, for a person
-    (start-up line, /readyz, the doctor); None for what is not llama-server."""
-    if config is None or config.kind != "llamacpp":
-        return None
-    if config.slot_files.files == 0:
-        return "off (the policy's slot_files.files is 0)"
-    if snapshot.slot_files is None:
-        return "unknown until llama-server answers (POST /slots)"
-    if not snapshot.slot_files:
-        return "off: llama-server was started without --slot-save-path"
-    if snapshot.pinning_useless:
-        return "off: llama-server clears its idle slots (started without -np), so nothing is pinned to them"
-    if snapshot.slot_files_unused:
-        return (
-            "off: restored slots gave nothing back (a sliding-window model such as Gemma 3 or gpt-oss "
-            "reuses a restored slot only with llama-server's --swa-full)"
-        )
-    budget = config.slot_files.budget(snapshot.slots)
-    if not budget:
-        return "off: llama-server reports no slots (/props total_slots)"
-    return f"on: up to {budget} files, prefixes of {config.slot_files.min_tokens}+ tokens"
 
 
 class SlotFileError(Exception):
@@ -94,9 +68,15 @@ async def slot_action(http: UpstreamClient, slot: int, action: str, filename: st
     return answer
 
 
-def _count(answer: dict[str, object], field: str) -> int:
-    value = answer.get(field)
-    return value if type(value) is int else -1
+async def _act(http: UpstreamClient, slot: int, action: str, filename: str, expected: int) -> int:
+    """A save or restore that must move at least half the tokens the index expects (a slot
+    llama-server already emptied, or a file holding less, is a failure); the tokens it moved."""
+    answer = await slot_action(http, slot, action, filename)
+    field = "n_saved" if action == "save" else "n_restored"
+    moved = answer.get(field)
+    if type(moved) is not int or moved < expected // 2:
+        raise SlotFileError(f"{field} {moved!r} where {expected} tokens were expected")
+    return moved
 
 
 async def prepare_slot(
@@ -110,10 +90,7 @@ async def prepare_slot(
     if choice.save and choice.held is not None:
         start = time.perf_counter()
         try:
-            answer = await slot_action(http, choice.slot, "save", choice.save)
-            saved = _count(answer, "n_saved")
-            if saved < choice.held.tokens // 2:
-                raise SlotFileError(f"it saved {saved} tokens where the slot was to hold {choice.held.tokens}")
+            saved = await _act(http, choice.slot, "save", choice.save, choice.held.tokens)
         except SlotFileError as exc:
             outcome(backend, "save", "failed", time.perf_counter() - start)
             log.warning("backend %s: saving slot %d to %s failed (%s)", backend, choice.slot, choice.save, exc)
@@ -126,12 +103,7 @@ async def prepare_slot(
     if choice.restore and choice.restored is not None:
         start = time.perf_counter()
         try:
-            answer = await slot_action(http, choice.slot, "restore", choice.restore)
-            restored = _count(answer, "n_restored")
-            if restored < choice.restored.tokens // 2:
-                raise SlotFileError(
-                    f"it restored {restored} tokens where the file was to hold {choice.restored.tokens}"
-                )
+            restored = await _act(http, choice.slot, "restore", choice.restore, choice.restored.tokens)
         except SlotFileError as exc:
             outcome(backend, "restore", "failed", time.perf_counter() - start)
             log.warning(

@@ -266,20 +266,13 @@ async def _judge_slot_files(http: UpstreamClient, config: BackendConfig, facts: 
         detail = "not allowed: with more sessions than slots, a session back after losing its slot is processed again"
         fix = "start llama-server with --slot-save-path DIR (ccgate then keeps at most slot_files.files files there)"
         report.checks.append(Check("slot files", "warn", detail, fix))
-    elif sliding_window(facts.model):
-        detail = "allowed, but a sliding-window model reuses a restored slot only with --swa-full"
+    elif (family := family_of_facts(facts)) is not None and family.sliding_window:
+        detail = f"allowed, but {family.name} (sliding-window attention) reuses a restored slot only with --swa-full"
         fix = "start llama-server with --swa-full too (ccgate turns slot files off when restores give nothing back)"
         report.checks.append(Check("slot files", "warn", detail, fix))
     else:
         budget = config.slot_files.budget(facts.slots if isinstance(facts.slots, int) else None)
         report.checks.append(Check("slot files", "ok", f"saved and restored (up to {budget} files)"))
-
-
-def sliding_window(model: str | None) -> bool:
-    """Models known to use sliding-window attention (llama-server allocates its SWA cache small
-    unless --swa-full), by their file name."""
-    name = (model or "").lower().replace("_", "-")
-    return any(mark in name for mark in ("gemma-3", "gemma3", "gpt-oss", "gemma-2", "gemma2"))
 
 
 def _judge_template(facts: Facts, report: Report) -> None:

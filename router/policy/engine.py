@@ -193,3 +193,27 @@ def _saving(name: str, config: BackendConfig, snapshot: BackendSnapshot, deploym
         return None
     tag = hashlib.sha256(f"{deployment}\0{name}\0{snapshot.model or ''}".encode()).hexdigest()[:10]
     return SlotSaving(budget, config.slot_files.min_tokens, tag)
+
+
+def slot_files_state(config: BackendConfig | None, snapshot: BackendSnapshot) -> str | None:
+    """Whether ccgate saves and restores this backend's slots, and if not why, for a person
+    (the start-up line, /readyz); None for what is not llama-server."""
+    if config is None or config.kind != "llamacpp":
+        return None
+    if config.slot_files.files == 0:
+        return "off (the policy's slot_files.files is 0)"
+    if snapshot.slot_files is None:
+        return "unknown until llama-server answers (POST /slots)"
+    if not snapshot.slot_files:
+        return "off: llama-server was started without --slot-save-path"
+    if snapshot.pinning_useless:
+        return "off: llama-server clears its idle slots (started without -np), so nothing is pinned to them"
+    if snapshot.slot_files_unused:
+        return (
+            "off: restored slots gave nothing back (a sliding-window model such as Gemma 3 or gpt-oss "
+            "reuses a restored slot only with llama-server's --swa-full)"
+        )
+    budget = config.slot_files.budget(snapshot.slots)
+    if not budget:
+        return "off: llama-server reports no slots (/props total_slots)"
+    return f"on: up to {budget} files, prefixes of {config.slot_files.min_tokens}+ tokens"

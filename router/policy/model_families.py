@@ -21,6 +21,8 @@ class Family:
     note: str  # how its calls look, or what to use instead
     marker: str = ""  # a turn marker its own chat template writes: a template without it is another's
     signature: str = ""  # what its own chat template writes and no other's: found in /props, it names the family
+    # Sliding-window attention: llama-server reuses a restored slot file only with --swa-full
+    sliding_window: bool = False
 
 
 TEMPLATES = "llama.cpp's models/templates/"  # where its tested chat templates live (in its source tree)
@@ -53,6 +55,7 @@ FAMILIES: tuple[Family, ...] = (
         "harmony channels (commentary to=functions.NAME); needs --jinja with its own template "
         f"({TEMPLATES}openai-gpt-oss-120b.jinja) and --reasoning-format auto",
         signature="<|channel|>",
+        sliding_window=True,
     ),
     Family(
         "GLM 4.5+",
@@ -87,9 +90,15 @@ FAMILIES: tuple[Family, ...] = (
         True,
         "```tool_code blocks, converted by ccgate's tool guard",
         "<start_of_turn>",
+        sliding_window=True,
     ),
     Family(
-        "Gemma 2", ("*gemma-2*", "*gemma2*"), False, "no tool calling: use Gemma 3 or Qwen3-Coder", "<start_of_turn>"
+        "Gemma 2",
+        ("*gemma-2*", "*gemma2*"),
+        False,
+        "no tool calling: use Gemma 3 or Qwen3-Coder",
+        "<start_of_turn>",
+        sliding_window=True,
     ),
     Family(
         "DeepSeek V3.1+",

@@ -272,9 +272,9 @@ class RedisShared(LocalShared):
         self._write_soon({}, (self._key("files"), f"{backend}\t{name}"))
 
     def _write_soon(self, hashes: dict[str, dict[str, str]], gone: tuple[str, ...] | None = None) -> None:
-        """Fields written (or one deleted) in the background; lost if Redis is away (a slot file
-        nobody knows of is only a name to reuse, and a slot's state is written again when its
-        answer ends)."""
+        """Fields written (and `gone`: a key and fields deleted) in the background; lost if Redis
+        is away (a breaker is rewritten as it changes, a slot file nobody knows of is only a name
+        to reuse, and a slot's state is written again when its answer ends)."""
         if not self.up:
             return
 
@@ -294,20 +294,11 @@ class RedisShared(LocalShared):
         task.add_done_callback(self._tasks.remove)
 
     def breaker(self, backend: str, cooldown: float | None) -> None:
-        if not self.up:
-            return
-        task = asyncio.get_running_loop().create_task(self._write_breaker(backend, cooldown))
-        self._tasks.append(task)
-        task.add_done_callback(self._tasks.remove)
-
-    async def _write_breaker(self, backend: str, cooldown: float | None) -> None:
-        try:
-            if cooldown is None:
-                await self.client.hdel(self._key("breakers"), backend)
-            else:
-                await self.client.hset(self._key("breakers"), backend, str(time.time() + cooldown))
-        except REDIS_FAILURES as exc:
-            self._failed(exc)
+        key = self._key("breakers")
+        if cooldown is None:
+            self._write_soon({}, (key, backend))
+        else:
+            self._write_soon({key: {backend: str(time.time() + cooldown)}})
 
     async def _publisher(self) -> None:
         """Write this replica's in-flight counts whenever they change (coalesced)."""

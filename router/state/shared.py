@@ -125,7 +125,8 @@ class LocalShared:
             del self._slots[key]
 
     def slot_file_lost(self, backend: str, name: str) -> None:
-        """A slot file could not be restored: it is not offered again (its name is free)."""
+        """A slot file that failed (a restore, or a save that may have written part of it): it is
+        not offered again, and its name is free."""
         self._files.pop((backend, name), None)
 
     def breaker(self, backend: str, cooldown: float | None) -> None:

@@ -96,3 +96,13 @@ def test_the_families_of_2026(file: str, family: str) -> None:
     found = family_of(file)
     assert found is not None and found.name == family and found.tools
     assert "--jinja" in found.note or "guard" in found.note
+
+
+def test_sliding_window_families_are_marked() -> None:
+    """The doctor warns that these reuse a restored slot file only with llama-server's --swa-full."""
+    for model in ("gemma-3-270m-it-Q4_K_M.gguf", "gpt-oss-20b-mxfp4.gguf", "gemma-2-9b.gguf"):
+        family = family_of(model)
+        assert family is not None and family.sliding_window, model
+    for model in ("Qwen3-Coder-30B-A3B-Instruct-Q4_K_M.gguf", "Devstral-Small-2507.gguf"):
+        family = family_of(model)
+        assert family is not None and not family.sliding_window, model
