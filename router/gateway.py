@@ -128,6 +128,7 @@ class Gateway:
         await self.shared.stop()
         for task in self._background:
             task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         for backend in self.backends.values():
             await backend.aclose()
 
@@ -484,8 +485,10 @@ def _breakers(policy: Policy) -> dict[str, BreakerSettings]:
 
 
 async def _close_later(backend: Backend, delay: float) -> None:
-    await asyncio.sleep(delay)
-    await backend.aclose()
+    try:
+        await asyncio.sleep(delay)
+    finally:  # the gateway stopping cancels the wait: the connections close all the same
+        await backend.aclose()
 
 
 def transformed(incoming: Incoming, step: Transform) -> Incoming:

@@ -410,11 +410,17 @@ class UpstreamClient:
                 raise BackendTimeout(self.name, f"no response within {wait:g}s") from None
             except aiohttp.ClientConnectorError as exc:  # refused, DNS, TLS, the proxy: nothing was sent
                 raise BackendUnavailable(self.name, describe(exc)) from None
-            except aiohttp.ServerDisconnectedError as exc:
-                # The one case for sending it again: a kept-alive connection the server closed at
-                # once, before a single byte came back (not even a 1xx): it processed nothing.
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                # The one case for sending it again: a kept-alive connection the server closed (or
+                # reset, as the request was written) at once, before a single byte came back (not
+                # even a 1xx): it processed nothing.
                 if attempt == 2 or not noted.may_send_again():
-                    raise BackendBroken(self.name, f"closed without an answer: {describe(exc)}") from None
+                    said = (
+                        "closed without an answer"
+                        if isinstance(exc, aiohttp.ServerDisconnectedError)
+                        else "no usable answer"
+                    )
+                    raise BackendBroken(self.name, f"{said}: {describe(exc)}") from None
             except aiohttp.ClientError as exc:
                 raise BackendBroken(self.name, f"no usable answer: {describe(exc)}") from None
             except ValueError as exc:  # aiohttp refuses a header it cannot send (a line break in it)

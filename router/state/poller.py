@@ -26,23 +26,31 @@ class Poller:
         the first lines a person reads tell the truth about each)."""
         backends = dict(self.backends)
         before = self._ours_per_server(backends)
+        begun = {name: self.store.begun(name) for name in backends}
         results = await asyncio.gather(
             *(b.probe(suspect=everyone or self.store.suspect(n)) for n, b in backends.items()), return_exceptions=True
         )
+        # a request begun and ended while the probe was out may be in its report: ours as well
+        during = self._ours_per_server(backends, {name: self.store.begun(name) - begun[name] for name in backends})
         after = self._ours_per_server(backends)
         for name, result in zip(backends, results, strict=True):
+            if self.backends.get(name) is not backends[name]:
+                continue  # replaced by a reload meanwhile: what the old server said is not the new one's
             if isinstance(result, BaseException):
                 log.warning("probing backend %s failed: %r", name, result)
                 result = Probe(False, f"probe failed: {type(result).__name__}")
-            self.store.observe(name, result, max(before[name], after[name]))
+            self.store.observe(name, result, max(before[name] + during[name], after[name]))
 
-    def _ours_per_server(self, backends: Mapping[str, Backend]) -> dict[str, int]:
-        """Our requests in progress on each backend's server: two backends may be one server (one
-        llama-server spoken to in two dialects), whose report counts the requests of both."""
+    def _ours_per_server(
+        self, backends: Mapping[str, Backend], begun: Mapping[str, int] | None = None
+    ) -> dict[str, int]:
+        """Our requests in progress on each backend's server (or, given `begun`, those counts):
+        two backends may be one server (one llama-server spoken to in two dialects), whose report
+        counts the requests of both."""
         servers: dict[str, int] = {}
         for name, backend in backends.items():
             server = _server(backend.config.url)
-            servers[server] = servers.get(server, 0) + self.store.ours(name)
+            servers[server] = servers.get(server, 0) + (self.store.ours(name) if begun is None else begun[name])
         return {name: servers[_server(backend.config.url)] for name, backend in backends.items()}
 
     def start(self) -> None:

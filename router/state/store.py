@@ -41,6 +41,10 @@ class StateStore(Protocol):
         """This gateway's requests in progress on the backend now."""
         ...
 
+    def begun(self, backend: str) -> int:
+        """How many requests this gateway has begun on the backend, ever (a running count)."""
+        ...
+
     def configure(
         self, backends: Iterable[str], breakers: dict[str, BreakerSettings], changed: Iterable[str] = ()
     ) -> None: ...
@@ -106,6 +110,7 @@ class MemoryState:
         self.passive_window = passive_window
         self.passive_hold = passive_hold
         self._in_flight: dict[tuple[str, int], int] = {}
+        self._begun: dict[str, int] = {}
         self._generation: dict[str, int] = {}
         self._learned_ctx: dict[str, int] = {}
         # (backend, restored) → pinned answers in a row that reused nothing they were to
@@ -185,10 +190,14 @@ class MemoryState:
     def ours(self, backend: str) -> int:
         return self._in_flight.get((backend, self._generation[backend]), 0)
 
+    def begun(self, backend: str) -> int:
+        return self._begun.get(backend, 0)
+
     def observe(self, backend: str, probe: Probe, ours_before: int = 0) -> None:
-        """`ours_before`: our requests in progress when the probe was sent. Its report was taken
-        somewhere between then and now, so the larger of the two counts is ours: a request that
-        ended while the probe was out is not someone else's load."""
+        """`ours_before`: the most of our requests that can have been in progress while the probe
+        was out (those in progress when it was sent, and those begun since). Its report was taken
+        somewhere in between, so the larger of that and the count now is ours: a request that began
+        and ended while the probe was out is not someone else's load."""
         before = self._snapshot(backend)
         if probe.restarted:
             log.warning("backend %s restarted: its slots are empty (the slot files it saved stay)", backend)
@@ -239,6 +248,7 @@ class MemoryState:
     def begin(self, backend: str) -> Callable[[], None]:
         key = (backend, self._generation[backend])
         self._in_flight[key] = self._in_flight.get(key, 0) + 1
+        self._begun[backend] = self._begun.get(backend, 0) + 1
         done = False
 
         def end() -> None:

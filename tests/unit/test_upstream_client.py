@@ -154,3 +154,43 @@ async def test_a_connection_the_server_wrote_on_while_idle_is_not_reused() -> No
     finally:
         await up.aclose()
         server.close()
+
+
+async def test_a_reused_connection_reset_while_the_body_is_written_is_sent_again_once() -> None:
+    """The same keep-alive race, seen from the writing side: the server resets the reused
+    connection as the request goes out ("Can not write request body" in aiohttp), so it cannot
+    have the whole request, let alone have run it. Seen against llama-server in a full run."""
+    import socket
+    import struct
+
+    heads: list[int] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(1)
+        mine = len(heads)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                if mine == 1 and len(heads) == 1 and length > 1024:  # the 2nd request on connection 1
+                    sock = writer.get_extra_info("socket")
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    writer.transport.abort()  # RST while the body is still on its way
+                    return
+                await reader.readexactly(length)
+                writer.write(reply(f"from connection {mine}"))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    up = client(server)
+    try:
+        assert await text_of(up) == "from connection 1"
+        big = b'{"pad": "' + b"x" * (16 << 20) + b'"}'  # more than any socket buffer takes at once
+        _, content = await up.post("/v1/messages", big, {})
+        assert json.loads(content)["content"][0]["text"] == "from connection 2"
+        assert len(heads) == 2
+    finally:
+        await up.aclose()
+        server.close()
