@@ -265,7 +265,7 @@ def _start_gateway(
             "--log-level",
             "warning",
             "--no-ws",
-            "router.asgi:create",
+            "router.server.asgi:create",
         ]
     # `python -m` looks in its working directory first: run the checkout's own code there
     log = (policy_dir / f"gateway-{port}.log").open("w")  # kept: what a failed request left

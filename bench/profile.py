@@ -40,7 +40,7 @@ from bench.overhead import (  # noqa: E402
 # matches a part (so "litestar" is Litestar's own code, not the handler it calls).
 PARTS = (
     ("httpx/httpcore/h11 (upstream client)", ("httpx/", "httpcore/", "h11/", "anyio/")),
-    ("uvicorn + httptools (server)", ("uvicorn/", "router/http_limits.py")),
+    ("uvicorn + httptools (server)", ("uvicorn/", "router/server/http_limits.py")),
     ("litestar", ("litestar/",)),
     ("redis-py", ("redis/",)),
     ("opentelemetry", ("opentelemetry/",)),

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.overhead import FIXTURE, start_stub  # noqa: E402
 from router.backends.http import UpstreamClient  # noqa: E402
-from router.policy.schema import BackendConfig  # noqa: E402
+from router.config import BackendConfig  # noqa: E402
 
 HEADERS = {"content-type": "application/json", "accept-encoding": "identity"}
 

@@ -21,10 +21,10 @@ from urllib.parse import unquote_plus
 from litestar import Request, Response
 
 from router.api.errors import NO_RETRY, error_response
+from router.config import Settings
 from router.gateway import Gateway
 from router.policy.identity import Identity, Limits
 from router.policy.schema import Policy
-from router.settings import Settings
 from router.state.keys import KEY_PREFIX, KeysUnavailable
 
 TEAM_KEY_HEADER = "x-ccgate-key"

@@ -46,7 +46,7 @@ async def readyz(request: Request) -> Response[dict]:
         for name, s in gateway.snapshot().items()
     }
     warnings = credential_warnings(request.app.state.settings, gateway.policy)
-    if request.app.state.get("draining"):  # SIGTERM: finishing what is in flight (router/shutdown.py)
+    if request.app.state.get("draining"):  # SIGTERM: finishing what is in flight (router/server/shutdown.py)
         return Response({"status": "draining", "backends": backends, "warnings": warnings}, status_code=503)
     ready = gateway.ready()
     status = "ready" if ready else "unavailable"

@@ -16,8 +16,8 @@ from router.backends.http import UpstreamClient
 from router.backends.llama_probe import LlamaProbe
 from router.backends.stream import collect, first_event, streaming_reply
 from router.backends.tool_guarding import guard_body, guard_for, guarded, runaway_for
+from router.config import BackendConfig
 from router.policy.prefix import without_billing_header
-from router.policy.schema import BackendConfig
 from router.protocol.anthropic import InvalidRequest, with_fields
 from router.protocol.errors import upstream_error_message, upstream_error_type
 from router.protocol.sse import Event

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from router.policy.schema import BackendConfig
+from router.config import BackendConfig
 from router.protocol.anthropic import CountTokensRequest, MessagesRequest, top_fields
 from router.protocol.errors import BadUpstreamResponse, anthropic_error_event
 from router.protocol.redact import safe_text

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from router.policy.schema import BackendConfig
+from router.config import BackendConfig
 
 CLIENT_CREDENTIALS = ("x-api-key", "authorization")
 

@@ -27,7 +27,7 @@ import aiohttp
 from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
-from router.policy.schema import BackendConfig
+from router.config import BackendConfig
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 
 from router.backends.base import Incoming, Reply
-from router.policy.schema import BackendConfig
+from router.config import BackendConfig
 from router.protocol.errors import BadUpstreamResponse, anthropic_error_event
 from router.protocol.handoff import Handoff, Marks, for_anthropic
 from router.protocol.marking import ReplyMarker, mark_message

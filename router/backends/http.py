@@ -44,7 +44,7 @@ from router.backends.base import (
     Probe,
 )
 from router.backends.egress import Egress, egress_for
-from router.policy.schema import BackendConfig
+from router.config import BackendConfig
 from router.protocol.errors import upstream_error_message, upstream_error_type, upstream_n_ctx
 from router.protocol.redact import safe_text
 

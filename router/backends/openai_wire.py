@@ -21,7 +21,7 @@ from router.backends.http import UpstreamClient
 from router.backends.llama_probe import LlamaProbe
 from router.backends.stream import collect, streaming_reply
 from router.backends.tool_guarding import guard_body, guard_for, guarded, runaway_for
-from router.policy.schema import BackendConfig
+from router.config import BackendConfig
 from router.protocol.anthropic import MessagesRequest
 from router.protocol.errors import upstream_error_message, upstream_error_type, upstream_n_ctx
 from router.protocol.estimate import estimate_input_tokens

@@ -5,7 +5,8 @@ from __future__ import annotations
 from router.backends.anthropic_wire import AnthropicWireBackend, LlamaCppBackend
 from router.backends.base import Backend
 from router.backends.openai_wire import OpenAIWireBackend
-from router.policy.schema import BackendConfig, Policy
+from router.config import BackendConfig
+from router.policy.schema import Policy
 
 
 def build_backend(name: str, config: BackendConfig) -> Backend:

@@ -9,7 +9,7 @@ from typing import Protocol
 import msgspec
 
 from router.backends.base import BackendToolCallError, Incoming
-from router.policy.schema import BackendConfig
+from router.config import BackendConfig
 from router.protocol.runaway_stream import RunawayGuard
 from router.protocol.tool_check import ToolBox, ToolCallError
 from router.protocol.tool_guard import ToolCallGuard, guard_message

@@ -14,6 +14,7 @@ import msgspec
 from router.backends.credentials import credentials, own_credentials
 from router.backends.http import TransportError, UpstreamClient, describe
 from router.backends.llama_probe import allows_slot_files
+from router.config import BackendConfig
 from router.doctor import probe_requests as req
 from router.doctor.answers import (
     Answer,
@@ -26,7 +27,6 @@ from router.doctor.answers import (
     read_responses_stream,
 )
 from router.policy.model_families import Family, family_of, family_of_template
-from router.policy.schema import BackendConfig
 from router.protocol.tool_check import ToolBox, ToolCallError
 from router.protocol.tool_text import extract
 

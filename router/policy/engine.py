@@ -13,11 +13,12 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from router.config import BackendConfig
 from router.policy.affinity import PrefixView, SlotChoice, SlotSaving, slot_choices
 from router.policy.conditions import Condition, compile_when
 from router.policy.features import Features
 from router.policy.model_families import family_of, supports_tools
-from router.policy.schema import BackendConfig, Policy, Rule
+from router.policy.schema import Policy, Rule
 from router.policy.snapshot import BackendSnapshot
 from router.policy.transforms import Transform
 

@@ -11,9 +11,10 @@ from typing import Any, TypeVar
 import msgspec
 import yaml
 
+from router.config import BackendConfig
 from router.policy.conditions import ConditionError
 from router.policy.engine import Engine
-from router.policy.schema import BackendConfig, Policy
+from router.policy.schema import Policy
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}")
 BUILTIN_DEFAULT = "default.yaml"

@@ -38,7 +38,7 @@ TOOL_CALL_OUTCOMES = ("passed", "repaired", "converted", "failed", "unchecked")
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        # What is read at scrape time from this process. With workers (router/workers.py) the
+        # What is read at scrape time from this process. With workers (router/server/workers.py) the
         # rest is in multi-process files every worker's scrape sums; this stays the worker's own.
         self.live = CollectorRegistry(auto_describe=True) if multiprocess_dir() else self.registry
         r = self.registry

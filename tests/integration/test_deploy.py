@@ -178,7 +178,7 @@ def test_the_image_build_steps_make_a_wheel_with_the_builtin_policy(tmp_path: Pa
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         entry_points = next(archive.read(n).decode() for n in names if n.endswith("entry_points.txt"))
-    assert "router/policies/default.yaml" in names and "router/cli.py" in names
+    assert "router/policies/default.yaml" in names and "router/cli/__init__.py" in names and "router/server/app.py" in names
     assert "ccgate = router.cli:main" in entry_points
 
 

@@ -1,6 +1,6 @@
 """Hostile request heads against the running gateway, on raw sockets: CR/LF and NUL in header
 values, 1,000 headers, a 64 KB header line, slowloris and silent connections. Each gets a clean
-4xx and a closed connection within the limits (router/http_limits.py), and everyone else is
+4xx and a closed connection within the limits (router/server/http_limits.py), and everyone else is
 served meanwhile."""
 
 from __future__ import annotations

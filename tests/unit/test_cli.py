@@ -37,7 +37,7 @@ def test_serve_refuses_a_bad_policy(tmp_path: Path) -> None:
 
 
 def test_settings_from_environment_and_flags() -> None:
-    from router.settings import Settings
+    from router.config import Settings
 
     env = {
         "CCGATE_CONFIG": "/etc/p.yaml",
@@ -54,7 +54,7 @@ def test_settings_from_environment_and_flags() -> None:
 
 
 def test_the_shutdown_grace_is_read_and_checked() -> None:
-    from router.settings import Settings
+    from router.config import Settings
 
     assert Settings.from_env({}).shutdown_grace == 30.0
     assert Settings.from_env({"CCGATE_SHUTDOWN_GRACE": "2.5"}).shutdown_grace == 2.5

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from router.backends.anthropic_wire import credentials
-from router.policy.schema import BackendConfig
+from router.config import BackendConfig
 
 CLIENT = {"x-api-key": "sk-client", "authorization": "Bearer sk-client"}
 

@@ -149,8 +149,8 @@ def test_files_of_another_model_or_deployment_are_neither_restored_nor_overwritt
 
 
 def test_the_engine_tags_files_with_deployment_backend_and_model() -> None:
+    from router.config import BackendConfig
     from router.policy.engine import _saving
-    from router.policy.schema import BackendConfig
     from router.policy.snapshot import BackendSnapshot
 
     config = BackendConfig(kind="llamacpp", url="http://a")

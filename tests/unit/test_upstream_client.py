@@ -11,7 +11,7 @@ import pytest
 
 from router.backends.base import BackendBroken
 from router.backends.http import UpstreamClient, _Handler
-from router.policy.schema import BackendConfig
+from router.config import BackendConfig
 
 Answer = Callable[[int, int, asyncio.StreamWriter], Awaitable[bool]]  # (connection, nth request) → keep open?
 

@@ -15,11 +15,11 @@ from router.api import admin, health, messages, openai, openapi
 from router.api import metrics as api_metrics
 from router.api.auth import auth_mode, credential_warnings
 from router.api.errors import EXCEPTION_HANDLERS
+from router.config import Settings
 from router.gateway import Gateway
 from router.policy.loader import default_policy_path, load_policy
 from router.policy.schema import Policy
-from router.reloader import PolicyReloader
-from router.settings import Settings
+from router.server.reloader import PolicyReloader
 from router.state.accounting import Accounting
 from router.state.keys import KeyStore
 from router.state.redis_shared import RedisShared

@@ -1,4 +1,4 @@
-"""An ASGI entry point for servers other than `ccgate serve`: `granian --factory router.asgi:create`.
+"""An ASGI entry point for servers other than `ccgate serve`: `granian --factory router.server.asgi:create`.
 
 Settings come from the environment (CCGATE_CONFIG, ...), exactly as for `ccgate serve`.
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from litestar import Litestar
 
-from router.app import create_app
+from router.server.app import create_app
 
 
 def create() -> Litestar:

@@ -15,7 +15,7 @@ What is read at scrape time (process_*, ccgate_backend_*, ccgate_event_loop_task
 answering worker's own.
 
 Signals: SIGTERM (or SIGINT) to the supervisor goes to every worker, and each drains as
-`ccgate serve` does (router/shutdown.py); a second one stops them at once. A worker started just
+`ccgate serve` does (router/server/shutdown.py); a second one stops them at once. A worker started just
 as the signal came gets it too. A worker that dies otherwise is started again; one that exits
 with status 2 at start-up (a setting it refuses) stops the whole server with that status.
 
@@ -41,8 +41,8 @@ from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import Any
 
+from router.config import Settings
 from router.policy.schema import Policy
-from router.settings import Settings
 
 log = logging.getLogger("ccgate.workers")
 RESTART_PAUSE = 1.0  # seconds before a crashed worker is started again (no tight crash loop)
@@ -172,8 +172,8 @@ def _work(listener: socket.socket, settings: Settings, policy: Policy, superviso
 
     values.ValueClass = values.MultiProcessValue()  # before any metric exists in this process
 
-    from router.app import create_app
-    from router.shutdown import serve
+    from router.server.app import create_app
+    from router.server.shutdown import serve
 
     try:
         app = create_app(settings, policy)

@@ -20,8 +20,8 @@ from types import FrameType
 
 import uvicorn
 
-from router.http_limits import with_limits
-from router.settings import Settings
+from router.config import Settings
+from router.server.http_limits import with_limits
 
 log = logging.getLogger("ccgate.shutdown")
 LAST_WORDS = 1.0  # seconds uvicorn gives what is left once the grace is over, before cancelling it
