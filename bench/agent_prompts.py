@@ -13,6 +13,7 @@ tools, prompt tokens and the ratio to Claude Code's. Takes ~2 minutes on 2 cores
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -129,6 +130,7 @@ def prompt_tokens(gateway: str, dialect: str, body: dict) -> int:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     work = Path(tempfile.mkdtemp(prefix="ccgate-agents-"))
     server, seen = capture_server()
     run_agents(f"http://127.0.0.1:{server.server_port}", work)

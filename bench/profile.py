@@ -94,8 +94,10 @@ def main() -> None:
     parser.add_argument("--svg", action="store_true", help="also write a flame graph (a second py-spy)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "profiles"))
     args = parser.parse_args()
-    if shutil.which("py-spy") is None:
-        sys.exit("py-spy is not installed: pip install py-spy")
+    # beside the interpreter that runs this (a venv not activated has it there, not on PATH)
+    found = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+    if found is None:
+        sys.exit(f"py-spy is not installed: {sys.executable} -m pip install py-spy")
 
     capture = json.loads(FIXTURE.read_text())["body"]
     if args.tokens:
@@ -118,7 +120,7 @@ def main() -> None:
     try:
         latency(url, body, 50, args.mode == "stream", key, path)  # warm
         spy = [
-            "py-spy", "record", "--pid", str(gateway.pid), "--rate", "500",
+            found, "record", "--pid", str(gateway.pid), "--rate", "500",
             "--duration", str(int(args.seconds)),
         ]  # fmt: skip
         spies = [subprocess.Popen([*spy, "--format", "raw", "-o", str(raw)])]

@@ -15,6 +15,7 @@ so the error matters only to how wide that band must be.
 
 from __future__ import annotations
 
+import argparse
 import copy
 import json
 import sys
@@ -47,6 +48,7 @@ def with_tool_result(body: dict, text: str) -> dict:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="ccgate-bench-"))
     server = start_llama(real_model(), workdir, "-np", "1", "-c", "65536", "-t", "2")
     started = time.perf_counter()

@@ -6,6 +6,7 @@ they match, and a test with a real Prometheus evaluates every panel's query.
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -284,6 +285,7 @@ def render() -> dict[str, str]:
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     for name, text in render().items():
         (HERE / name).write_text(text)
         print(f"wrote {HERE / name}")

@@ -25,16 +25,19 @@ PANELS = [
 
 
 def main() -> None:
-    import matplotlib
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("prometheus", help="Prometheus base URL, e.g. http://127.0.0.1:9090")
+    parser.add_argument("output", help="the PNG to write")
+    parser.add_argument("--minutes", type=float, default=5, help="how far back to plot (default 5)")
+    args = parser.parse_args()
+    try:
+        import matplotlib
+    except ImportError:
+        raise SystemExit("dashboards/render.py draws with matplotlib: pip install matplotlib") from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("prometheus")
-    parser.add_argument("output")
-    parser.add_argument("--minutes", type=float, default=5)
-    args = parser.parse_args()
     end = time.time()
     start = end - args.minutes * 60
     fig, axes = plt.subplots(2, 2, figsize=(12, 6.5))

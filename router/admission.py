@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 from router.dispatch import DispatchFailed
 from router.policy.identity import Identity, Limits
@@ -40,25 +41,32 @@ def limits_problem(limits: Limits, policy: Policy) -> str | None:
     return None
 
 
-def refusal(identity: Identity, admission: Admission) -> DispatchFailed:
-    """429 rate_limit_error with the headers Claude Code reads to wait the right time."""
+def refusal(identity: Identity, admission: Admission, now: float) -> DispatchFailed:
+    """429 rate_limit_error with the headers Claude Code reads to wait the right time: retry-after
+    in seconds, and the Anthropic API's `anthropic-ratelimit-*-reset` as the RFC 3339 time."""
     reset = max(1, math.ceil(admission.reset_seconds))
+    at = rfc3339(now + reset)
     limit = "requests per minute" if admission.refused == "requests" else "tokens per minute"
     headers = {"retry-after": str(reset)}
     if admission.refused == "requests":
         headers |= {
             "anthropic-ratelimit-requests-limit": str(admission.limit),
             "anthropic-ratelimit-requests-remaining": "0",
-            "anthropic-ratelimit-requests-reset": str(reset),
+            "anthropic-ratelimit-requests-reset": at,
         }
     else:
         headers |= {
             "anthropic-ratelimit-tokens-limit": str(admission.tokens_limit),
             "anthropic-ratelimit-tokens-remaining": "0",
-            "anthropic-ratelimit-tokens-reset": str(reset),
+            "anthropic-ratelimit-tokens-reset": at,
         }
     message = f"key {identity.key} is over its limit of {admission.limit or admission.tokens_limit} {limit}"
     return DispatchFailed(429, f"{message}: try again in {reset}s", "rate_limit_error", "(limits)", [], headers=headers)
+
+
+def rfc3339(when: float) -> str:
+    """A Unix time as the Anthropic API writes its reset times: UTC, whole seconds (2026-12-04T08:00:30Z)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(math.ceil(when)))
 
 
 def within_budget(identity: Identity, admission: Admission) -> Identity:

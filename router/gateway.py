@@ -151,7 +151,7 @@ class Gateway:
                     raise
                 if not admission.admitted:
                     self.on_limited(identity, admission.refused)
-                    raise refusal(identity, admission)
+                    raise refusal(identity, admission, time.time())
                 identity = within_budget(identity, admission)
                 reservation = admission.reservation
             else:

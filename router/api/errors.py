@@ -10,6 +10,7 @@ from litestar.exceptions import HTTPException
 from opentelemetry import trace
 from redis.exceptions import RedisError
 
+from router.api.request_log import op_of, refusal_level, request_line
 from router.dispatch import DispatchFailed
 from router.policy.features import client_kind
 from router.protocol.anthropic import InvalidRequest
@@ -83,7 +84,33 @@ def traced(request: Request, response: Response[dict]) -> Response[dict]:
     if response.status_code >= 500:
         span.set_status(trace.Status(trace.StatusCode.ERROR))
     span.end()
+    status = response.status_code
+    message = response.content.get("error", {}).get("message") if isinstance(response.content, dict) else None
+    request_line(
+        refusal_level(status),
+        f"{request.method} {request.url.path}: {status}: {message}",
+        op=op_of(request.url.path),
+        method=request.method,
+        path=request.url.path,
+        status=status,
+        reason=_REASONS.get(status, f"HTTP {status}"),
+        message=message,
+        client=client_kind(request.headers.get("user-agent", "")),
+        dialect=("responses" if request.url.path.rstrip("/").endswith("responses") else "chat")
+        if openai_path(request.url.path)
+        else None,
+        trace_id=trace_id(span),
+    )
     return with_trace_id(response, span)
+
+
+_REASONS = {
+    400: "invalid request",
+    404: "no route",
+    405: "method not allowed",
+    413: "too large",
+    503: "redis unavailable",
+}
 
 
 def on_dispatch_failed(request: Request, exc: DispatchFailed) -> Response[dict]:

@@ -15,6 +15,7 @@ from router.api.auth import Refused, identify, upstream_query
 from router.api.dialects import Dialect
 from router.api.errors import on_dispatch_failed, on_refused, with_trace_id
 from router.api.replies import ClientGone, to_response, unless_client_leaves
+from router.api.request_log import refusal_level, request_line
 from router.backends.base import Incoming
 from router.dispatch import DispatchFailed, Operation
 from router.gateway import Gateway
@@ -53,7 +54,18 @@ async def handle(
         except Refused as refused:
             record.refused(metrics, refused.status, client)
             _end_failed(span, refused.status, refused.message)
-            _log_refused(op, refused.status, refused.reason, refused.message, client, dialect, span, key=refused.key)
+            _log_refused(
+                request,
+                started,
+                op,
+                refused.status,
+                refused.reason,
+                refused.message,
+                client,
+                dialect,
+                span,
+                key=refused.key,
+            )
             return with_trace_id(refused.response(dialect.openai), span)
         if identity is not None:
             span.set_attribute("ccgate.team", identity.team)
@@ -71,7 +83,8 @@ async def handle(
             response = on_refused(request, exc)
             said = response.content["error"]["message"]
             _end_failed(span, status, said)
-            _log_refused(op, status, "invalid request", said, client, dialect, span, identity)
+            reason = "too large" if status == 413 else "invalid request"
+            _log_refused(request, started, op, status, reason, said, client, dialect, span, identity)
             return with_trace_id(response, span)
         try:
             outcome = await unless_client_leaves(request, gateway.route(incoming, op, identity))
@@ -79,14 +92,37 @@ async def handle(
             record.client_gone(metrics, client)
             span.set_attribute("error.type", "client_gone")
             span.end()
-            log.info("%s: client left before the answer started; upstream request cancelled", op)
+            _log_refused(
+                request,
+                started,
+                op,
+                CLIENT_CLOSED,
+                "client gone",
+                "client left before the answer started; upstream request cancelled",
+                client,
+                dialect,
+                span,
+                identity,
+                incoming=incoming,
+            )
             return Response(b"", status_code=CLIENT_CLOSED)
         except DispatchFailed as failure:
             record.failed(metrics, failure, client)
             _end_failed(span, failure.status, failure.message)
             reason = failure.error_type or f"HTTP {failure.status}"
             _log_refused(
-                op, failure.status, reason, failure.message, client, dialect, span, identity, failure.rule, incoming
+                request,
+                started,
+                op,
+                failure.status,
+                reason,
+                failure.message,
+                client,
+                dialect,
+                span,
+                identity,
+                failure,
+                incoming,
             )
             return with_trace_id(on_dispatch_failed(request, failure), span)
         record.answered(metrics, outcome, client, started)
@@ -96,6 +132,20 @@ async def handle(
             await outcome.reply.aclose()
             failure = DispatchFailed(502, f"{outcome.backend}: {exc}", None, outcome.rule, outcome.fallbacks)
             _end_failed(span, 502, failure.message)
+            _log_refused(
+                request,
+                started,
+                op,
+                502,
+                "HTTP 502",
+                failure.message,
+                client,
+                dialect,
+                span,
+                identity,
+                failure,
+                incoming,
+            )
             return with_trace_id(on_dispatch_failed(request, failure), span)
         span.set_attributes(
             {
@@ -109,43 +159,45 @@ async def handle(
         else:
             span.end()
     elapsed_ms = (time.perf_counter() - started) * 1000
-    log.info(
-        "%s %s -> %s (rule %s)%s: %d in %.0f ms%s",
-        op,
-        incoming.request.model,
-        outcome.backend,
-        outcome.rule,
-        f" after [{'; '.join(outcome.fallbacks)}]" if outcome.fallbacks else "",
-        outcome.reply.status,
-        elapsed_ms,
-        " to first byte" if outcome.reply.streaming else "",
-        extra={
-            "fields": {
-                "op": op,
-                "model": incoming.request.model,
-                "rule": outcome.rule,
-                "backend": outcome.backend,
-                "slot": outcome.slot if outcome.slot >= 0 else None,
-                "reused_tokens": outcome.choice.reused if outcome.choice else 0,
-                "status": outcome.reply.status,
-                "stream": outcome.reply.streaming,
-                "ms": round(elapsed_ms, 1),
-                "fallbacks": outcome.fallbacks,
-                "handoff": outcome.handoff.describe() if outcome.handoff else None,
-                "client": client,
-                "dialect": dialect.name,
-                "passthrough": outcome.reply.passthrough,
-                "key": identity.key if identity else None,
-                "team": identity.team if identity else None,
-                "trace_id": trace_id(span),
-            }
-        },
+    request_line(
+        logging.INFO,
+        "{} {} -> {} (rule {}){}: {} in {:.0f} ms{}".format(
+            op,
+            incoming.request.model,
+            outcome.backend,
+            outcome.rule,
+            f" after [{'; '.join(outcome.fallbacks)}]" if outcome.fallbacks else "",
+            outcome.reply.status,
+            elapsed_ms,
+            " to first byte" if outcome.reply.streaming else "",
+        ),
+        op=op,
+        method="POST",
+        path=request.url.path,
+        model=incoming.request.model,
+        rule=outcome.rule,
+        backend=outcome.backend,
+        slot=outcome.slot if outcome.slot >= 0 else None,
+        reused_tokens=outcome.choice.reused if outcome.choice else 0,
+        status=outcome.reply.status,
+        stream=outcome.reply.streaming,
+        ms=round(elapsed_ms, 1),
+        fallbacks=outcome.fallbacks,
+        handoff=outcome.handoff.describe() if outcome.handoff else None,
+        client=client,
+        dialect=dialect.name,
+        passthrough=outcome.reply.passthrough,
+        key=identity.key if identity else None,
+        team=identity.team if identity else None,
+        trace_id=trace_id(span),
     )
     request.state.open_reply = outcome.reply  # closed by on_unexpected should sending the answer fail
     return with_trace_id(to_response(outcome), span)
 
 
 def _log_refused(
+    request: Request,
+    started: float,
     op: str,
     status: int,
     reason: str,
@@ -154,34 +206,29 @@ def _log_refused(
     dialect: Dialect,
     span: trace.Span,
     identity: Identity | None = None,
-    rule: str | None = None,
+    failure: DispatchFailed | None = None,
     incoming: Incoming | None = None,
     key: str | None = None,
 ) -> None:
     """A request not answered by a backend is one log line too, with the fields an answered one has."""
-    level = logging.WARNING if status >= 500 or status in (429, 529) else logging.INFO
-    log.log(
-        level,
-        "%s refused: %d %s: %s",
-        op,
-        status,
-        reason,
-        message,
-        extra={
-            "fields": {
-                "op": op,
-                "status": status,
-                "reason": reason,
-                "message": message,
-                "model": incoming.request.model if incoming is not None else None,
-                "rule": rule,
-                "client": client,
-                "dialect": dialect.name,
-                "key": identity.key if identity else key,
-                "team": identity.team if identity else None,
-                "trace_id": trace_id(span),
-            }
-        },
+    request_line(
+        refusal_level(status),
+        f"{op} refused: {status} {reason}: {message}",
+        op=op,
+        method="POST",
+        path=request.url.path,
+        status=status,
+        reason=reason,
+        message=message,
+        model=incoming.request.model if incoming is not None else None,
+        rule=failure.rule if failure is not None else None,
+        ms=round((time.perf_counter() - started) * 1000, 1),
+        fallbacks=failure.fallbacks if failure is not None else [],
+        client=client,
+        dialect=dialect.name,
+        key=identity.key if identity else key,
+        team=identity.team if identity else None,
+        trace_id=trace_id(span),
     )
 
 

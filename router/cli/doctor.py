@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from router.cli.output import emit
 from router.config import Settings
 from router.policy.loader import PolicyError, load_policy
 
@@ -44,5 +45,5 @@ def run(args: argparse.Namespace) -> int:
         return 2
     keys = (settings.auth or policy.auth or "open") == "keys"
     reports = asyncio.run(run(policy, names, args.timeout, keys))
-    print(json.dumps(as_json(reports), indent=2) if args.json else render(reports))
+    emit(json.dumps(as_json(reports), indent=2) if args.json else render(reports))
     return 0 if all(report.ok for report in reports) else 1

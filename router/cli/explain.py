@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from router.cli.output import emit
 from router.config import Settings
 from router.policy.loader import PolicyError, load_policy
 
@@ -34,7 +35,7 @@ def check_policy(args: argparse.Namespace) -> int:
     except PolicyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"{args.file}: ok ({len(policy.backends)} backends, {len(policy.rules)} rules)")
+    emit(f"{args.file}: ok ({len(policy.backends)} backends, {len(policy.rules)} rules)")
     return 0
 
 
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     state = asyncio.run(_live_state(policy)) if args.state == "live" else {}
     explained = explain(Engine(policy), features_of(request, raw, headers), state, dialect.name, parsed.dropped_tools)
-    print(json.dumps(explained, indent=2) if args.json else render(explained))
+    emit(json.dumps(explained, indent=2) if args.json else render(explained))
     return 0
 
 

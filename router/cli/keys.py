@@ -15,6 +15,7 @@ import msgspec
 import redis.asyncio as redis
 
 from router.admission import limits_problem
+from router.cli.output import emit
 from router.config import Settings
 from router.policy.identity import Limits
 from router.policy.loader import PolicyError, load_policy
@@ -116,19 +117,19 @@ async def _keys(args: argparse.Namespace, client: redis.Redis, policy: Policy) -
     store = KeyStore(client, policy.state.key_prefix, cache_seconds=0)
     if args.keys_command == "add":
         key = await store.add(args.name, args.team, _limits(args))
-        print(f"key {args.name!r} for team {args.team!r}; it is shown once, here, and kept only hashed:")
-        print(key)
+        emit(f"key {args.name!r} for team {args.team!r}; it is shown once, here, and kept only hashed:")
+        emit(key)
     elif args.keys_command == "revoke":
         record = await store.revoke(args.name)
-        print(f"key {record.name!r} (team {record.team!r}) revoked: every replica refuses it within a second")
+        emit(f"key {record.name!r} (team {record.team!r}) revoked: every replica refuses it within a second")
     else:
         records = await store.records()
         if args.json:
-            print(json.dumps([r.public() for r in records], indent=2))
+            emit(json.dumps([r.public() for r in records], indent=2))
         for r in [] if args.json else records:
             state = f"revoked {_when(r.revoked)}" if r.revoked else f"made {_when(r.created)}"
             limits = ", ".join(f"{k}={v}" for k, v in msgspec.to_builtins(r.limits).items()) or "team's limits"
-            print(f"{r.name:<20} {r.team:<16} {state:<28} {limits}")
+            emit(f"{r.name:<20} {r.team:<16} {state:<28} {limits}")
     return 0
 
 

@@ -11,6 +11,7 @@ import redis.asyncio as redis
 
 from router.admission import local_backends
 from router.cli.keys import on_team_redis
+from router.cli.output import emit
 from router.policy.schema import Policy
 from router.state.accounting import MAX_DAYS, Accounting, last_days, summarize, usage_days
 
@@ -42,9 +43,9 @@ async def _usage(args: argparse.Namespace, client: redis.Redis, policy: Policy) 
     assert days is not None
     rows = summarize(await accounting.usage(last_days(days)), args.by, local_backends(policy), policy.prices)
     if args.json:
-        print(json.dumps({"since": f"{days}d", "by": args.by, "usage": rows}, indent=2))
+        emit(json.dumps({"since": f"{days}d", "by": args.by, "usage": rows}, indent=2))
         return 0
-    print(
+    emit(
         f"{args.by:<24} {'input':>12} {'cache write':>12} {'cache read':>12} {'output':>10} {'(est.)':>8} "
         f"{'local':>6} {'cloud $':>10}"
     )
@@ -55,11 +56,11 @@ async def _usage(args: argparse.Namespace, client: redis.Redis, policy: Policy) 
             f"{row['input']:>12,} {written:>12,} {row['cached']:>12,} {row['output']:>10,} "
             f"{row['estimated'] or '':>8} {row['local_share']:>6.0%}"
         )
-        print(f"{row[args.by][:24]:<24} {figures} {cost:>10}")
+        emit(f"{row[args.by][:24]:<24} {figures} {cost:>10}")
     if not rows:
-        print(f"(no usage in the last {days} days)")
+        emit(f"(no usage in the last {days} days)")
     elif not policy.prices:
-        print("(no cloud cost: the policy has no `prices:`; pass the team's policy with --config)")
+        emit("(no cloud cost: the policy has no `prices:`; pass the team's policy with --config)")
     elif any(row["estimated"] for row in rows):
-        print("(est.: output tokens counted from what was relayed, for answers cut short before their final count)")
+        emit("(est.: output tokens counted from what was relayed, for answers cut short before their final count)")
     return 0

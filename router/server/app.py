@@ -15,6 +15,7 @@ from router.api import admin, health, messages, openai, openapi
 from router.api import metrics as api_metrics
 from router.api.auth import auth_mode, credential_warnings
 from router.api.errors import EXCEPTION_HANDLERS
+from router.api.request_log import every_answer_traced
 from router.config import Settings
 from router.gateway import Gateway
 from router.policy.loader import default_policy_path, load_policy
@@ -102,6 +103,7 @@ def create_app(
         state=State({"gateway": gateway, "settings": settings, "metrics": metrics}),
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        middleware=[every_answer_traced],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=None,
         logging_config=None,

@@ -132,6 +132,19 @@ def test_compose_refuses_to_start_without_an_admin_token(tmp_path: Path) -> None
     assert done.returncode != 0 and "set CCGATE_ADMIN_TOKEN in deploy/.env" in done.stderr
 
 
+def test_compose_without_the_gpu_profile_needs_no_model(tmp_path: Path) -> None:
+    """ccgate, Redis and the observability stack in front of a box run elsewhere: no LLAMA_MODEL.
+    With the gpu profile and none set, llama-server is told a file name that says what to do."""
+    env_file = tmp_path / ".env"
+    env_file.write_text(re.sub(r"(?m)^LLAMA_MODEL=.*\n", "", ENV_EXAMPLE.read_text()))
+    done = compose("config", env_file=env_file)
+    assert done.returncode == 0, done.stderr
+    gpu = compose("--profile", "gpu", "config", env_file=env_file)
+    assert gpu.returncode == 0, gpu.stderr
+    flags = yaml.safe_load(gpu.stdout)["services"]["llama"]["command"]
+    assert flags[flags.index("--model") + 1] == "/models/SET-LLAMA_MODEL-IN-deploy-.env.gguf"
+
+
 def test_every_variable_is_documented_and_every_documented_one_is_used() -> None:
     used = set()
     for path in (COMPOSE, DEPLOY / "policy.yaml"):
@@ -178,7 +191,11 @@ def test_the_image_build_steps_make_a_wheel_with_the_builtin_policy(tmp_path: Pa
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         entry_points = next(archive.read(n).decode() for n in names if n.endswith("entry_points.txt"))
-    assert "router/policies/default.yaml" in names and "router/cli/__init__.py" in names and "router/server/app.py" in names
+    assert (
+        "router/policies/default.yaml" in names
+        and "router/cli/__init__.py" in names
+        and "router/server/app.py" in names
+    )
     assert "ccgate = router.cli:main" in entry_points
 
 

@@ -17,9 +17,9 @@ import httpx
 import pytest
 import yaml
 
-from router.server.app import USAGE_DRAIN
 from router.config import Settings
 from router.policy.loader import load_policy
+from router.server.app import USAGE_DRAIN
 from tests.harness.procs import Process, free_port, start_redis
 from tests.harness.wait import wait_until
 from tests.integration.test_passthrough import ask

@@ -6,6 +6,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness.procs import Process, free_port
+from tests.harness.wait import wait_until
 from tests.integration.test_passthrough import ask
 
 
@@ -104,3 +105,56 @@ def test_one_json_log_line_per_request(start_ccgate, tool_llama: Process) -> Non
         "opencode",
     )
     assert request["ms"] > 0 and request["fallbacks"] == []
+
+
+def test_every_answer_has_a_trace_id_and_every_refusal_one_line(start_ccgate, tool_llama: Process) -> None:
+    """Not only the model API: the probes, /metrics, /v1/models, /openapi.json, /admin/* (their
+    401s too), unknown paths and wrong methods. And each refusal, wherever it comes from, is one
+    JSON line with every field an answered request's line has."""
+    import json
+
+    gw = start_ccgate(
+        {"local": {"kind": "llamacpp", "url": tool_llama.url}},
+        env={"CCGATE_ADMIN_TOKEN": "adm-token", "CCGATE_METRICS_TOKEN": "scrape", "CCGATE_MAX_BODY_BYTES": "4096"},
+    )
+    calls = [
+        ("GET", "/healthz", None, 200),
+        ("GET", "/readyz", None, 200),
+        ("GET", "/metrics", None, 401),
+        ("GET", "/v1/models", None, 200),
+        ("GET", "/openapi.json", None, 200),
+        ("GET", "/", None, 200),
+        ("GET", "/admin/keys", None, 401),
+        ("GET", "/nope", None, 404),
+        ("GET", "/v1/messages", None, 405),
+        ("POST", "/v1/messages", b"{not json", 400),
+        ("POST", "/v1/messages", b'{"pad": "' + b"x" * 8192 + b'"}', 413),
+        ("POST", "/v1/messages", json.dumps(ask()).encode(), 200),
+    ]
+    with httpx.Client(base_url=gw.url, timeout=30) as client:
+        for method, path, body, status in calls:
+            r = client.request(method, path, content=body, headers={"content-type": "application/json"})
+            assert r.status_code == status, (method, path, r.status_code, r.text[:200])
+            assert len(r.headers.get("x-ccgate-trace-id", "")) == 32, (method, path)
+        admin = client.get("/admin/explain", headers={"authorization": "Bearer adm-token"})  # POST only: 405
+        assert admin.status_code == 405 and admin.headers["x-ccgate-trace-id"]
+
+    def lines() -> list[dict]:
+        return [json.loads(line) for line in gw.log.read_text().splitlines() if line.startswith("{")]
+
+    wait_until(lambda: sum(1 for line in lines() if "status" in line) >= 8, "the request lines were written")
+    logged = [line for line in lines() if "status" in line]
+    answered = next(line for line in logged if line["status"] == 200 and line["op"] == "messages")
+    for status, path in [
+        (401, "/metrics"),
+        (401, "/admin/keys"),
+        (404, "/nope"),
+        (405, "/v1/messages"),
+        (400, "/v1/messages"),
+        (413, "/v1/messages"),
+        (405, "/admin/explain"),
+    ]:
+        [line] = [x for x in logged if x["status"] == status and x["path"] == path]
+        assert set(answered) - {"ts", "msg", "level"} <= set(line), (status, path, set(answered) - set(line))
+        assert line["trace_id"] and line["message"], line
+    assert not [x for x in logged if x["path"] in ("/healthz", "/readyz", "/v1/models") and x["status"] == 200]

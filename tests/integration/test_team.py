@@ -12,6 +12,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
@@ -222,7 +223,10 @@ def test_requests_per_minute_hold_exactly_across_two_replicas(make_team, text_ll
         assert 1 <= int(r.headers["retry-after"]) <= 60
         assert r.headers["anthropic-ratelimit-requests-limit"] == "10"
         assert r.headers["anthropic-ratelimit-requests-remaining"] == "0"
-        assert int(r.headers["anthropic-ratelimit-requests-reset"]) == int(r.headers["retry-after"])
+        reset = datetime.fromisoformat(r.headers["anthropic-ratelimit-requests-reset"].replace("Z", "+00:00"))
+        assert reset.tzinfo is not None and r.headers["anthropic-ratelimit-requests-reset"].endswith("Z")
+        wait = (reset - datetime.now(UTC)).total_seconds()
+        assert abs(wait - int(r.headers["retry-after"])) <= 2, (wait, r.headers["retry-after"])
     assert team.post(other).status_code == 200  # one key's limit is not its teammate's
     limited = sum(value(scrape(gw), "ccgate_limited_total", team="core", limit="requests") for gw in team.replicas)
     assert limited == 10

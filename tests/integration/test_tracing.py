@@ -15,9 +15,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from router.server.app import create_app
 from router.config import Settings
 from router.policy.loader import load_policy
+from router.server.app import create_app
 from router.telemetry.tracing import make_provider
 from tests.harness.procs import Process, start_gateway
 from tests.integration.test_passthrough import ask

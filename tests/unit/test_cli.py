@@ -61,3 +61,25 @@ def test_the_shutdown_grace_is_read_and_checked() -> None:
     for bad in ("-1", "soon"):
         with pytest.raises(ValueError, match="invalid setting"):
             Settings.from_env({"CCGATE_SHUTDOWN_GRACE": bad})
+
+
+def test_a_reader_that_stops_early_ends_the_output_quietly() -> None:
+    """`ccgate explain ... | head -1`, `ccgate doctor --json | head`: a closed pipe is how a reader
+    says it has enough; no BrokenPipeError traceback (and no 'cannot use Redis' for it)."""
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "claude-code-request-turn1.json"
+    import os
+
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "router.cli", "explain", str(fixture), "--json"],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(write)
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+    assert done.returncode == 0
