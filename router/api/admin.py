@@ -10,19 +10,13 @@ from router.admission import limits_problem, local_backends
 from router.api.auth import admin_refusal
 from router.api.dialects import BY_NAME, dialect_for
 from router.api.errors import error_response
+from router.api.schemas import NewKey
 from router.gateway import Gateway
 from router.policy.explain import explain
 from router.policy.features import features_of
-from router.policy.identity import Limits
 from router.protocol.anthropic import InvalidRequest, MessagesRequest, decode_body, validate
 from router.state.accounting import MAX_DAYS, USAGE_BY, last_days, summarize, usage_days
 from router.state.keys import KeyProblem
-
-
-class NewKey(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    name: str
-    team: str
-    limits: Limits = Limits()
 
 
 @post("/admin/explain", status_code=200)

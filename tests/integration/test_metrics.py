@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+import jsonschema_rs
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness.procs import Process, free_port
@@ -132,17 +133,41 @@ def test_every_answer_has_a_trace_id_and_every_refusal_one_line(start_ccgate, to
         ("POST", "/v1/messages", json.dumps(ask()).encode(), 200),
     ]
     with httpx.Client(base_url=gw.url, timeout=30) as client:
+        document = client.get("/openapi.json").json()
         for method, path, body, status in calls:
             r = client.request(method, path, content=body, headers={"content-type": "application/json"})
             assert r.status_code == status, (method, path, r.status_code, r.text[:200])
             assert len(r.headers.get("x-ccgate-trace-id", "")) == 32, (method, path)
+            if path in document["paths"] and method.lower() in document["paths"][path]:  # as documented
+                answers = document["paths"][path][method.lower()]["responses"]
+                assert str(status) in answers, (method, path, status)
+                schema = answers[str(status)].get("content", {}).get("application/json", {}).get("schema")
+                if schema is not None:
+                    rooted = {**schema, "components": document["components"]}
+                    errors = [e.message for e in jsonschema_rs.validator_for(rooted).iter_errors(r.json())]
+                    assert not errors, (method, path, errors)
+        authed = {"authorization": "Bearer adm-token", "content-type": "application/json"}
+        for method, path, body, status in [
+            ("POST", "/admin/explain", json.dumps(ask()).encode(), 200),
+            ("GET", "/admin/keys", None, 404),  # team keys are off (open mode): said so
+            ("GET", "/admin/usage", None, 404),
+            ("GET", "/metrics", None, 200),
+        ]:
+            r = client.request(method, path, content=body, headers=authed)
+            assert r.status_code == status and r.headers["x-ccgate-trace-id"], (path, r.status_code, r.text[:200])
+            answers = document["paths"][path][method.lower()]["responses"]
+            schema = answers[str(status)]["content"].get("application/json", {}).get("schema")
+            if schema is not None:
+                rooted = {**schema, "components": document["components"]}
+                errors = [e.message for e in jsonschema_rs.validator_for(rooted).iter_errors(r.json())]
+                assert not errors, (method, path, errors)
         admin = client.get("/admin/explain", headers={"authorization": "Bearer adm-token"})  # POST only: 405
         assert admin.status_code == 405 and admin.headers["x-ccgate-trace-id"]
 
     def lines() -> list[dict]:
         return [json.loads(line) for line in gw.log.read_text().splitlines() if line.startswith("{")]
 
-    wait_until(lambda: sum(1 for line in lines() if "status" in line) >= 8, "the request lines were written")
+    wait_until(lambda: sum(1 for line in lines() if "status" in line) >= 11, "the request lines were written")
     logged = [line for line in lines() if "status" in line]
     answered = next(line for line in logged if line["status"] == 200 and line["op"] == "messages")
     for status, path in [
