@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Collection
 
 from router.dispatch import DispatchFailed
 from router.policy.identity import Identity, Limits
@@ -25,7 +26,7 @@ def output_bound(policy: Policy, max_tokens: int) -> int:
     return max_tokens
 
 
-def limits_problem(limits: Limits, policy: Policy) -> str | None:
+def limits_problem(limits: Limits, backends: Collection[str]) -> str | None:
     """Why these limits cannot be a key's (for `keys add` and POST /admin/keys); None if they can."""
     for name in ("rpm", "tpm", "cloud_tokens"):
         value = getattr(limits, name)
@@ -35,9 +36,9 @@ def limits_problem(limits: Limits, policy: Policy) -> str | None:
         return f"local_share must be 0 (no local box) or more, not {limits.local_share}"
     if limits.wait_seconds is not None and not 0 < limits.wait_seconds <= 3600:
         return f"wait_seconds must be between 0 and 3600, not {limits.wait_seconds}"
-    unknown = [b for b in limits.backends or () if b not in policy.backends]
+    unknown = [b for b in limits.backends or () if b not in backends]
     if unknown:
-        return f"backends: {', '.join(unknown)} not in the policy (its backends: {', '.join(sorted(policy.backends))})"
+        return f"backends: {', '.join(unknown)} not in the policy (its backends: {', '.join(sorted(backends))})"
     return None
 
 

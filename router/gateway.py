@@ -36,6 +36,7 @@ from router.protocol.usage import Usage
 from router.state.accounting import Accounting, Reservation
 from router.state.keys import KeyStore
 from router.state.poller import Poller
+from router.state.published_policy import summary as policy_summary
 from router.state.queue import SlotQueue
 from router.state.redis_shared import RedisShared
 from router.state.secret import local_secret, shared_secret
@@ -119,6 +120,7 @@ class Gateway:
 
     async def start(self) -> None:
         await self.shared.start()
+        self.shared.publish_policy(policy_summary(self.policy))
         self.marks.use(await shared_secret(self.shared, self.marks.secret))
         await self.poller.poll_once(everyone=True)
         self.poller.start()
@@ -407,6 +409,7 @@ class Gateway:
         self.store.configure(backends, _breakers(policy), changed)
         self._routing = Routing(policy, Engine(policy), backends)
         self.on_policy(policy)
+        self.shared.publish_policy(policy_summary(policy))
         self.poller.backends = backends
         if changed:
             self.spawn(self.poller.poll_once(everyone=True))

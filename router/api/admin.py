@@ -52,7 +52,7 @@ async def add_key(request: Request) -> Response | dict:
         return _no_keys()
     try:
         wanted = msgspec.convert(decode_body(await request.body()), NewKey)
-        if problem := limits_problem(wanted.limits, gateway.policy):
+        if problem := limits_problem(wanted.limits, gateway.policy.backends):
             return error_response(400, problem)
         key = await gateway.keys.add(wanted.name, wanted.team, wanted.limits)
     except msgspec.ValidationError as exc:

@@ -6,9 +6,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
@@ -19,11 +21,13 @@ from router.cli.output import emit
 from router.config import Settings
 from router.policy.identity import Limits
 from router.policy.loader import PolicyError, load_policy
-from router.policy.schema import Policy
+from router.policy.schema import Price
 from router.state.keys import KeyProblem, KeyStore
+from router.state.published_policy import KEY as POLICY_KEY
+from router.state.published_policy import decode
 from router.state.redis_client import RedisUrlError, connect, describe, reason
 
-Work = Callable[[argparse.Namespace, redis.Redis, Policy], Awaitable[int]]
+Work = Callable[[argparse.Namespace, redis.Redis, str, "TeamPolicy"], Awaitable[int]]
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -45,7 +49,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     revoke = keys_commands.add_parser("revoke", help="refuse a key from now on (every replica within a second)")
     revoke.add_argument("name")
     for sub in (add, listing, revoke):
-        sub.add_argument("--config", type=Path, help="policy file (for state.redis_url / key_prefix)")
+        sub.add_argument(
+            "--config",
+            type=Path,
+            help="the team's policy file (default: CCGATE_CONFIG, else what the gateways on REDIS_URL published, else the built-in one)",
+        )
     keys.set_defaults(run=run)
 
 
@@ -53,11 +61,28 @@ def run(args: argparse.Namespace) -> int:
     return on_team_redis(args, _keys, _check_limits)
 
 
+@dataclass(frozen=True)
+class TeamPolicy:
+    """What these commands need of the team's policy: its backends, which are local, its prices,
+    and where that was read (a file given, or what the gateways on the Redis published)."""
+
+    backends: dict[str, str]  # name → kind
+    prices: dict[str, Price]
+    source: str
+
+    @property
+    def local(self) -> list[str]:
+        return [name for name, kind in self.backends.items() if kind == "llamacpp"]
+
+
 def on_team_redis(
-    args: argparse.Namespace, work: Work, check: Callable[[argparse.Namespace, Policy], str | None] | None = None
+    args: argparse.Namespace, work: Work, check: Callable[[argparse.Namespace, TeamPolicy], str | None] | None = None
 ) -> int:
-    """Run `work` on the team's Redis. Exit 0 on success, 1 when the operation cannot be done
-    (the reason on stderr), 2 on bad usage."""
+    """Run `work` on the team's Redis, with the team's policy: the file given (--config, or
+    CCGATE_CONFIG as for `ccgate serve`), else what the gateways on that Redis published, else the
+    built-in one. Exit 0 on success, 1 when the operation cannot be done (the reason on stderr), 2
+    on bad usage."""
+    explicit = args.config is not None or bool(os.environ.get("CCGATE_CONFIG"))
     try:
         settings = Settings.from_env(config=args.config)
         policy = load_policy(settings.policy_path)
@@ -68,14 +93,21 @@ def on_team_redis(
     if not url:
         print("ccgate: team keys and usage live in Redis: set REDIS_URL", file=sys.stderr)
         return 2
-    if check is not None and (problem := check(args, policy)):
-        print(f"ccgate: {problem}", file=sys.stderr)
-        return 2
+    prefix = policy.state.key_prefix
+    given = TeamPolicy(
+        {name: config.kind for name, config in policy.backends.items()},
+        dict(policy.prices),
+        str(settings.policy_path) if explicit else "the built-in policy (no gateway has published one on this Redis)",
+    )
 
     async def go() -> int:
         client = connect(url, socket_connect_timeout=5)
         try:
-            return await work(args, client, policy)
+            team = given if explicit else await _published(client, prefix) or given
+            if check is not None and (problem := check(args, team)):
+                print(f"ccgate: {problem}", file=sys.stderr)
+                return 2
+            return await work(args, client, prefix, team)
         finally:
             await client.aclose()
 
@@ -92,8 +124,21 @@ def on_team_redis(
         return 1
 
 
-def _check_limits(args: argparse.Namespace, policy: Policy) -> str | None:
-    return limits_problem(_limits(args), policy) if args.keys_command == "add" else None
+async def _published(client: redis.Redis, prefix: str) -> TeamPolicy | None:
+    published = decode(await client.get(prefix + POLICY_KEY))
+    if published is None:
+        return None
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(published.at))
+    return TeamPolicy(
+        published.backends, published.prices, f"the policy the gateways on this Redis run (put in force {when})"
+    )
+
+
+def _check_limits(args: argparse.Namespace, team: TeamPolicy) -> str | None:
+    if args.keys_command != "add":
+        return None
+    problem = limits_problem(_limits(args), team.backends)
+    return f"{problem}; read from {team.source}" if problem else None
 
 
 def _limits(args: argparse.Namespace) -> Limits:
@@ -113,8 +158,8 @@ def _backends(args: argparse.Namespace) -> list[str] | None:
     return [b.strip() for b in args.backends.split(",") if b.strip()] if args.backends else None
 
 
-async def _keys(args: argparse.Namespace, client: redis.Redis, policy: Policy) -> int:
-    store = KeyStore(client, policy.state.key_prefix, cache_seconds=0)
+async def _keys(args: argparse.Namespace, client: redis.Redis, prefix: str, team: TeamPolicy) -> int:
+    store = KeyStore(client, prefix, cache_seconds=0)
     if args.keys_command == "add":
         key = await store.add(args.name, args.team, _limits(args))
         emit(f"key {args.name!r} for team {args.team!r}; it is shown once, here, and kept only hashed:")

@@ -9,10 +9,8 @@ from pathlib import Path
 
 import redis.asyncio as redis
 
-from router.admission import local_backends
-from router.cli.keys import on_team_redis
+from router.cli.keys import TeamPolicy, on_team_redis
 from router.cli.output import emit
-from router.policy.schema import Policy
 from router.state.accounting import MAX_DAYS, Accounting, last_days, summarize, usage_days
 
 
@@ -23,7 +21,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     usage.add_argument("--since", default="7d", help="how many days back: 7d, 30d (default 7d)")
     usage.add_argument("--by", choices=["key", "team", "backend", "model"], default="key")
     usage.add_argument("--json", action="store_true")
-    usage.add_argument("--config", type=Path, help="policy file (for state.redis_url / key_prefix)")
+    usage.add_argument(
+        "--config",
+        type=Path,
+        help="the team's policy file (default: CCGATE_CONFIG, else what the gateways on REDIS_URL published, else the built-in one)",
+    )
     usage.set_defaults(run=run)
 
 
@@ -31,17 +33,17 @@ def run(args: argparse.Namespace) -> int:
     return on_team_redis(args, _usage, _check_since)
 
 
-def _check_since(args: argparse.Namespace, policy: Policy) -> str | None:
+def _check_since(args: argparse.Namespace, team: TeamPolicy) -> str | None:
     if usage_days(args.since) is None:
         return f"--since: expected Nd with N from 1 to {MAX_DAYS}, e.g. 7d"
     return None
 
 
-async def _usage(args: argparse.Namespace, client: redis.Redis, policy: Policy) -> int:
-    accounting = Accounting(client, policy.state.key_prefix)
+async def _usage(args: argparse.Namespace, client: redis.Redis, prefix: str, team: TeamPolicy) -> int:
+    accounting = Accounting(client, prefix)
     days = usage_days(args.since)
     assert days is not None
-    rows = summarize(await accounting.usage(last_days(days)), args.by, local_backends(policy), policy.prices)
+    rows = summarize(await accounting.usage(last_days(days)), args.by, team.local, team.prices)
     if args.json:
         emit(json.dumps({"since": f"{days}d", "by": args.by, "usage": rows}, indent=2))
         return 0
@@ -59,8 +61,8 @@ async def _usage(args: argparse.Namespace, client: redis.Redis, policy: Policy) 
         emit(f"{row[args.by][:24]:<24} {figures} {cost:>10}")
     if not rows:
         emit(f"(no usage in the last {days} days)")
-    elif not policy.prices:
-        emit("(no cloud cost: the policy has no `prices:`; pass the team's policy with --config)")
+    elif not team.prices:
+        emit(f"(no cloud cost: {team.source} has no `prices:`; pass the team's policy with --config)")
     elif any(row["estimated"] for row in rows):
         emit("(est.: output tokens counted from what was relayed, for answers cut short before their final count)")
     return 0

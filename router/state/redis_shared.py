@@ -39,6 +39,7 @@ from typing import Any
 from redis.exceptions import NoScriptError
 
 from router.policy.affinity import Entry, PrefixView, SlotState
+from router.state.published_policy import KEY as POLICY_KEY
 from router.state.redis_client import CLUSTER_REFUSED, connect, describe, is_cluster, reason
 from router.state.redis_failures import REDIS_FAILURES
 from router.state.shared import INDEX_TTL, LocalShared, ScriptCall, SharedView
@@ -94,6 +95,7 @@ class RedisShared(LocalShared):
         self._index_writes: list[IndexWrite] = []  # waiting for the writer
         self._index_writer: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._policy: bytes | None = None  # what this replica runs, as published (state/published_policy.py)
         self._written: set[str] = set()  # this replica's inflight fields in Redis
         self._written_held: set[str] = set()  # and its held fields
         self._said_cluster = False
@@ -104,7 +106,7 @@ class RedisShared(LocalShared):
             await self.client.ping()
         except REDIS_FAILURES as exc:
             self._failed(exc)
-        self._tasks = [asyncio.create_task(self._heartbeat()), asyncio.create_task(self._publisher())]
+        self._tasks += [asyncio.create_task(self._heartbeat()), asyncio.create_task(self._publisher())]
 
     async def stop(self) -> None:
         if self._index_writer is not None:  # what was learnt last is worth keeping
@@ -271,6 +273,26 @@ class RedisShared(LocalShared):
         super().slot_file_lost(backend, name)
         self._write_soon({}, (self._key("files"), f"{backend}\t{name}"))
 
+    def publish_policy(self, summary: bytes) -> None:
+        self._policy = summary
+        self._policy_soon()
+
+    def _policy_soon(self) -> None:
+        """Written at start-up, on each reload, and again when Redis comes back."""
+        summary = self._policy
+        if summary is None or not self.up:
+            return
+
+        async def write() -> None:
+            try:
+                await self.client.set(self._key(POLICY_KEY), summary)
+            except REDIS_FAILURES as exc:
+                self._failed(exc)
+
+        task = asyncio.get_running_loop().create_task(write())
+        self._tasks.append(task)
+        task.add_done_callback(self._tasks.remove)
+
     def _write_soon(self, hashes: dict[str, dict[str, str]], gone: tuple[str, ...] | None = None) -> None:
         """Fields written (and `gone`: a key and fields deleted) in the background; lost if Redis
         is away (a breaker is rewritten as it changes, a slot file nobody knows of is only a name
@@ -358,6 +380,7 @@ class RedisShared(LocalShared):
             return
         self.up = True
         self._on_state(True)
+        self._policy_soon()
         replay, self._replay = self._replay, []
         log.warning("redis is back: sharing state again (%d index writes replayed)", len(replay))
         for start in range(0, len(replay), 100):

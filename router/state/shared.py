@@ -55,6 +55,10 @@ class LocalShared:
     async def start(self) -> None:
         return None
 
+    def publish_policy(self, summary: bytes) -> None:
+        """Say what policy this replica runs (state/published_policy.py): nobody to tell in memory."""
+        return None
+
     async def stop(self) -> None:
         return None
 

@@ -204,6 +204,35 @@ def test_admin_needs_the_admin_token_and_manages_keys(make_team, text_llama: Pro
     assert unknown_backend.returncode == 2 and "gpu9" in unknown_backend.stderr and not unknown_backend.stdout
 
 
+def test_the_cli_without_a_policy_file_reads_the_one_the_gateways_published(
+    make_team, text_llama: Process, logdir: Path
+) -> None:
+    """From another shell, no --config and no CCGATE_CONFIG: `keys add --backends` checks the
+    names against the policy the gateways on that Redis run (the built-in one has others), and
+    `usage` prices with its prices."""
+    redis = start_redis(logdir)  # its own: the default key prefix, as a team's would be
+    try:
+        url = f"redis://127.0.0.1:{redis.port}/0"
+        prices = {"prices": {"claude-*": {"input": 3.0, "output": 15.0}}, "state": {"key_prefix": "ccgate:"}}
+        team = make_team({"gpu": {"kind": "llamacpp", "url": text_llama.url}}, extra=prices, env={"REDIS_URL": url})
+        env = {k: v for k, v in os.environ.items() if k != "CCGATE_CONFIG"} | {"REDIS_URL": url}
+
+        def bare(*args: str) -> subprocess.CompletedProcess[str]:
+            command = [sys.executable, "-m", "router.cli", *args]
+            return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+
+        made = bare("keys", "add", "dave", "--team", "x", "--backends", "gpu")
+        assert made.returncode == 0, made.stderr
+        refused = bare("keys", "add", "erin", "--team", "x", "--backends", "local")  # the built-in's name
+        assert refused.returncode == 2 and "the policy the gateways on this Redis run" in refused.stderr
+        key = made.stdout.splitlines()[-1]
+        assert team.post(key).status_code == 200
+        wait_until(lambda: "dave" in bare("usage").stdout, "the answer counted in usage")
+        assert "no cloud cost" not in bare("usage").stdout
+    finally:
+        redis.stop()
+
+
 def test_requests_per_minute_hold_exactly_across_two_replicas(make_team, text_llama: Process) -> None:
     # 20 at once on a 2-slot box: the ones admitted that find it busy go to the "cloud".
     team = make_team(
