@@ -35,7 +35,7 @@ from tests.harness.procs import real_model, start_llama  # noqa: E402
 
 FIXTURES = sorted((ROOT / "tests" / "fixtures").glob("claude-code-request-*.json"))
 SOURCE = (ROOT / "router" / "gateway.py").read_text()[:24_000]  # indented Python, as Read returns it
-PROSE = (ROOT / "README.md").read_text()[:24_000]
+PROSE = "".join(p.read_text() for p in sorted((ROOT / "docs").glob("*.md")))[:24_000]  # English prose
 DIGITS = " ".join(str(7**i % 1_000_003) for i in range(4_000))[:24_000]
 
 
@@ -58,7 +58,7 @@ def main() -> None:
             body = json.loads(path.read_text())["body"]
             bodies.append((path.stem.removeprefix("claude-code-request-"), body))
         base = bodies[0][1]
-        for name, text in (("source code", SOURCE), ("prose (README)", PROSE), ("digits", DIGITS)):
+        for name, text in (("source code", SOURCE), ("prose (docs/)", PROSE), ("digits", DIGITS)):
             bodies.append((f"turn1 + 24 KB {name}", with_tool_result(base, text)))
         print(f"{'prompt':<34}{'bytes':>9}{'estimate':>10}{'Gemma':>8}{'error':>9}{'count ms':>10}")
         for name, body in bodies:

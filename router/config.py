@@ -131,9 +131,9 @@ class SlotFiles(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only
     conversation, and restored into a slot when that conversation returns. A server without
     `--slot-save-path` is left as it is. Measured by bench/slot_files.py."""
 
-    # Files ccgate keeps on each server (names ccgate-<backend>-<n>.bin, reused least recently
-    # used first), so its disk use stays bounded: each holds one prompt's KV cache. Default:
-    # twice the server's slots. 0: never save or restore.
+    # Files ccgate keeps on each server (names ccgate-<backend>-<tag>-<n>.bin, the tag naming the
+    # deployment, backend and model; reused least recently used first), so its disk use stays
+    # bounded: each holds one prompt's KV cache. Default: twice the server's slots. 0: never.
     files: Annotated[int, msgspec.Meta(ge=0)] | None = None
     # The smallest prefix worth a file: shorter ones are processed again, which costs less
     # than the round trips of a save and a restore.

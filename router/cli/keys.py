@@ -52,7 +52,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         sub.add_argument(
             "--config",
             type=Path,
-            help="the team's policy file (default: CCGATE_CONFIG, else what the gateways on REDIS_URL published, else the built-in one)",
+            help="the team's policy (default: CCGATE_CONFIG, else what the gateways on REDIS_URL published)",
         )
     keys.set_defaults(run=run)
 

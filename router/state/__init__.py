@@ -1,1 +1,2 @@
-"""Live backend state behind one interface (in memory now; Redis with [prefix-cache])."""
+"""Live state behind one interface, in memory or shared in Redis: backend health and load, the
+prefix index, team keys and usage."""

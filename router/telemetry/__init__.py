@@ -1,1 +1,1 @@
-"""Metrics (and, with [observability], traces): observers of requests, never deciders."""
+"""Metrics, traces and logs: observers of requests, never deciders."""

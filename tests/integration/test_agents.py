@@ -1,6 +1,6 @@
 """The real OpenAI-dialect agents through ccgate, offline: Opencode (npm opencode-ai, Chat
 Completions) and Codex CLI (npm @openai/codex, Responses). Each is configured at the gateway as
-its README section says, and runs a one-line task in which a scripted model calls the agent's own
+docs/agents.md says, and runs a one-line task in which a scripted model calls the agent's own
 tool (Opencode's `read`, Codex's `exec_command`) and answers after the tool result."""
 
 from __future__ import annotations
