@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextvars
+import errno
 import functools
 import socket
 import time
@@ -411,10 +412,13 @@ class UpstreamClient:
             except aiohttp.ClientConnectorError as exc:  # refused, DNS, TLS, the proxy: nothing was sent
                 raise BackendUnavailable(self.name, describe(exc)) from None
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-                # The one case for sending it again: a kept-alive connection the server closed (or
-                # reset, as the request was written) at once, before a single byte came back (not
-                # even a 1xx): it processed nothing.
-                if attempt == 2 or not noted.may_send_again():
+                # The one case for sending it again: a kept-alive connection the server closed at
+                # once, before a single byte came back (not even a 1xx): it processed nothing. A
+                # reset counts too: a server resets a connection it closes with bytes it never
+                # read (our request, arriving as it gave up on the idle connection), and aiohttp
+                # then says "Can not write request body" or "Connection reset by peer".
+                unsent = isinstance(exc, aiohttp.ServerDisconnectedError) or _unsent(exc)
+                if attempt == 2 or not unsent or not noted.may_send_again():
                     said = (
                         "closed without an answer"
                         if isinstance(exc, aiohttp.ServerDisconnectedError)
@@ -458,6 +462,11 @@ async def _raise_for_status(name: str, response: UpstreamResponse) -> None:
     status = response.status_code
     message = upstream_error_message(body) or response.reason_phrase or "error"
     raise BackendHTTPError(name, status, message, upstream_error_type(body), upstream_n_ctx(body))
+
+
+def _unsent(exc: aiohttp.ClientOSError) -> bool:
+    """A reset (or a write into one), not some other OS error (a TLS alert, a full buffer)."""
+    return exc.errno in (errno.ECONNRESET, errno.EPIPE) or "Can not write request body" in str(exc)
 
 
 def describe(exc: BaseException) -> str:
