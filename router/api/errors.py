@@ -161,9 +161,8 @@ def header_safe(text: str, limit: int = 512) -> str:
 def on_redis_unavailable(request: Request, exc: RedisError) -> Response[dict]:
     """Keys, usage and the other /admin/ reads need Redis: while it is away (down, failing over)
     they say so and when to try again, never a 500. (The model routes handle it themselves.)"""
-    log.warning("%s %s: Redis unavailable (%s)", request.method, request.url.path, reason(exc))
     _count_refused(request, 503)
-    message = "Redis is unavailable (keys and usage live there); retry shortly"
+    message = f"Redis is unavailable (keys and usage live there: {reason(exc)}); retry shortly"
     response = error_response(503, message, "api_error", {"retry-after": "1"}, openai_path(request.url.path))
     return traced(request, response)
 

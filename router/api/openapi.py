@@ -100,17 +100,27 @@ def _model_call(summary: str, request: type, answer: type, error: type) -> dict[
 
 
 def _admin(method: str, summary: str, answer: type, status: int = 200, **extra: Any) -> dict[str, Any]:
+    errors = ADMIN_ERRORS | ({413: ERRORS[413]} if "requestBody" in extra else {})
     return {
         method: {
             "summary": summary,
             "security": ADMIN,
             "responses": {
                 str(status): {"description": "ok", **_json(answer)},
-                **_errors(ADMIN_ERRORS, schemas.AnthropicError),
+                **_errors(errors, schemas.AnthropicError),
             },
             **extra,
         }
     }
+
+
+def _with_405(paths: dict[str, Any]) -> dict[str, Any]:
+    """Any other method on a route: 405, in the route's dialect."""
+    for path, operations in paths.items():
+        shape = schemas.OpenAIError if path in ("/v1/chat/completions", "/v1/responses") else schemas.AnthropicError
+        for operation in operations.values():
+            operation["responses"].setdefault("405", {"description": ERRORS[405], **_json(shape)})
+    return paths
 
 
 @cache
@@ -125,126 +135,143 @@ def document() -> dict[str, Any]:
             "description": "A gateway between coding agents and model backends. Every answer carries "
             "x-ccgate-trace-id, the trace (and log line) of its request.",
         },
-        "paths": {
-            "/v1/messages": _model_call(
-                "Anthropic Messages", MessagesRequest, schemas.AnthropicMessage, schemas.AnthropicError
-            ),
-            "/v1/chat/completions": _model_call(
-                "OpenAI Chat Completions", schemas.ChatRequest, schemas.ChatCompletion, schemas.OpenAIError
-            ),
-            "/v1/responses": _model_call(
-                "OpenAI Responses (stateless)", schemas.ResponsesRequest, schemas.ResponseObject, schemas.OpenAIError
-            ),
-            "/v1/messages/count_tokens": {
-                "post": {
-                    "summary": "Count a request's input tokens",
-                    "security": TEAM_KEY,
-                    "requestBody": {"required": True, **_json(CountTokensRequest)},
-                    "responses": {
-                        "200": {"description": "the count", **_json(schemas.TokenCount)},
-                        **_errors(count_errors | {529: ERRORS[529]}, schemas.AnthropicError),
-                    },
-                }
-            },
-            "/v1/models": {
-                "get": {
-                    "summary": "The models the backends serve",
-                    "security": TEAM_KEY,
-                    "responses": {
-                        "200": {"description": "the list", **_json(schemas.ModelList)},
-                        "403": {"description": ERRORS[403], **_json(schemas.AnthropicError)},
-                    },
-                }
-            },
-            "/": {
-                "get": {"summary": "What this is", "responses": {"200": {"description": "ok", **_json(schemas.Index)}}},
-                "head": {
-                    "summary": "Reachable (Claude Code sends it first)",
-                    "responses": {"200": {"description": "ok"}},
-                },
-            },
-            "/healthz": {
-                "get": {
-                    "summary": "The process is alive",
-                    "responses": {"200": {"description": "ok", **_json(schemas.Health)}},
-                }
-            },
-            "/readyz": {
-                "get": {
-                    "summary": "A backend can take requests (503 when none can, or while draining)",
-                    "responses": {
-                        "200": {"description": "ready", **_json(schemas.Readiness)},
-                        "503": {"description": "not ready, or draining", **_json(schemas.Readiness)},
-                    },
-                }
-            },
-            "/metrics": {
-                "get": {
-                    "summary": "Prometheus text exposition (every worker's)",
-                    "description": "Needs CCGATE_METRICS_TOKEN or the admin token as a Bearer token in keys "
-                    "mode, or whenever CCGATE_METRICS_TOKEN is set.",
-                    "security": [{"metricsToken": []}, {"adminToken": []}, {}],
-                    "responses": {
-                        "200": {
-                            "description": "the metrics",
-                            "content": {"text/plain": {"schema": {"type": "string"}}},
-                        },
-                        "401": {"description": "a token is needed", **_json(schemas.AnthropicError)},
-                        "403": {"description": "the token is wrong", **_json(schemas.AnthropicError)},
-                    },
-                }
-            },
-            "/openapi.json": {
-                "get": {
-                    "summary": "This document",
-                    "responses": {"200": {"description": "ok", **_json({"type": "object"})}},
-                }
-            },
-            "/admin/explain": _admin(
-                "post",
-                "Where a request would go now, and why (its body: any dialect, or ?dialect=)",
-                schemas.Explanation,
-                requestBody={"required": True, **_json(MessagesRequest)},
-                parameters=[
-                    {
-                        "name": "dialect",
-                        "in": "query",
-                        "required": False,
-                        "schema": {"enum": ["anthropic", "chat", "responses"]},
-                    }
-                ],
-            ),
-            "/admin/keys": {
-                **_admin("get", "Every team key (never its hash)", schemas.KeyList),
-                **_admin(
-                    "post",
-                    "Make a key; the answer is the only place it is shown",
-                    schemas.MadeKey,
-                    201,
-                    requestBody={"required": True, **_json(schemas.NewKey)},
+        "paths": _with_405(
+            {
+                "/v1/messages": _model_call(
+                    "Anthropic Messages", MessagesRequest, schemas.AnthropicMessage, schemas.AnthropicError
                 ),
-            },
-            "/admin/keys/{name}": _admin(
-                "delete",
-                "Revoke a key (every replica refuses it within a second)",
-                schemas.RevokedKey,
-                parameters=[{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
-            ),
-            "/admin/usage": _admin(
-                "get",
-                "Tokens per key, team, backend or model: local share, cloud cost",
-                schemas.UsageReport,
-                parameters=[
-                    {"name": "since", "in": "query", "required": False, "schema": {"type": "string", "default": "7d"}},
-                    {
-                        "name": "by",
-                        "in": "query",
-                        "required": False,
-                        "schema": {"enum": ["key", "team", "backend", "model"], "default": "key"},
+                "/v1/chat/completions": _model_call(
+                    "OpenAI Chat Completions", schemas.ChatRequest, schemas.ChatCompletion, schemas.OpenAIError
+                ),
+                "/v1/responses": _model_call(
+                    "OpenAI Responses (stateless)",
+                    schemas.ResponsesRequest,
+                    schemas.ResponseObject,
+                    schemas.OpenAIError,
+                ),
+                "/v1/messages/count_tokens": {
+                    "post": {
+                        "summary": "Count a request's input tokens",
+                        "security": TEAM_KEY,
+                        "requestBody": {"required": True, **_json(CountTokensRequest)},
+                        "responses": {
+                            "200": {"description": "the count", **_json(schemas.TokenCount)},
+                            **_errors(count_errors | {529: ERRORS[529]}, schemas.AnthropicError),
+                        },
+                    }
+                },
+                "/v1/models": {
+                    "get": {
+                        "summary": "The models the backends serve",
+                        "security": TEAM_KEY,
+                        "responses": {
+                            "200": {"description": "the list", **_json(schemas.ModelList)},
+                            "403": {"description": ERRORS[403], **_json(schemas.AnthropicError)},
+                            "529": {
+                                "description": "Redis, where team keys live, is unavailable",
+                                **_json(schemas.AnthropicError),
+                            },
+                        },
+                    }
+                },
+                "/": {
+                    "get": {
+                        "summary": "What this is",
+                        "responses": {"200": {"description": "ok", **_json(schemas.Index)}},
                     },
-                ],
-            ),
-        },
+                    "head": {
+                        "summary": "Reachable (Claude Code sends it first)",
+                        "responses": {"200": {"description": "ok"}},
+                    },
+                },
+                "/healthz": {
+                    "get": {
+                        "summary": "The process is alive",
+                        "responses": {"200": {"description": "ok", **_json(schemas.Health)}},
+                    }
+                },
+                "/readyz": {
+                    "get": {
+                        "summary": "A backend can take requests (503 when none can, or while draining)",
+                        "responses": {
+                            "200": {"description": "ready", **_json(schemas.Readiness)},
+                            "503": {"description": "not ready, or draining", **_json(schemas.Readiness)},
+                        },
+                    }
+                },
+                "/metrics": {
+                    "get": {
+                        "summary": "Prometheus text exposition (every worker's)",
+                        "description": "Needs CCGATE_METRICS_TOKEN or the admin token as a Bearer token in keys "
+                        "mode, or whenever CCGATE_METRICS_TOKEN is set.",
+                        "security": [{"metricsToken": []}, {"adminToken": []}, {}],
+                        "responses": {
+                            "200": {
+                                "description": "the metrics",
+                                "content": {"text/plain": {"schema": {"type": "string"}}},
+                            },
+                            "401": {"description": "a token is needed", **_json(schemas.AnthropicError)},
+                            "403": {"description": "the token is wrong", **_json(schemas.AnthropicError)},
+                        },
+                    }
+                },
+                "/openapi.json": {
+                    "get": {
+                        "summary": "This document",
+                        "responses": {"200": {"description": "ok", **_json({"type": "object"})}},
+                    }
+                },
+                "/admin/explain": _admin(
+                    "post",
+                    "Where a request would go now, and why (its body: any dialect, or ?dialect=)",
+                    schemas.Explanation,
+                    requestBody={"required": True, **_json(MessagesRequest)},
+                    parameters=[
+                        {
+                            "name": "dialect",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"enum": ["anthropic", "chat", "responses"]},
+                        }
+                    ],
+                ),
+                "/admin/keys": {
+                    **_admin("get", "Every team key (never its hash)", schemas.KeyList),
+                    **_admin(
+                        "post",
+                        "Make a key; the answer is the only place it is shown",
+                        schemas.MadeKey,
+                        201,
+                        requestBody={"required": True, **_json(schemas.NewKey)},
+                    ),
+                },
+                "/admin/keys/{name}": _admin(
+                    "delete",
+                    "Revoke a key (every replica refuses it within a second)",
+                    schemas.RevokedKey,
+                    parameters=[{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+                ),
+                "/admin/usage": _admin(
+                    "get",
+                    "Tokens per key, team, backend or model: local share, cloud cost",
+                    schemas.UsageReport,
+                    parameters=[
+                        {
+                            "name": "since",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string", "default": "7d"},
+                        },
+                        {
+                            "name": "by",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"enum": ["key", "team", "backend", "model"], "default": "key"},
+                        },
+                    ],
+                ),
+            }
+        ),
         "components": {
             "schemas": components,
             "securitySchemes": {

@@ -48,7 +48,7 @@ FIELDS = (
     "team",
     "trace_id",
 )
-# Routes whose handlers log and trace themselves (api/ingress.py): passed through untouched.
+# Routes whose handlers log and trace themselves when POSTed to (api/ingress.py): passed through.
 MODEL_ROUTES = frozenset({"/v1/messages", "/v1/messages/count_tokens", "/v1/chat/completions", "/v1/responses"})
 
 
@@ -78,7 +78,12 @@ def _error_message(body: bytes) -> str | None:
 
 
 def request_line(level: int, text: str, **fields: Any) -> None:
+    # a path or message a client chose is one line, whatever it holds (text logs split at \n)
+    text = text.translate(CONTROL)
     log.log(level, "%s", text, extra={"fields": {name: fields.get(name) for name in FIELDS}})
+
+
+CONTROL = {c: f"\\x{c:02x}" for c in (*range(32), 127)}
 
 
 def refusal_level(status: int) -> int:
@@ -90,7 +95,7 @@ def every_answer_traced(app: Any) -> Any:
     trace id header, and (for /admin/* and refusals) a request line."""
 
     async def middleware(scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"].rstrip("/") in MODEL_ROUTES:
+        if scope["type"] != "http" or (scope["method"] == "POST" and scope["path"].rstrip("/") in MODEL_ROUTES):
             await app(scope, receive, send)
             return
         started_ns = time.time_ns()

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextvars
-import errno
 import functools
 import socket
 import time
@@ -413,10 +412,10 @@ class UpstreamClient:
                 raise BackendUnavailable(self.name, describe(exc)) from None
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
                 # The one case for sending it again: a kept-alive connection the server closed at
-                # once, before a single byte came back (not even a 1xx): it processed nothing. A
-                # reset counts too: a server resets a connection it closes with bytes it never
-                # read (our request, arriving as it gave up on the idle connection), and aiohttp
-                # then says "Can not write request body" or "Connection reset by peer".
+                # once, before a single byte came back (not even a 1xx): it processed nothing. Or
+                # one whose request could not even be written (reset as it went out: the server
+                # never had all of it). A reset once all of it went out is not sent again: a proxy
+                # may have passed it on already.
                 unsent = isinstance(exc, aiohttp.ServerDisconnectedError) or _unsent(exc)
                 if attempt == 2 or not unsent or not noted.may_send_again():
                     said = (
@@ -465,8 +464,9 @@ async def _raise_for_status(name: str, response: UpstreamResponse) -> None:
 
 
 def _unsent(exc: aiohttp.ClientOSError) -> bool:
-    """A reset (or a write into one), not some other OS error (a TLS alert, a full buffer)."""
-    return exc.errno in (errno.ECONNRESET, errno.EPIPE) or "Can not write request body" in str(exc)
+    """aiohttp's word for a request whose body it could not write (ClientRequest.write_bytes,
+    3.14: "Can not write request body for <url>"; tests/unit/test_upstream_client.py pins it)."""
+    return "Can not write request body" in str(exc)
 
 
 def describe(exc: BaseException) -> str:

@@ -26,12 +26,12 @@ class Poller:
         the first lines a person reads tell the truth about each)."""
         backends = dict(self.backends)
         before = self._ours_per_server(backends)
-        begun = {name: self.store.begun(name) for name in backends}
+        marks = {name: self.store.mark(name) for name in backends}
         results = await asyncio.gather(
             *(b.probe(suspect=everyone or self.store.suspect(n)) for n, b in backends.items()), return_exceptions=True
         )
-        # a request begun and ended while the probe was out may be in its report: ours as well
-        during = self._ours_per_server(backends, {name: self.store.begun(name) - begun[name] for name in backends})
+        # a request begun and ended while the probe was out, in neither count, may be in its report
+        during = self._ours_per_server(backends, {name: self.store.short_since(name, marks[name]) for name in backends})
         after = self._ours_per_server(backends)
         for name, result in zip(backends, results, strict=True):
             if self.backends.get(name) is not backends[name]:
@@ -39,7 +39,7 @@ class Poller:
             if isinstance(result, BaseException):
                 log.warning("probing backend %s failed: %r", name, result)
                 result = Probe(False, f"probe failed: {type(result).__name__}")
-            self.store.observe(name, result, max(before[name] + during[name], after[name]))
+            self.store.observe(name, result, max(before[name], after[name]) + during[name])
 
     def _ours_per_server(
         self, backends: Mapping[str, Backend], begun: Mapping[str, int] | None = None

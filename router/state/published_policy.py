@@ -6,18 +6,20 @@ backend names and kinds, and the prices. Never the policy file: it may hold keys
 from __future__ import annotations
 
 import time
+from typing import Annotated, Literal
 
 import msgspec
 
 from router.policy.schema import Policy, Price
 
-KEY = "policy"  # under the policy's state.key_prefix
+KEY = "policy"
+MAX_TIME = 4_102_444_800.0  # 2100-01-01  # under the policy's state.key_prefix
 
 
 class PublishedPolicy(msgspec.Struct, frozen=True):
-    backends: dict[str, str]  # name → kind
+    backends: dict[str, Literal["llamacpp", "openai", "anthropic"]]  # name → kind
     prices: dict[str, Price] = msgspec.field(default_factory=dict)
-    at: float = 0.0  # when a gateway put it in force (start-up or reload)
+    at: Annotated[float, msgspec.Meta(ge=0, le=MAX_TIME)] = 0.0  # when a gateway put it in force
 
     @property
     def local(self) -> list[str]:
@@ -30,10 +32,16 @@ def summary(policy: Policy) -> bytes:
 
 
 def decode(raw: bytes | str | None) -> PublishedPolicy | None:
-    """None for nothing published, or something no gateway of this version wrote."""
+    """None for nothing published, or something no gateway of this version wrote (anyone who can
+    write to the team's Redis can write there: what is read is checked, a price must be a price)."""
     if not raw:
         return None
     try:
-        return msgspec.json.decode(raw, type=PublishedPolicy)
+        published = msgspec.json.decode(raw, type=PublishedPolicy)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
+    for price in published.prices.values():
+        figures = [price.input, price.output, price.cached, price.cache_write, price.cache_write_1h]
+        if not all(f is None or 0 <= f < 1e6 for f in figures):
+            return None
+    return published

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Protocol
@@ -21,6 +22,7 @@ from router.backends.base import Probe
 from router.policy.snapshot import BackendSnapshot
 
 log = logging.getLogger("ccgate.state")
+ENDS_KEPT = 4096  # ended requests remembered per backend, for a probe's window (state/poller.py)
 WASTED_REUSE = 3  # pinned answers in a row that reused nothing they were to, before that stops
 
 
@@ -41,8 +43,12 @@ class StateStore(Protocol):
         """This gateway's requests in progress on the backend now."""
         ...
 
-    def begun(self, backend: str) -> int:
-        """How many requests this gateway has begun on the backend, ever (a running count)."""
+    def mark(self, backend: str) -> tuple[int, int]:
+        """Where the backend's running counts of requests begun and ended stand now."""
+        ...
+
+    def short_since(self, backend: str, mark: tuple[int, int]) -> int:
+        """Requests begun and ended since `mark`: in progress only in between."""
         ...
 
     def configure(
@@ -110,7 +116,9 @@ class MemoryState:
         self.passive_window = passive_window
         self.passive_hold = passive_hold
         self._in_flight: dict[tuple[str, int], int] = {}
-        self._begun: dict[str, int] = {}
+        self._begun: dict[str, int] = {}  # requests begun on each backend, a running count
+        self._ended: dict[str, int] = {}  # and ended
+        self._ends: dict[str, deque[int]] = {}  # the begin numbers of the latest ended ones
         self._generation: dict[str, int] = {}
         self._learned_ctx: dict[str, int] = {}
         # (backend, restored) → pinned answers in a row that reused nothing they were to
@@ -190,8 +198,14 @@ class MemoryState:
     def ours(self, backend: str) -> int:
         return self._in_flight.get((backend, self._generation[backend]), 0)
 
-    def begun(self, backend: str) -> int:
-        return self._begun.get(backend, 0)
+    def mark(self, backend: str) -> tuple[int, int]:
+        return self._begun.get(backend, 0), self._ended.get(backend, 0)
+
+    def short_since(self, backend: str, mark: tuple[int, int]) -> int:
+        begun, ended = mark
+        recent = self._ends.get(backend, ())
+        count = min(self._ended.get(backend, 0) - ended, len(recent))
+        return sum(1 for seq in list(recent)[len(recent) - count :] if seq > begun)
 
     def observe(self, backend: str, probe: Probe, ours_before: int = 0) -> None:
         """`ours_before`: the most of our requests that can have been in progress while the probe
@@ -248,13 +262,15 @@ class MemoryState:
     def begin(self, backend: str) -> Callable[[], None]:
         key = (backend, self._generation[backend])
         self._in_flight[key] = self._in_flight.get(key, 0) + 1
-        self._begun[backend] = self._begun.get(backend, 0) + 1
+        self._begun[backend] = seq = self._begun.get(backend, 0) + 1
         done = False
 
         def end() -> None:
             nonlocal done
             if not done:
                 done = True
+                self._ended[backend] = self._ended.get(backend, 0) + 1
+                self._ends.setdefault(backend, deque(maxlen=ENDS_KEPT)).append(seq)
                 left = self._in_flight[key] - 1
                 if left or key[1] == self._generation.get(backend):
                     self._in_flight[key] = left

@@ -128,6 +128,7 @@ def test_every_answer_has_a_trace_id_and_every_refusal_one_line(start_ccgate, to
         ("GET", "/admin/keys", None, 401),
         ("GET", "/nope", None, 404),
         ("GET", "/v1/messages", None, 405),
+        ("OPTIONS", "/v1/messages", None, 204),
         ("POST", "/v1/messages", b"{not json", 400),
         ("POST", "/v1/messages", b'{"pad": "' + b"x" * 8192 + b'"}', 413),
         ("POST", "/v1/messages", json.dumps(ask()).encode(), 200),

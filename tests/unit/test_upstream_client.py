@@ -156,29 +156,62 @@ async def test_a_connection_the_server_wrote_on_while_idle_is_not_reused() -> No
         server.close()
 
 
-async def test_a_reused_connection_reset_while_the_body_is_written_is_sent_again_once() -> None:
-    """The same keep-alive race, seen from the writing side: the server resets the reused
-    connection as the request goes out ("Can not write request body" in aiohttp), so it cannot
-    have the whole request, let alone have run it. Seen against llama-server in a full run."""
+async def test_a_reused_connection_reset_while_the_body_is_written_is_sent_again_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The keep-alive race seen from the writing side ("Can not write request body", seen against
+    llama-server in a full run): the reset comes between the reuse check and the write, a window
+    no test can hit on purpose, so the write itself fails here (the one fault injected: aiohttp's
+    own handling of it is real). The server never gets the whole request: sent again, once."""
+    import aiohttp.payload
+
+    real = aiohttp.payload.BytesPayload.write_with_length
+    calls = {"n": 0}
+
+    async def write(self: aiohttp.payload.BytesPayload, writer: object, length: int | None) -> None:
+        calls["n"] += 1
+        if calls["n"] == 2:  # the second request's body, on the kept-alive connection
+            raise ConnectionResetError(104, "Connection reset by peer")
+        await real(self, writer, length)
+
+    monkeypatch.setattr(aiohttp.payload.BytesPayload, "write_with_length", write)
+
+    async def ok(connection: int, nth: int, writer: asyncio.StreamWriter) -> bool:
+        writer.write(reply(f"from connection {connection}"))
+        return True
+
+    server, seen = await serve(ok)
+    up = client(server)
+    try:
+        assert await text_of(up) == "from connection 1"
+        assert await text_of(up) == "from connection 2"
+        assert seen == [(1, 1), (2, 1)]  # the half-written one never reached the server whole
+    finally:
+        await up.aclose()
+        server.close()
+
+
+async def test_a_reused_connection_reset_after_the_whole_request_is_not_sent_again() -> None:
+    """A reset once the server has the whole request (a proxy may have passed it on): the error,
+    never a second copy."""
     import socket
     import struct
 
-    heads: list[int] = []
+    seen: list[int] = []
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        heads.append(1)
-        mine = len(heads)
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
                 length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
-                if mine == 1 and len(heads) == 1 and length > 1024:  # the 2nd request on connection 1
+                await reader.readexactly(length)
+                seen.append(length)
+                if len(seen) == 2:  # all of the 2nd request read: reset without a byte back
                     sock = writer.get_extra_info("socket")
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                    writer.transport.abort()  # RST while the body is still on its way
+                    writer.transport.abort()
                     return
-                await reader.readexactly(length)
-                writer.write(reply(f"from connection {mine}"))
+                writer.write(reply("first"))
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             writer.close()
@@ -186,11 +219,10 @@ async def test_a_reused_connection_reset_while_the_body_is_written_is_sent_again
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     up = client(server)
     try:
-        assert await text_of(up) == "from connection 1"
-        big = b'{"pad": "' + b"x" * (16 << 20) + b'"}'  # more than any socket buffer takes at once
-        _, content = await up.post("/v1/messages", big, {})
-        assert json.loads(content)["content"][0]["text"] == "from connection 2"
-        assert len(heads) == 2
+        assert await text_of(up) == "first"
+        with pytest.raises(BackendBroken):
+            await text_of(up)
+        assert len(seen) == 2  # the second request reached the server once
     finally:
         await up.aclose()
         server.close()
