@@ -27,7 +27,6 @@ from router.telemetry import record
 from router.telemetry.metrics import Metrics
 from router.telemetry.tracing import trace_id
 
-log = logging.getLogger("ccgate.api")
 CLIENT_CLOSED = 499  # nginx's "client closed request": nobody is left to read it
 
 
@@ -108,45 +107,15 @@ async def handle(
             return Response(b"", status_code=CLIENT_CLOSED)
         except DispatchFailed as failure:
             record.failed(metrics, failure, client)
-            _end_failed(span, failure.status, failure.message)
             reason = failure.error_type or f"HTTP {failure.status}"
-            _log_refused(
-                request,
-                started,
-                op,
-                failure.status,
-                reason,
-                failure.message,
-                client,
-                dialect,
-                span,
-                identity,
-                failure,
-                incoming,
-            )
-            return with_trace_id(on_dispatch_failed(request, failure), span)
+            return _failed(request, started, op, failure, reason, client, dialect, span, identity, incoming)
         record.answered(metrics, outcome, client, started)
         try:
             outcome.reply = dialect.answer(outcome.reply, parsed)
         except BadUpstreamResponse as exc:
             await outcome.reply.aclose()
             failure = DispatchFailed(502, f"{outcome.backend}: {exc}", None, outcome.rule, outcome.fallbacks)
-            _end_failed(span, 502, failure.message)
-            _log_refused(
-                request,
-                started,
-                op,
-                502,
-                "HTTP 502",
-                failure.message,
-                client,
-                dialect,
-                span,
-                identity,
-                failure,
-                incoming,
-            )
-            return with_trace_id(on_dispatch_failed(request, failure), span)
+            return _failed(request, started, op, failure, "HTTP 502", client, dialect, span, identity, incoming)
         span.set_attributes(
             {
                 "http.response.status_code": outcome.reply.status,
@@ -230,6 +199,37 @@ def _log_refused(
         team=identity.team if identity else None,
         trace_id=trace_id(span),
     )
+
+
+def _failed(
+    request: Request,
+    started: float,
+    op: str,
+    failure: DispatchFailed,
+    reason: str,
+    client: str,
+    dialect: Dialect,
+    span: trace.Span,
+    identity: Identity | None,
+    incoming: Incoming,
+) -> Response:
+    """A request that reached dispatch and failed: its span ended, its line, its error answer."""
+    _end_failed(span, failure.status, failure.message)
+    _log_refused(
+        request,
+        started,
+        op,
+        failure.status,
+        reason,
+        failure.message,
+        client,
+        dialect,
+        span,
+        identity,
+        failure,
+        incoming,
+    )
+    return with_trace_id(on_dispatch_failed(request, failure), span)
 
 
 def _end_failed(span: trace.Span, status: int, message: str) -> None:

@@ -49,12 +49,17 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     revoke = keys_commands.add_parser("revoke", help="refuse a key from now on (every replica within a second)")
     revoke.add_argument("name")
     for sub in (add, listing, revoke):
-        sub.add_argument(
-            "--config",
-            type=Path,
-            help="the team's policy (default: CCGATE_CONFIG, else what the gateways on REDIS_URL published)",
-        )
+        add_policy_option(sub)
     keys.set_defaults(run=run)
+
+
+def add_policy_option(parser: argparse.ArgumentParser) -> None:
+    """--config for the commands on the team's Redis (keys, usage): where its policy is found."""
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="the team's policy (default: CCGATE_CONFIG, else what the gateways on REDIS_URL published)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import redis.asyncio as redis
 
-from router.cli.keys import TeamPolicy, on_team_redis
+from router.cli.keys import TeamPolicy, add_policy_option, on_team_redis
 from router.cli.output import emit
 from router.state.accounting import MAX_DAYS, Accounting, last_days, summarize, usage_days
 
@@ -21,11 +20,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     usage.add_argument("--since", default="7d", help="how many days back: 7d, 30d (default 7d)")
     usage.add_argument("--by", choices=["key", "team", "backend", "model"], default="key")
     usage.add_argument("--json", action="store_true")
-    usage.add_argument(
-        "--config",
-        type=Path,
-        help="the team's policy (default: CCGATE_CONFIG, else what the gateways on REDIS_URL published)",
-    )
+    add_policy_option(usage)
     usage.set_defaults(run=run)
 
 

@@ -17,8 +17,10 @@ class Backend:
     def __init__(self, url: str, probe: Probe, gate: asyncio.Event | None = None) -> None:
         self.config: Any = type("Config", (), {"url": url})()
         self._probe, self._gate = probe, gate
+        self.out = asyncio.Event()  # set once a probe was sent
 
     async def probe(self, suspect: bool = False) -> Probe:
+        self.out.set()
         if self._gate is not None:
             await self._gate.wait()
         return self._probe
@@ -31,7 +33,7 @@ async def test_a_probe_of_a_replaced_backend_is_dropped() -> None:
     store = MemoryState(["local"])
     poller = Poller({"local": old}, store)
     polling = asyncio.create_task(poller.poll_once())
-    await asyncio.sleep(0)  # the probe is out
+    await asyncio.wait_for(old.out.wait(), 10)  # the probe is out
     new = Backend("http://new:8080", Probe(True, "not probed", checked=False))
     store.configure(["local"], {}, changed=["local"])  # what Gateway.reload does
     poller.backends = {"local": new}
